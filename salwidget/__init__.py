@@ -1,0 +1,43 @@
+"""salwidget: interactive saliency maps for PyTorch and TensorFlow/Keras image models.
+
+The core (:func:`attribute`, :class:`Attribution`, :func:`to_grayscale`,
+:class:`SaliencyNet`) is plain numpy on the outside; the framework of the
+model is imported only when a model of that kind arrives. The Jupyter panel is
+:class:`SaliencyWidget`.
+"""
+
+from __future__ import annotations
+
+from .attribution import Attribution
+from .engine import METHODS, attribute
+from .errors import AttributionCancelled, NotDifferentiableError, SaliencyError
+from .visualize import to_diverging, to_grayscale
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "Attribution",
+    "AttributionCancelled",
+    "NotDifferentiableError",
+    "SaliencyError",
+    "SaliencyNet",
+    "SaliencyWidget",
+    "attribute",
+    "to_diverging",
+    "to_grayscale",
+]
+
+
+def __getattr__(name: str):
+    # The facade and the widget pull in more modules (ipywidgets, matplotlib):
+    # load them on first use so that `import salwidget` stays light.
+    if name == "SaliencyNet":
+        from .saliencynet import SaliencyNet
+
+        return SaliencyNet
+    if name == "SaliencyWidget":
+        from .widget import SaliencyWidget
+
+        return SaliencyWidget
+    raise AttributeError(f"module 'salwidget' has no attribute {name!r}")

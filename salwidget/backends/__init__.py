@@ -1,0 +1,85 @@
+"""Framework backends behind one small protocol, chosen by looking at the model.
+
+Detection never imports a framework: a model can only be a torch module if
+torch is already imported, and the same for TensorFlow/Keras.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..errors import SaliencyError
+from .base import Backend
+
+FRAMEWORKS = ("torch", "tensorflow")
+
+
+def detect_framework(model: Any) -> str:
+    """Return ``"torch"`` or ``"tensorflow"`` for ``model`` without importing either.
+
+    A Keras 3 model on the torch backend is a ``torch.nn.Module`` and takes the torch path.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
+    if roots & {"tensorflow", "keras", "tf_keras"}:
+        return "tensorflow"
+    if callable(model) and getattr(model, "__module__", "") and model.__module__.split(".")[0] in {
+        "tensorflow",
+        "keras",
+    }:
+        return "tensorflow"
+    raise SaliencyError(
+        f"Cannot tell which framework the model of type {type(model).__name__} belongs to. "
+        "Pass a torch.nn.Module, a Keras model or a tf.Module; for a plain function that "
+        "calls TensorFlow or torch, pass framework='tensorflow' or framework='torch'."
+    )
+
+
+def make_backend(model: Any, framework: str | None = None) -> Backend:
+    """Build the backend for ``model``, importing its framework now."""
+    framework = framework or detect_framework(model)
+    if framework == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(model)
+    if framework in ("tensorflow", "tf", "keras"):
+        from .tf_backend import TensorFlowBackend
+
+        return TensorFlowBackend(model)
+    raise SaliencyError(f"Unknown framework {framework!r}: use one of {FRAMEWORKS}.")
+
+
+__all__ = ["Backend", "FRAMEWORKS", "detect_framework", "get_backend", "make_backend"]
+
+
+_CACHE: "weakref.WeakKeyDictionary" = None  # type: ignore[assignment]
+
+
+def get_backend(model: Any, framework: str | None = None) -> Backend:
+    """The backend for ``model``, reused across calls.
+
+    Reuse matters for TensorFlow, whose traced gradient function would
+    otherwise be rebuilt on every call. The cache holds the model weakly (the
+    backend keeps only a proxy), so it never keeps a model alive.
+    """
+    import weakref
+
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = weakref.WeakKeyDictionary()
+    try:
+        backend = _CACHE.get(model)
+    except TypeError:  # not weak-referenceable or not hashable: no reuse
+        return make_backend(model, framework)
+    if backend is None or (framework and backend.framework != _canonical(framework)):
+        backend = make_backend(model, framework)
+        backend.model = weakref.proxy(model)
+        _CACHE[model] = backend
+    return backend
+
+
+def _canonical(framework: str) -> str:
+    return "tensorflow" if framework in ("tf", "keras") else framework

@@ -1,0 +1,203 @@
+"""Checking and normalising what users pass in: images, targets, baselines, outputs.
+
+Everything becomes float32 numpy here, once, so the rest of the core works on
+one kind of array and every error message is written in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import SaliencyError
+
+_CHANNEL_SIZES = (1, 3, 4)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (any device), a TF tensor or an array-like as numpy."""
+    if hasattr(value, "detach"):  # torch
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # tf eager tensor
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool) -> np.ndarray:
+    if x.dtype.kind in "iub":
+        raise SaliencyError(
+            f"{name} has integer dtype {x.dtype}; models take float input and gradients need it. "
+            f"Convert it first, e.g. x.astype('float32') / 255 for 8-bit images, then apply "
+            "the model's own normalisation."
+        )
+    if x.dtype.kind != "f":
+        raise SaliencyError(f"{name} has dtype {x.dtype}; pass real floating-point images.")
+    x = x.astype(np.float32, copy=False)
+    if x.ndim == 3:
+        raise SaliencyError(
+            f"{name} has shape {x.shape} (rank 3). For one image add a batch axis: x[None]. "
+            "For a batch of greyscale images add a channel axis: x[:, None] (channels first) "
+            "or x[..., None] (channels last)."
+        )
+    if x.ndim not in (2, 4):
+        hint = " Add a batch axis: x[None]." if x.ndim == 1 else ""
+        raise SaliencyError(
+            f"{name} has shape {x.shape} (rank {x.ndim}); expected a batch of images of rank 4 "
+            f"(B, C, H, W) or (B, H, W, C), or a batch of vectors (B, N).{hint}"
+        )
+    if len(x) == 0:
+        raise SaliencyError(f"{name} is an empty batch; pass at least one image.")
+    if x.ndim == 4 and not layout_given:
+        channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
+        if channel not in _CHANNEL_SIZES and other in _CHANNEL_SIZES:
+            want, got = ("(B, H, W, C)", "(B, C, H, W)") if channels_last else ("(B, C, H, W)", "(B, H, W, C)")
+            move = "x.transpose(0, 2, 3, 1)" if channels_last else "x.transpose(0, 3, 1, 2)"
+            raise SaliencyError(
+                f"{name} has shape {x.shape}, which looks like {got}, but this model takes {want} "
+                f"by default. Transpose it ({move}), or pass channels_last={not channels_last} "
+                "if the model really takes this layout."
+            )
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise SaliencyError(
+            f"{name} contains {int(bad.sum())} NaN or infinite value(s) (first in image "
+            f"{int(np.argwhere(bad)[0][0])}); fix or drop those images."
+        )
+    return x
+
+
+def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bool) -> tuple[list[np.ndarray], bool, bool]:
+    """Validate a batch (or a tuple/list of batches for a multi-input model).
+
+    Returns
+    -------
+    (inputs, channels_last, several)
+        The inputs as float32 numpy, the layout in use, and whether several
+        inputs were given.
+    """
+    several = isinstance(x, (tuple, list))
+    raw_inputs = list(x) if several else [x]
+    if not raw_inputs:
+        raise SaliencyError("Got an empty list of inputs; pass a batch of images.")
+    layout_given = channels_last is not None
+    cl = default_channels_last if channels_last is None else bool(channels_last)
+    inputs = []
+    for index, value in enumerate(raw_inputs):
+        name = f"input {index}" if several else "x"
+        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given))
+    sizes = {len(a) for a in inputs}
+    if len(sizes) > 1:
+        raise SaliencyError(f"The inputs have different batch sizes {sorted(sizes)}; they must match.")
+    return inputs, cl, several
+
+
+def prepare_target(target: Any, batch: int, num_classes: int, predicted: np.ndarray) -> np.ndarray:
+    """None -> the clean prediction; an int -> every image; a sequence -> one per image."""
+    if target is None:
+        return predicted.astype(np.int64)
+    values = to_numpy(target)
+    if values.dtype.kind not in "iu" and not (
+        values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)
+    ):
+        raise SaliencyError(f"target must be an int or one int per image; got {target!r}.")
+    values = values.astype(np.int64).reshape(-1)
+    if values.size == 1:
+        values = np.full(batch, values[0], dtype=np.int64)
+    if values.size != batch:
+        raise SaliencyError(
+            f"Got {values.size} targets for {batch} images: pass one int for all images or one per image."
+        )
+    bad = (values < 0) | (values >= num_classes)
+    if bad.any():
+        raise SaliencyError(
+            f"Target class {int(values[bad][0])} is out of range: the model has {num_classes} "
+            f"classes (0 to {num_classes - 1})."
+        )
+    return values
+
+
+def check_output(output: np.ndarray, index: int, batch: int) -> None:
+    """Raise unless a model output is (batch, num_classes) scores."""
+    if output.ndim != 2 or output.shape[0] != batch:
+        raise SaliencyError(
+            f"Model output {index} has shape {tuple(output.shape)}; salwidget needs "
+            f"(batch, num_classes) = ({batch}, C) class scores (logits). Wrap the model so it "
+            "returns one score per class, e.g. pool a segmentation map over its pixels."
+        )
+
+
+def choose_output(outputs: Sequence[np.ndarray], output_index: int | None) -> int:
+    """Which model output the class scores come from."""
+    if output_index is None:
+        if len(outputs) > 1:
+            raise SaliencyError(
+                f"The model returns {len(outputs)} outputs; choose the one to explain with "
+                "output_index=0, 1, ..."
+            )
+        return 0
+    if not 0 <= output_index < len(outputs):
+        raise SaliencyError(
+            f"output_index={output_index} but the model returns {len(outputs)} output(s)."
+        )
+    return output_index
+
+
+def gaussian_blur(images: np.ndarray, sigma: float, spatial_axes: tuple[int, int]) -> np.ndarray:
+    """Separable Gaussian blur with reflected borders (numpy only)."""
+    radius = max(1, int(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    out = images
+    for axis in spatial_axes:
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="symmetric")
+        acc = np.zeros_like(out)
+        length = out.shape[axis]
+        for offset, weight in enumerate(taps):
+            acc += weight * np.take(padded, np.arange(offset, offset + length), axis=axis)
+        out = acc
+    return out
+
+
+def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bool) -> list:
+    """Resolve the IG baseline of each input.
+
+    Returns, per input, either the string ``"uniform"`` (drawn per image and
+    sample by the engine) or a float32 array of the input's shape.
+    """
+    if isinstance(baseline, (tuple, list)) and len(inputs) > 1:
+        if len(baseline) != len(inputs):
+            raise SaliencyError(f"Got {len(baseline)} baselines for {len(inputs)} inputs.")
+        return [prepare_baselines(b, [x], channels_last)[0] for b, x in zip(baseline, inputs)]
+    resolved = []
+    for x in inputs:
+        if isinstance(baseline, str):
+            if baseline == "uniform":
+                resolved.append("uniform")
+            elif baseline == "blur":
+                if x.ndim != 4:
+                    raise SaliencyError("baseline='blur' needs image inputs (rank 4).")
+                axes = (1, 2) if channels_last else (2, 3)
+                sigma = min(x.shape[a] for a in axes) / 8
+                resolved.append(gaussian_blur(x, sigma, axes))
+            else:
+                raise SaliencyError(
+                    f"Unknown baseline {baseline!r}: use 'uniform', 'blur', a number "
+                    "(0.0 = black in the model's input space) or an array shaped like x."
+                )
+        elif np.isscalar(baseline):
+            resolved.append(np.full_like(x, float(baseline)))
+        else:
+            value = to_numpy(baseline).astype(np.float32)
+            if value.shape == x.shape[1:]:
+                value = np.broadcast_to(value, x.shape).copy()
+            if value.shape != x.shape:
+                raise SaliencyError(
+                    f"The baseline has shape {value.shape}; it must match x {x.shape} or one image {x.shape[1:]}."
+                )
+            if not np.isfinite(value).all():
+                raise SaliencyError("The baseline contains NaN or infinite values.")
+            resolved.append(value)
+    return resolved

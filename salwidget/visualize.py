@@ -1,0 +1,118 @@
+"""Turn raw attributions into pictures: pure numpy, no framework, no matplotlib."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SaliencyError
+
+
+def _channel_free(raw, channels_last: bool, signed: bool) -> np.ndarray:
+    """Sum (B, C, H, W) or (B, H, W, C) over channels, with sign or in absolute value."""
+    if isinstance(raw, (tuple, list)):
+        raise SaliencyError(
+            "Got several raw maps (a multi-input model): visualise one input at a time, "
+            "e.g. to_grayscale(a.raw[0])."
+        )
+    raw = np.asarray(raw, dtype=np.float32)
+    values = raw if signed else np.abs(raw)
+    if raw.ndim == 3:
+        return values
+    if raw.ndim != 4:
+        raise SaliencyError(
+            f"Expected a batch of maps (B, C, H, W), (B, H, W, C) or (B, H, W); got shape {raw.shape}."
+        )
+    return values.sum(axis=-1 if channels_last else 1)
+
+
+def _per_image_percentile(maps: np.ndarray, percentile: float) -> np.ndarray:
+    if not 0 < percentile <= 100:
+        raise SaliencyError(f"percentile must be in (0, 100]; got {percentile}.")
+    flat = maps.reshape(len(maps), -1)
+    return np.percentile(flat, percentile, axis=1, method="lower")
+
+
+def to_grayscale(raw, percentile: float = 99, channels_last: bool = False) -> np.ndarray:
+    """The seed's greyscale visualisation of a batch of raw attributions.
+
+    ``|raw|`` is summed over channels; each image is then clipped at its own
+    ``percentile`` (numpy's ``'lower'`` interpolation, so the bound is a value of
+    the map) and min-normalised into [0, 1].
+
+    Parameters
+    ----------
+    raw : array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
+        Raw attributions, e.g. ``Attribution.raw``.
+    percentile : float, default 99
+        Values above this per-image percentile saturate at 1.
+    channels_last : bool, default False
+        Whether the channel axis of a 4-D ``raw`` is last.
+
+    Returns
+    -------
+    numpy.ndarray of shape (B, H, W), float32, in [0, 1]
+        A constant map gives zeros, never NaN. When the percentile equals the
+        minimum (a map that is zero almost everywhere) the maximum is used as
+        the upper bound instead, so the few salient pixels still show.
+    """
+    maps = _channel_free(raw, channels_last, signed=False)
+    vmax = _per_image_percentile(maps, percentile)
+    vmin = maps.reshape(len(maps), -1).min(axis=1)
+    vmax = np.where(vmax > vmin, vmax, maps.reshape(len(maps), -1).max(axis=1))
+    span = (vmax - vmin)[:, None, None]
+    scaled = np.divide(maps - vmin[:, None, None], span, out=np.zeros_like(maps), where=span > 0)
+    return np.clip(scaled, 0, 1).astype(np.float32)
+
+
+def to_diverging(raw, percentile: float = 99, channels_last: bool = False) -> np.ndarray:
+    """Signed maps in [-1, 1]: channels summed with sign, scaled by the per-image
+    ``percentile`` of the absolute value. Positive evidence is > 0.
+
+    Parameters
+    ----------
+    raw : array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
+    percentile : float, default 99
+    channels_last : bool, default False
+
+    Returns
+    -------
+    numpy.ndarray of shape (B, H, W), float32, in [-1, 1]; zeros for an all-zero map.
+    """
+    maps = _channel_free(raw, channels_last, signed=True)
+    bound = _per_image_percentile(np.abs(maps), percentile)
+    bound = np.where(bound > 0, bound, np.abs(maps).reshape(len(maps), -1).max(axis=1))
+    scale = bound[:, None, None]
+    scaled = np.divide(maps, scale, out=np.zeros_like(maps), where=scale > 0)
+    return np.clip(scaled, -1, 1).astype(np.float32)
+
+
+def to_display_image(images, channels_last: bool = False) -> np.ndarray:
+    """Make a batch of images displayable: (B, H, W, 3) float32 in [0, 1].
+
+    uint8 images are divided by 255; float images already in [0, 1] are kept;
+    anything else (normalised inputs) is min-max scaled per image. Greyscale
+    and 4-channel images become RGB.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    elif images.ndim == 4 and not channels_last:
+        images = np.moveaxis(images, 1, -1)
+    if images.ndim != 4:
+        raise SaliencyError(f"Expected a batch of images; got shape {images.shape}.")
+    if images.dtype == np.uint8:
+        out = images.astype(np.float32) / 255.0
+    else:
+        out = images.astype(np.float32)
+        if out.min() < 0 or out.max() > 1:
+            lo = out.reshape(len(out), -1).min(axis=1)[:, None, None, None]
+            hi = out.reshape(len(out), -1).max(axis=1)[:, None, None, None]
+            out = np.divide(out - lo, hi - lo, out=np.zeros_like(out), where=hi > lo)
+    channels = out.shape[-1]
+    if channels == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif channels == 4:
+        out = out[..., :3]
+    elif channels != 3:
+        out = np.repeat(out.mean(axis=-1, keepdims=True), 3, axis=-1)
+    return np.clip(out, 0, 1)
