@@ -289,6 +289,38 @@ def attribute(
     backend = get_backend(model, framework)
     plan = make_plan(method, nsamples, nintegration, magnitude, quadrature)
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
+
+    def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
+        return {choose_output(clean, output_index): target}
+
+    return compute(
+        backend, inputs, layout, several, plan, pick_targets,
+        stdev_spread=stdev_spread, baseline=baseline, batch_size=batch_size, seed=seed,
+        progress=progress, cancel=cancel, resume_from=resume_from, quadrature=quadrature, started=started,
+    )
+
+
+def compute(
+    backend,
+    inputs: list[np.ndarray],
+    layout: bool,
+    several: bool,
+    plan: Plan,
+    pick_targets: Callable[[list[np.ndarray]], dict[int, Any]],
+    *,
+    stdev_spread: float,
+    baseline: Any,
+    batch_size: int | str,
+    seed: int | None,
+    progress: ProgressFn | None,
+    cancel: Callable[[], bool] | None,
+    resume_from: Attribution | None,
+    quadrature: str,
+    started: float,
+) -> Attribution:
+    """Run ``plan`` on checked inputs; ``pick_targets(clean outputs)`` says which
+    outputs to explain, mapping each output index to its user target (or None).
+    The scores reported are those of the first output picked."""
     if not stdev_spread >= 0:
         raise SaliencyError(f"stdev_spread must be >= 0; got {stdev_spread!r}.")
     chunk = _check_batch_size(batch_size, backend, inputs)
@@ -297,26 +329,29 @@ def attribute(
 
     with backend.session():
         clean = _forward_in_chunks(backend, inputs, chunk)
-        out_index = choose_output(clean, output_index)
-        check_output(clean[out_index], out_index, len(inputs[0]))
+        targets = {}
+        for index, user_target in pick_targets(clean).items():
+            check_output(clean[index], index, len(inputs[0]))
+            out = clean[index]
+            targets[index] = prepare_target(user_target, len(out), out.shape[1], out.argmax(axis=1))
+        out_index = next(iter(targets))
         scores = clean[out_index]
-        targets = {out_index: prepare_target(target, len(scores), scores.shape[1], scores.argmax(axis=1))}
         run = _Run(backend, inputs, targets, plan, baselines, float(stdev_spread), seed, chunk, layout)
-        settings = np.array([stdev_spread, seed, plan.steps, plan.magnitude, out_index], np.float64)
-        key = _fingerprint([*inputs, *baselines, targets[out_index], settings, plan.method, quadrature])
+        settings = np.array([stdev_spread, seed, plan.steps, plan.magnitude], np.float64)
+        key = _fingerprint([*inputs, *baselines, *targets.values(), settings, plan.method, quadrature])
         acc = _resumable(resume_from, key, plan) or _Accumulator(
             [np.zeros(x.shape, np.float64) for x in inputs], np.zeros(len(scores), np.int64), np.zeros(len(scores)), 0, key
         )
 
         def make_result(raw, done, total, state):
             return _result(run, raw, scores, targets, out_index, state, layout, several, backend, started,
-                           baseline, stdev_spread, magnitude, done, total, complete=False)
+                           baseline, stdev_spread, done, total, complete=False)
 
         acc = run.run(acc, progress, cancel, make_result)
     raw = run.current_raw(acc)
     total = acc.groups_done * plan.steps * len(scores)
     return _result(run, raw, scores, targets, out_index, acc, layout, several, backend, started,
-                   baseline, stdev_spread, magnitude, total, total, complete=True)
+                   baseline, stdev_spread, total, total, complete=True)
 
 
 def _check_batch_size(batch_size, backend, inputs) -> int:
@@ -342,7 +377,7 @@ def _resumable(previous: Attribution | None, key: str, plan: Plan) -> _Accumulat
 
 
 def _result(run, raw, scores, targets, out_index, acc, layout, several, backend, started,
-            baseline, stdev_spread, magnitude, done, total, complete) -> Attribution:
+            baseline, stdev_spread, done, total, complete) -> Attribution:
     plan, batch = run.plan, run.batch
     if plan.integrate and not plan.magnitude:
         delta = np.divide(acc.delta_sums, acc.counts, out=np.full(batch, np.nan), where=acc.counts > 0)
@@ -378,4 +413,4 @@ def _result(run, raw, scores, targets, out_index, acc, layout, several, backend,
     )
 
 
-__all__ = ["METHODS", "attribute", "auto_batch_size"]
+__all__ = ["METHODS", "attribute", "auto_batch_size", "compute"]
