@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install salwidget with what a job needs.
+#   bash scripts/setup.sh demo   # the widget and the demo models (PyTorch)
+#   bash scripts/setup.sh test   # + TensorFlow, Captum, nbval, JupyterLab, Voila, Chromium for browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-demo}"
+
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+python -m pip install -q "torch==2.13.0"
+if [ "$job" = "test" ]; then
+    python -m pip install -q "tensorflow-cpu>=2.15"
+    python -m pip install -q -e ".[test]"
+    if ! command -v chromium >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+        else
+            sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null
+        fi
+    fi
+else
+    python -m pip install -q -e ".[demo]" jupyterlab
+fi
+python -c "import salwidget, torch; print('salwidget', salwidget.__version__, '| torch', torch.__version__)"
