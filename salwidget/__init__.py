@@ -9,7 +9,7 @@ model is imported only when a model of that kind arrives. The Jupyter panel is
 from __future__ import annotations
 
 from .attribution import Attribution
-from .engine import METHODS, attribute
+from .engine import METHODS, attribute, predict
 from .errors import AttributionCancelled, NotDifferentiableError, SaliencyError
 from .visualize import to_diverging, to_grayscale
 
@@ -24,6 +24,7 @@ __all__ = [
     "SaliencyNet",
     "SaliencyWidget",
     "attribute",
+    "predict",
     "to_diverging",
     "to_grayscale",
 ]

@@ -354,6 +354,28 @@ def compute(
                    baseline, stdev_spread, total, total, complete=True)
 
 
+def predict(
+    model: Any,
+    x: Any,
+    *,
+    channels_last: bool | None = None,
+    output_index: int | None = None,
+    batch_size: int | str = "auto",
+    framework: str | None = None,
+) -> np.ndarray:
+    """The model's scores (B, num_classes) on ``x`` as numpy, in inference mode.
+
+    Takes the same inputs as :func:`attribute` and checks them the same way.
+    """
+    backend = get_backend(model, framework)
+    inputs, _, _ = prepare_inputs(x, channels_last, backend.default_channels_last)
+    with backend.session():
+        outputs = _forward_in_chunks(backend, inputs, _check_batch_size(batch_size, backend, inputs))
+    index = choose_output(outputs, output_index)
+    check_output(outputs[index], index, len(inputs[0]))
+    return outputs[index]
+
+
 def _check_batch_size(batch_size, backend, inputs) -> int:
     if batch_size == "auto":
         return auto_batch_size(backend.device, inputs)
@@ -413,4 +435,4 @@ def _result(run, raw, scores, targets, out_index, acc, layout, several, backend,
     )
 
 
-__all__ = ["METHODS", "attribute", "auto_batch_size", "compute"]
+__all__ = ["METHODS", "attribute", "auto_batch_size", "compute", "predict"]
