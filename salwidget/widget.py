@@ -333,7 +333,7 @@ class SaliencyWidget(widgets.VBox):
                 count = "" if method == "vanilla" else f" (n={a.nsamples})"
                 columns.append(Column(METHOD_LABELS[method] + count, mask, self.cmap))
             if masks:
-                first = next(iter(masks))
+                first = list(masks)[-1]  # the last method picked, usually the most refined
                 columns.append(Column(f"overlay: {METHOD_LABELS[first]}",
                                       overlay(self._display, masks[first], self.cmap, self.overlay_alpha)))
             target = next(iter(results.values())).target if results else self._explorer.predicted

@@ -1,0 +1,45 @@
+"""Command line: ``python -m salwidget demo --out grid.png`` renders the quickstart's grid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .methods import METHODS
+
+
+def demo(out: str, methods: list[str], images: list[str], nsamples: int, nintegration: int) -> None:
+    """Explain the bundled EfficientNet-Lite0 on scikit-image's pictures; save the grid."""
+    from . import SaliencyWidget, models
+
+    model, class_names = models.efficientnet_lite0()
+    pictures = models.sample_images(images)
+    panel = SaliencyWidget(model, pictures.transpose(0, 3, 1, 2), class_names=class_names, display_images=pictures,
+                           methods=tuple(methods), nsamples=nsamples, nintegration=nintegration)
+    panel.wait()
+    if panel.error:
+        raise SystemExit(f"error: {panel.error}")
+    panel.save(out)
+    for i, (picture, result) in enumerate(zip(images, panel.results[methods[0]].target)):
+        p = panel._explorer.probabilities[i, result]
+        print(f"{picture}: {class_names[result]} ({p:.2f})")
+    print(f"{panel.status}\nwrote {out}")
+    panel.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m salwidget", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("demo", help="render the quickstart grid to a PNG, no browser needed")
+    run.add_argument("--out", default="grid.png", help="PNG file to write (default grid.png)")
+    run.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    run.add_argument("--images", nargs="+", default=["chelsea", "coffee"])
+    run.add_argument("--nsamples", type=int, default=16)
+    run.add_argument("--nintegration", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo(args.out, args.methods, args.images, args.nsamples, args.nintegration)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
