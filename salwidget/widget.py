@@ -392,6 +392,10 @@ class SaliencyWidget(widgets.VBox):
         self._executor.shutdown(wait=False)
         super().close()
 
+    def __repr__(self) -> str:
+        return (f"SaliencyWidget(images={len(self._explorer.images)}, methods={tuple(self.methods)}, "
+                f"nsamples={self.nsamples}, nintegration={self.nintegration}, target={self.target!r})")
+
     def _repr_mimebundle_(self, **kwargs):
         # A PNG snapshot beside the widget view: GitHub and nbconvert show the
         # last grid. No text/html, which nbval would compare.
