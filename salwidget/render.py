@@ -45,6 +45,8 @@ class GridRenderer:
     a new render only swaps the pixel data and the titles.
     """
 
+    LINE_INCHES = 0.17  # one line of title text
+
     def __init__(self, cell_inches: float = 2.0, dpi: int = 80):
         self.cell_inches = cell_inches
         self.dpi = dpi
@@ -53,14 +55,17 @@ class GridRenderer:
         self._artists: list[list] = []
         self._titles: list[list] = []
 
-    def _build(self, rows: int, cols: int) -> None:
+    def _build(self, rows: int, cols: int, title_lines: int) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(self.cell_inches * cols, self.cell_inches * rows + 0.3), dpi=self.dpi)
+        title = self.LINE_INCHES * title_lines + 0.08  # room above each row for its titles
+        height = rows * (self.cell_inches + title) + 0.05
+        figure = Figure(figsize=(self.cell_inches * cols, height), dpi=self.dpi)
         FigureCanvasAgg(figure)
         axes = figure.subplots(rows, cols, squeeze=False)
-        figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9 if rows == 1 else 0.93, wspace=0.04, hspace=0.3)
+        figure.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=1 - title / height,
+                               wspace=0.04, hspace=title / self.cell_inches)
         self._figure, self._axes = figure, axes
         for ax in axes.ravel():
             ax.set_axis_off()
@@ -73,9 +78,10 @@ class GridRenderer:
         ``row_titles`` replace the first column's titles, one per row.
         """
         rows, cols = len(columns[0].data), len(columns)
-        layout = (rows, cols, tuple((c.data.shape[1:], c.cmap is None) for c in columns))
+        title_lines = max([t.count("\n") + 1 for t in (row_titles or [])] + [1])
+        layout = (rows, cols, title_lines, tuple((c.data.shape[1:], c.cmap is None) for c in columns))
         if layout != self._layout:
-            self._build(rows, cols)
+            self._build(rows, cols, title_lines)
             self._layout = layout
         for c, column in enumerate(columns):
             for r in range(rows):
