@@ -175,7 +175,6 @@ class _Run:
         # Group-major, then step (coarse to fine), then image: each chunk refines all images.
         g_idx, k_idx, i_idx = (a.ravel() for a in np.meshgrid(groups, plan.order, np.arange(batch), indexing="ij"))
         total = len(i_idx)
-        score_rows = {o: t for o, t in self.targets.items()}
         for start in range(0, total, self.batch_size):
             if cancel is not None and cancel():
                 raise AttributionCancelled("Attribution cancelled by the caller.")
@@ -188,7 +187,7 @@ class _Run:
                 np.stack([self._point(acc.open[(i, g)], m, k) for i, g, k in rows])
                 for m in range(len(self.inputs))
             ]
-            chunk_targets = {o: t[i_idx[start:stop]] for o, t in score_rows.items()}
+            chunk_targets = {o: t[i_idx[start:stop]] for o, t in self.targets.items()}
             grads, outputs = self.backend.gradients(points, chunk_targets)
             scores = sum(outputs[o][np.arange(len(rows)), t] for o, t in chunk_targets.items())
             for r, (i, g, k) in enumerate(rows):
@@ -405,11 +404,8 @@ def _result(run, raw, scores, targets, out_index, acc, layout, several, backend,
         delta = np.divide(acc.delta_sums, acc.counts, out=np.full(batch, np.nan), where=acc.counts > 0)
     else:
         delta = None
-    passes_per_image = done // batch
-    if plan.method == "integrated":
-        included = passes_per_image
-    else:
-        included = int(acc.counts.min()) if complete else max(int(acc.counts.min()), 0)
+    # Samples in the map: path steps seen for IG, finished noise samples otherwise.
+    included = done // batch if plan.method == "integrated" else int(acc.counts.min())
     return Attribution(
         raw=tuple(raw) if several else raw[0],
         target=targets[out_index],

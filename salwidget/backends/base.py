@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..errors import NotDifferentiableError
+from ..errors import NotDifferentiableError, SaliencyError
 
 
 class Backend(Protocol):
@@ -50,4 +50,13 @@ def not_differentiable(detail: str) -> NotDifferentiableError:
         "The model's output is not differentiable with respect to its input "
         f"({detail}). Remove .detach(), .numpy(), torch.no_grad()/stop_gradient, argmax or "
         "integer casts between the input and the class scores."
+    )
+
+
+def model_call_error(exc: Exception, shapes: Sequence[tuple], layout_hint: str) -> SaliencyError:
+    """The model's own exception, restated with the shapes it was given and a layout hint."""
+    shown = ", ".join(str(tuple(shape)) for shape in shapes)
+    return SaliencyError(
+        f"The model raised {type(exc).__name__} on input of shape {shown}: {exc}. "
+        f"Check the layout ({layout_hint}) and the input size."
     )

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import SaliencyError
-from .base import not_differentiable
+from .base import model_call_error, not_differentiable
 
 
 def _is_keras(model) -> bool:
@@ -54,12 +54,8 @@ class TensorFlowBackend:
         except SaliencyError:
             raise
         except Exception as exc:
-            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-            raise SaliencyError(
-                f"The model raised {type(exc).__name__} on input of shape {shapes}: {exc}. "
-                "Check the layout (Keras models usually take (B, H, W, C); pass "
-                "channels_last=False if yours takes (B, C, H, W)) and the input size."
-            ) from exc
+            hint = "Keras models usually take (B, H, W, C); pass channels_last=False if yours takes (B, C, H, W)"
+            raise model_call_error(exc, [t.shape for t in tensors], hint) from exc
 
     def forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         outputs = self._call([tf.convert_to_tensor(x, tf.float32) for x in inputs])

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import SaliencyError
-from .base import not_differentiable
+from .base import model_call_error, not_differentiable
 
 
 def _model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -80,12 +80,8 @@ class TorchBackend:
         except SaliencyError:
             raise
         except Exception as exc:  # the model's own error, with the shapes it got
-            shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-            raise SaliencyError(
-                f"The model raised {type(exc).__name__} on input of shape {shapes}: {exc}. "
-                "Check the layout (torch models usually take (B, C, H, W); pass "
-                "channels_last=True if yours takes (B, H, W, C)) and the input size."
-            ) from exc
+            hint = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
+            raise model_call_error(exc, [t.shape for t in tensors], hint) from exc
 
     def forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():

@@ -49,6 +49,14 @@ def assert_grid_not_blank(page, path) -> np.ndarray:
     return picture
 
 
+def type_into_slider(page, control: str, value: int) -> None:
+    """Type a value into a slider's readout, as a user would, and press Enter."""
+    page.locator(f".salwidget-{control} .widget-readout").first.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
+
+
 def run_cell(page, source: str) -> None:
     page.evaluate(
         """async (source) => {
@@ -94,10 +102,7 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots):
 
     # 2. Another method: toggle SmoothGrad + IG on; the image changes, the status names it.
     before = grid_src(page)
-    page.locator(".salwidget-nintegration .widget-readout").first.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type("4")
-    page.keyboard.press("Enter")
+    type_into_slider(page, "nintegration", 4)
     wait_until(lambda: status(page).startswith("done") and grid_src(page) != before)
     before = grid_src(page)
     page.locator(".salwidget-method-smooth_integrated").first.click()
@@ -107,10 +112,7 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots):
 
     # 3. More SmoothGrad samples: the progress bar moves and previews refine the image.
     before = grid_src(page)
-    page.locator(".salwidget-nsamples .widget-readout").first.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type("40")
-    page.keyboard.press("Enter")
+    type_into_slider(page, "nsamples", 40)
     widths, sources = set(), set()
 
     def watch(until):
