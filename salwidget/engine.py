@@ -175,10 +175,12 @@ class _Run:
         # Group-major, then step (coarse to fine), then image: each chunk refines all images.
         g_idx, k_idx, i_idx = (a.ravel() for a in np.meshgrid(groups, plan.order, np.arange(batch), indexing="ij"))
         total = len(i_idx)
-        for start in range(0, total, self.batch_size):
+        # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2.
+        chunks = -(-total // self.batch_size)
+        bounds = np.linspace(0, total, chunks + 1).round().astype(int)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
             if cancel is not None and cancel():
                 raise AttributionCancelled("Attribution cancelled by the caller.")
-            stop = min(start + self.batch_size, total)
             rows = list(zip(i_idx[start:stop], g_idx[start:stop], k_idx[start:stop]))
             for i, g, _k in rows:
                 if (i, g) not in acc.open:

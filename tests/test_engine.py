@@ -44,7 +44,7 @@ def test_chunks_bound_the_batch_the_model_sees(torch_cnn, images):
         a = sw.attribute(torch_cnn, images, "smoothgrad", nsamples=20, batch_size=6, seed=0)
     finally:
         handle.remove()
-    assert max(seen) <= 6
+    assert max(seen) <= 6 and min(seen[1:]) >= 5  # 80 passes as 14 even chunks, no small tail
     assert sum(seen) == 4 + 4 * 20  # the clean forward, then one pass per image and sample
     assert a.passes_total == 80 and a.nsamples == 20
 
