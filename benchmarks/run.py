@@ -193,18 +193,24 @@ def speed(model, batches, rounds: int, best_chunk: int, per_pass: float, quick: 
 
 
 MEMORY_SNIPPET = """
-import resource, sys, torch, salwidget as sw
+import sys, torch, salwidget as sw
 from salwidget import models
+
+def status(key):  # kB from /proc: VmHWM is this process's own peak (ru_maxrss survives exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
 tool, images, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 model, _ = models.efficientnet_lite0()
 x = torch.rand(images, 3, 224, 224)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = status("VmRSS")
 if tool == "salwidget":
     sw.attribute(model, x, "smoothgrad", nsamples=n, seed=0)
 else:
     from captum.attr import NoiseTunnel, Saliency
     NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad_sq", nt_samples=n, stdevs=0.15, target=0)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(status("VmHWM") - base)
 """
 
 
@@ -296,6 +302,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=["sweep", "speed", "memory", "widget", "keras"])
+    parser.add_argument("--images", nargs="+", type=int, help="batch sizes for the speed table (default 1 8)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     sections = set(args.only or ["sweep", "speed", "memory", "widget", "keras"])
@@ -306,7 +313,7 @@ def main() -> None:
     if sections & {"sweep", "speed"}:
         best_chunk, per_pass = sweep(model, x, rounds)
     if "speed" in sections:
-        speed(model, [1] if args.quick else [1, 8], rounds, best_chunk, per_pass, args.quick)
+        speed(model, args.images or ([1] if args.quick else [1, 8]), rounds, best_chunk, per_pass, args.quick)
     if "memory" in sections:
         memory()
     if "widget" in sections:

@@ -89,7 +89,7 @@ class GridRenderer:
                 artist = self._artists[r][c]
                 if artist is None:
                     kwargs = {} if column.cmap is None else {"cmap": column.cmap, "vmin": 0.0, "vmax": 1.0}
-                    self._artists[r][c] = self._axes[r, c].imshow(data, interpolation="nearest", **kwargs)
+                    self._artists[r][c] = self._axes[r, c].imshow(data, interpolation="none", **kwargs)
                 else:
                     artist.set_data(data)
                     if column.cmap is not None:
@@ -99,6 +99,16 @@ class GridRenderer:
                 else:  # column titles once, on the top row
                     title = column.title if r == 0 else ""
                 self._titles[r][c].set_text(title)
+        return self._encode_png()
+
+    def _encode_png(self) -> bytes:
+        # The grid is redrawn on every change: RGB without alpha and zlib level 1
+        # encode in about half the time of savefig's RGBA at level 6.
+        from PIL import Image
+
+        canvas = self._figure.canvas
+        canvas.draw()
+        rgb = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
         buffer = io.BytesIO()
-        self._figure.savefig(buffer, format="png", dpi=self.dpi)
+        Image.fromarray(rgb).save(buffer, format="png", compress_level=1)
         return buffer.getvalue()

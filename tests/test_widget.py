@@ -187,3 +187,11 @@ def test_torch_and_keras_twins_give_the_same_masks(images):
     assert torch_panel.wait(60) and keras_panel.wait(120)
     for method in options["methods"]:
         np.testing.assert_allclose(keras_panel.masks[method], torch_panel.masks[method], atol=2e-3)
+
+
+def test_one_target_per_image_from_python(panel):
+    panel.target = [4, 3, 2, 1]
+    panel.wait(60)
+    np.testing.assert_array_equal(panel.results["vanilla"].target, [4, 3, 2, 1])
+    assert panel._target.value == (4, 3, 2, 1)  # shown in the dropdown as its own entry
+    assert panel.error == ""
