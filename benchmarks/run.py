@@ -165,7 +165,7 @@ def speed(model, batches, rounds: int, best_chunk: int, per_pass: float, quick: 
             if quick and n == 25:
                 continue
             contenders = {"salwidget (auto)": salwidget_run(model, x, method, n)}
-            # Captum's one-batch default needs ~100 MB per image x sample here: skip what cannot fit.
+            # Captum's one-batch default needs ~83 MB per image x sample here (memory table): skip what cannot fit.
             if images * n <= 100:
                 contenders["Captum default"] = captum_run(model, x, method, n, None)
             # Captum's own batch knob, hand-tuned: samples per image per batch (NoiseTunnel)
@@ -186,7 +186,7 @@ def speed(model, batches, rounds: int, best_chunk: int, per_pass: float, quick: 
                             f"{medians['Captum default'] / ours:.2f}x" if "Captum default" in medians else "not run",
                             f"{best_captum / ours:.2f}x", f"{ours / medians['limit']:.2f}x"))
             if images * n > 100:
-                rows.append((f"{method} n={n}", images, "Captum default", f"not run: one batch of {images * n} needs ~{images * n // 10} GB", ""))
+                rows.append((f"{method} n={n}", images, "Captum default", f"not run: one batch of {images * n} needs ~{images * n * 83 // 1000} GB", ""))
     table("Time per call (median), ratio = time / salwidget's", rows, ("method", "images", "tool", "seconds", "ratio"))
     table("Summary: speed-up over Captum, and salwidget against the machine's limit", summary,
           ("method", "images", "Captum default / salwidget", "best Captum batch / salwidget", "salwidget / limit"))
