@@ -14,14 +14,12 @@ Needs the bench extra: pip install -e '.[bench]'.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,7 +40,7 @@ def alternate(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, f
     """Median seconds of each contender, run in turn each round (after one warm-up run,
     which long runs can skip: their first-call costs are a small share)."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for name, run in contenders.items() if warmup else ():
+    for run in contenders.values() if warmup else ():
         run()  # allocator, caches, first-call costs
     for _ in range(rounds):
         for name, run in contenders.items():

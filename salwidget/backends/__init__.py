@@ -7,6 +7,7 @@ torch is already imported, and the same for TensorFlow/Keras.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 from ..errors import SaliencyError
@@ -55,7 +56,7 @@ def make_backend(model: Any, framework: str | None = None) -> Backend:
 __all__ = ["Backend", "FRAMEWORKS", "detect_framework", "get_backend", "make_backend"]
 
 
-_CACHE: "weakref.WeakKeyDictionary" = None  # type: ignore[assignment]
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def get_backend(model: Any, framework: str | None = None) -> Backend:
@@ -65,11 +66,6 @@ def get_backend(model: Any, framework: str | None = None) -> Backend:
     otherwise be rebuilt on every call. The cache holds the model weakly (the
     backend keeps only a proxy), so it never keeps a model alive.
     """
-    import weakref
-
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = weakref.WeakKeyDictionary()
     try:
         backend = _CACHE.get(model)
     except TypeError:  # not weak-referenceable or not hashable: no reuse
