@@ -22,6 +22,11 @@ from .methods import make_plan
 from .visualize import to_grayscale
 
 TARGET_KEY_PREFIX = "SaliencyNet_Target_Index_"
+# The options SaliencyNet.attribute takes, with their defaults.
+OPTION_DEFAULTS = {
+    "nsamples": 1, "nintegration": None, "magnitude": True, "stdev_spread": 0.15,
+    "baseline": "uniform", "seed": None, "quadrature": "riemann",
+}
 
 
 def _as_list(value: str | Sequence[str]) -> list[str]:
@@ -126,11 +131,13 @@ class SaliencyNet:
             raise SaliencyError(
                 f"The batch has no key {missing[0]!r} (model_inputs); it has {sorted(batch)}."
             )
+        unknown = sorted(set(options) - set(OPTION_DEFAULTS))
+        if unknown:
+            raise SaliencyError(f"Unknown option(s) {unknown}; SaliencyNet.attribute takes {sorted(OPTION_DEFAULTS)}.")
+        o = {**OPTION_DEFAULTS, **options}
         started = time.perf_counter()
         backend = get_backend(self.model)
-        plan = make_plan(
-            method, options.pop("nsamples", 1), options.pop("nintegration", None), options.pop("magnitude", True)
-        )
+        plan = make_plan(method, o["nsamples"], o["nintegration"], o["magnitude"], o["quadrature"])
         inputs, layout, _ = prepare_inputs(
             [batch[key] for key in self.model_inputs], self.channels_last, backend.default_channels_last
         )
@@ -146,9 +153,8 @@ class SaliencyNet:
 
         return compute(
             backend, inputs, layout, True, plan, pick_targets,
-            stdev_spread=options.pop("stdev_spread", 0.15), baseline=options.pop("baseline", "uniform"),
-            batch_size=self.batch_size, seed=options.pop("seed", None), progress=None, cancel=None,
-            resume_from=None, quadrature=options.pop("quadrature", "riemann"), started=started,
+            stdev_spread=o["stdev_spread"], baseline=o["baseline"], batch_size=self.batch_size, seed=o["seed"],
+            progress=None, cancel=None, resume_from=None, quadrature=o["quadrature"], started=started,
         )
 
     def _targets(self, batch: Mapping[str, Any], targets: Any) -> dict[int, Any]:

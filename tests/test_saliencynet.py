@@ -83,3 +83,9 @@ def test_missing_batch_key_and_mismatched_names(torch_cnn, images):
         sw.SaliencyNet(torch_cnn, ["a", "b"], "y", outputs="saliency")
     with pytest.raises(sw.SaliencyError, match=r"model returns 1 output\(s\) but model_outputs names 2"):
         sw.SaliencyNet(torch_cnn, "x", ["y1", "y2"]).get_masks({"x": images})
+
+
+def test_unknown_option_is_an_error_not_ignored(torch_cnn, images):
+    net = sw.SaliencyNet(torch_cnn, "x", "y_pred")
+    with pytest.raises(sw.SaliencyError, match=r"Unknown option\(s\) \['nsample'\]; SaliencyNet.attribute takes"):
+        net.attribute({"x": images}, "smoothgrad", nsample=5)
