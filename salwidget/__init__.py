@@ -9,13 +9,18 @@ model is imported only when a model of that kind arrives. The Jupyter panel is
 from __future__ import annotations
 
 from .attribution import Attribution
-from .engine import METHODS, attribute, predict
+from .engine import attribute, predict
+from .methods import CLASSIC, all_methods, get_method
 from .errors import AttributionCancelled, NotDifferentiableError, SaliencyError
 from .visualize import to_diverging, to_grayscale
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Every registered method's name, in the panel's order.
+METHODS = tuple(method.name for method in all_methods())
 
 __all__ = [
+    "CLASSIC",
     "METHODS",
     "Attribution",
     "AttributionCancelled",
@@ -23,7 +28,9 @@ __all__ = [
     "SaliencyError",
     "SaliencyNet",
     "SaliencyWidget",
+    "all_methods",
     "attribute",
+    "get_method",
     "predict",
     "to_diverging",
     "to_grayscale",

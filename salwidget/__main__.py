@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .methods import METHODS
+from .methods import CLASSIC, all_methods
 
 
 def demo(out: str, methods: list[str], images: list[str], nsamples: int, nintegration: int) -> None:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("demo", help="render the quickstart grid to a PNG, no browser needed")
     run.add_argument("--out", default="grid.png", help="PNG file to write (default grid.png)")
-    run.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    run.add_argument("--methods", nargs="+", default=list(CLASSIC), choices=[m.name for m in all_methods()])
     run.add_argument("--images", nargs="+", default=["chelsea", "coffee"])
     run.add_argument("--nsamples", type=int, default=16)
     run.add_argument("--nintegration", type=int, default=8)

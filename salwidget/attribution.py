@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .visualize import to_diverging, to_grayscale
 
-
-@dataclass
+@dataclass(eq=False)
 class Attribution:
     """Raw saliency for a batch, as returned by :func:`salwidget.attribute`.
 
     Attributes
     ----------
     raw : numpy.ndarray or tuple of numpy.ndarray
-        float32, same shape and layout as the input (a tuple for several inputs):
-        the attribution before any visualisation.
+        float32, before any visualisation. For gradient methods (``kind ==
+        'input'``) the input's shape and layout (a tuple for several inputs);
+        for CAMs (``kind == 'layer'``) ``(B, h, w)`` at the layer's resolution;
+        for region methods (``kind == 'pixel'``) ``(B, H, W)``. A progress
+        preview fetches it from the device when first read.
     target : numpy.ndarray of shape (B,)
         The class explained for each image.
     scores : numpy.ndarray of shape (B, num_classes)
@@ -27,23 +28,29 @@ class Attribution:
         Integrated Gradients completeness gap ``sum(raw) - (f(x) - f(baseline))``
         (averaged over noise samples for SmoothGrad+IG without magnitude);
         None for the other methods.
-    method : str
+    method, label : str
+        The method's registry name and display label.
+    signed : bool
+        Whether the sign of ``raw`` carries meaning (show with ``to_diverging``).
+    kind : {'input', 'layer', 'pixel'}
+    layer : str or None
+        The layer a CAM read.
+    options : dict
+        Every option of the method, defaults filled in.
     nsamples : int
         Noise samples (SmoothGrad, SmoothGrad+IG) or path steps (Integrated
         Gradients) actually included; fewer than asked while a progress
         preview is shown.
-    nintegration : int or None
-        Path steps per sample for SmoothGrad+IG.
     seconds : float
         Wall time of the computation.
     """
 
-    raw: Any
-    target: np.ndarray
-    scores: np.ndarray
-    delta: np.ndarray | None
-    method: str
-    nsamples: int
+    raw: Any = None
+    target: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    delta: np.ndarray | None = None
+    method: str = ""
+    nsamples: int = 0
     nintegration: int | None = None
     seconds: float = 0.0
     seed: int | None = None
@@ -58,15 +65,37 @@ class Attribution:
     passes_total: int = 0
     complete: bool = True
     targets: tuple = ()
-    _state: Any = field(default=None, repr=False, compare=False)
+    label: str = ""
+    signed: bool = False
+    kind: str = "input"
+    layer: str | None = None
+    options: dict = field(default_factory=dict)
+    input_size: tuple | None = None
+    output_index: int = 0
+    extras: dict = field(default_factory=dict)
+    _state: Any = field(default=None, repr=False)
+    _fetch: Callable[[], Any] | None = field(default=None, repr=False)
+
+    def __getattribute__(self, name: str):
+        if name == "raw":
+            fetch = object.__getattribute__(self, "_fetch")
+            if fetch is not None:  # a preview: bring its maps from the device now
+                object.__setattr__(self, "raw", fetch())
+                object.__setattr__(self, "_fetch", None)
+        return object.__getattribute__(self, name)
 
     def grayscale(self, percentile: float = 99, input_index: int = 0) -> np.ndarray:
-        """The seed's greyscale masks (B, H, W) in [0, 1]; see :func:`salwidget.to_grayscale`."""
-        return to_grayscale(self._raw_of(input_index), percentile, self.channels_last)
+        """Greyscale masks (B, H, W) in [0, 1] at the input's size; see :func:`salwidget.to_grayscale`."""
+        from .visualize import to_grayscale
+
+        return to_grayscale(self, percentile, input_index=input_index)
 
     def diverging(self, percentile: float = 99, input_index: int = 0) -> np.ndarray:
         """Signed masks (B, H, W) in [-1, 1]; see :func:`salwidget.to_diverging`."""
-        return to_diverging(self._raw_of(input_index), percentile, self.channels_last)
+        from .visualize import to_diverging
 
-    def _raw_of(self, input_index: int) -> np.ndarray:
+        return to_diverging(self, percentile, input_index=input_index)
+
+    def raw_of(self, input_index: int = 0) -> np.ndarray:
+        """The raw map of one input (``raw`` itself for a single input)."""
         return self.raw[input_index] if isinstance(self.raw, tuple) else self.raw

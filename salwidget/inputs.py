@@ -143,29 +143,12 @@ def choose_output(outputs: Sequence[np.ndarray], output_index: int | None) -> in
     return output_index
 
 
-def gaussian_blur(images: np.ndarray, sigma: float, spatial_axes: tuple[int, int]) -> np.ndarray:
-    """Separable Gaussian blur with reflected borders (numpy only)."""
-    radius = max(1, int(3 * sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    out = images
-    for axis in spatial_axes:
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="symmetric")
-        acc = np.zeros_like(out)
-        length = out.shape[axis]
-        for offset, weight in enumerate(taps):
-            acc += weight * np.take(padded, np.arange(offset, offset + length), axis=axis)
-        out = acc
-    return out
-
-
 def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bool) -> list:
     """Resolve the IG baseline of each input.
 
-    Returns, per input, either the string ``"uniform"`` (drawn per image and
-    sample by the engine) or a float32 array of the input's shape.
+    Returns, per input, the string ``"uniform"`` (drawn per image and sample
+    on the device), ``"blur"`` (blurred on the device) or a float32 array of
+    the input's shape.
     """
     if isinstance(baseline, (tuple, list)) and len(inputs) > 1:
         if len(baseline) != len(inputs):
@@ -179,9 +162,7 @@ def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bo
             elif baseline == "blur":
                 if x.ndim != 4:
                     raise SaliencyError("baseline='blur' needs image inputs (rank 4).")
-                axes = (1, 2) if channels_last else (2, 3)
-                sigma = min(x.shape[a] for a in axes) / 8
-                resolved.append(gaussian_blur(x, sigma, axes))
+                resolved.append("blur")
             else:
                 raise SaliencyError(
                     f"Unknown baseline {baseline!r}: use 'uniform', 'blur', a number "

@@ -15,18 +15,14 @@ import numpy as np
 
 from .attribution import Attribution
 from .backends import get_backend
-from .engine import compute
+from .engine import Request, run
 from .errors import SaliencyError
 from .inputs import prepare_inputs, to_numpy
-from .methods import make_plan
+from .methods import get_method
 from .visualize import to_grayscale
 
 TARGET_KEY_PREFIX = "SaliencyNet_Target_Index_"
-# The options SaliencyNet.attribute takes, with their defaults.
-OPTION_DEFAULTS = {
-    "nsamples": 1, "nintegration": None, "magnitude": True, "stdev_spread": 0.15,
-    "baseline": "uniform", "seed": None, "quadrature": "riemann",
-}
+PAIRINGS = ("paired", "sum")
 
 
 def _as_list(value: str | Sequence[str]) -> list[str]:
@@ -47,9 +43,12 @@ class SaliencyNet:
         class used for each output is written under this key.
     outputs : str or list of str, default "saliency"
         Keys for the masks. They pair with ``model_inputs``: ``outputs[i]`` is
-        the mask of ``model_inputs[i]``. With several model outputs, the
-        gradient is that of the sum of every output's target score (as the
-        seed's gradient op does).
+        the mask of ``model_inputs[i]``.
+    pairing : {'paired', 'sum'}, default 'paired'
+        With several model outputs, ``'paired'`` differentiates output ``i``'s
+        target score with respect to input ``i``, as FastEstimator 1.7's
+        gradient op does (one output serves every input); ``'sum'``
+        differentiates the sum of every output's target score for every input.
     channels_last : bool, optional
         Layout of image inputs; defaults to the framework's.
     batch_size : 'auto' or int
@@ -72,6 +71,7 @@ class SaliencyNet:
         channels_last: bool | None = None,
         batch_size: int | str = "auto",
         percentile: float = 99,
+        pairing: str = "paired",
     ):
         self.model = model
         self.model_inputs = _as_list(model_inputs)
@@ -82,6 +82,15 @@ class SaliencyNet:
                 f"outputs names {len(self.outputs)} mask key(s) for {len(self.model_inputs)} model "
                 "input(s); give one mask key per input (outputs[i] is the mask of model_inputs[i])."
             )
+        if pairing not in PAIRINGS:
+            raise SaliencyError(f"pairing must be one of {PAIRINGS}; got {pairing!r}.")
+        if pairing == "paired" and 1 < len(self.model_outputs) < len(self.model_inputs):
+            raise SaliencyError(
+                f"pairing='paired' pairs model input i with model output i, but there are "
+                f"{len(self.model_inputs)} inputs and only {len(self.model_outputs)} outputs. Name one output per "
+                "input, or pass pairing='sum' to differentiate the sum of every output's score."
+            )
+        self.pairing = pairing
         self.gather_keys = [TARGET_KEY_PREFIX + key for key in self.model_outputs]
         self.channels_last = channels_last
         self.batch_size = batch_size
@@ -123,39 +132,42 @@ class SaliencyNet:
         return self._masks(batch, "integrated", targets=targets, nsamples=nsamples, baseline=baseline, seed=seed)
 
     # --- the general call ---------------------------------------------------
-    def attribute(self, batch: Mapping[str, Any], method: str, *, targets: Any = None, **options) -> Attribution:
+    def attribute(self, batch: Mapping[str, Any], method: str, *, targets: Any = None, seed: int | None = None,
+                  **options) -> Attribution:
         """The raw :class:`~salwidget.Attribution` behind the masks (``raw`` is a tuple
-        when there are several inputs)."""
+        when there are several inputs, an array for one).
+
+        ``options`` are the method's (see :func:`salwidget.attribute`); unknown
+        ones are an error.
+        """
         missing = [key for key in self.model_inputs if key not in batch]
         if missing:
             raise SaliencyError(
                 f"The batch has no key {missing[0]!r} (model_inputs); it has {sorted(batch)}."
             )
-        unknown = sorted(set(options) - set(OPTION_DEFAULTS))
-        if unknown:
-            raise SaliencyError(f"Unknown option(s) {unknown}; SaliencyNet.attribute takes {sorted(OPTION_DEFAULTS)}.")
-        o = {**OPTION_DEFAULTS, **options}
         started = time.perf_counter()
         backend = get_backend(self.model)
-        plan = make_plan(method, o["nsamples"], o["nintegration"], o["magnitude"], o["quadrature"])
-        inputs, layout, _ = prepare_inputs(
+        chosen = get_method(method)
+        resolved = chosen.resolve({k: v for k, v in options.items() if v is not None})
+        inputs, layout, several = prepare_inputs(
             [batch[key] for key in self.model_inputs], self.channels_last, backend.default_channels_last
         )
         wanted = self._targets(batch, targets)
+        outputs = len(self.model_outputs)
+        pairing = None
+        if self.pairing == "paired" and outputs > 1:
+            pairing = [(index,) for index in range(len(inputs))]
 
         def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
-            if len(clean) != len(self.model_outputs):
+            if len(clean) != outputs:
                 raise SaliencyError(
                     f"The model returns {len(clean)} output(s) but model_outputs names "
-                    f"{len(self.model_outputs)}: {self.model_outputs}."
+                    f"{outputs}: {self.model_outputs}."
                 )
             return wanted
 
-        return compute(
-            backend, inputs, layout, True, plan, pick_targets,
-            stdev_spread=o["stdev_spread"], baseline=o["baseline"], batch_size=self.batch_size, seed=o["seed"],
-            progress=None, cancel=None, resume_from=None, quadrature=o["quadrature"], started=started,
-        )
+        request = Request(chosen, resolved, self.batch_size, seed, pairing=pairing)
+        return run(backend, inputs, layout, len(inputs) > 1, request, pick_targets, started)
 
     def _targets(self, batch: Mapping[str, Any], targets: Any) -> dict[int, Any]:
         if targets is not None and not isinstance(targets, Mapping):
@@ -183,5 +195,5 @@ class SaliencyNet:
         for name, used in zip(self.model_outputs, result.targets):
             response[name] = used
         for index, key in enumerate(self.outputs):
-            response[key] = to_grayscale(result.raw[index], self.percentile, result.channels_last)
+            response[key] = to_grayscale(result, self.percentile, input_index=index)
         return response

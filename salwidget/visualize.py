@@ -6,13 +6,50 @@ import numpy as np
 
 from .errors import SaliencyError
 
+_CHANNEL_SIZES = (1, 3, 4)
+
+
+def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (B, h, w) maps to (B, *size), pixel centres aligned as in
+    ``torch.nn.functional.interpolate(align_corners=False)`` and ``tf.image.resize``."""
+    maps = np.asarray(maps, np.float32)
+    height, width = maps.shape[1:]
+    if (height, width) == tuple(size):
+        return maps
+
+    def axis(n_in: int, n_out: int):
+        position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, (position - low).astype(np.float32)
+
+    r0, r1, fr = axis(height, size[0])
+    c0, c1, fc = axis(width, size[1])
+    rows = maps[:, r0] * (1 - fr)[None, :, None] + maps[:, r1] * fr[None, :, None]
+    return rows[:, :, c0] * (1 - fc)[None, None, :] + rows[:, :, c1] * fc[None, None, :]
+
+
+def _maps(raw, channels_last: bool, signed: bool, input_index: int = 0) -> np.ndarray:
+    """(B, H, W) maps from an Attribution (which knows its layout and kind) or a raw array."""
+    from .attribution import Attribution
+
+    if isinstance(raw, Attribution):
+        values = np.asarray(raw.raw_of(input_index), np.float32)
+        if raw.kind == "input":
+            return _channel_free(values, raw.channels_last, signed)
+        values = values if signed else np.abs(values)
+        if raw.kind == "layer" and raw.input_size is not None:
+            values = resize_bilinear(values, raw.input_size)
+        return values
+    return _channel_free(raw, channels_last, signed)
+
 
 def _channel_free(raw, channels_last: bool, signed: bool) -> np.ndarray:
     """Sum (B, C, H, W) or (B, H, W, C) over channels, with sign or in absolute value."""
     if isinstance(raw, (tuple, list)):
         raise SaliencyError(
             "Got several raw maps (a multi-input model): visualise one input at a time, "
-            "e.g. to_grayscale(a.raw[0])."
+            "e.g. to_grayscale(a.raw[0]) or to_grayscale(a, input_index=0)."
         )
     raw = np.asarray(raw, dtype=np.float32)
     values = raw if signed else np.abs(raw)
@@ -21,6 +58,11 @@ def _channel_free(raw, channels_last: bool, signed: bool) -> np.ndarray:
     if raw.ndim != 4:
         raise SaliencyError(
             f"Expected a batch of maps (B, C, H, W), (B, H, W, C) or (B, H, W); got shape {raw.shape}."
+        )
+    if not channels_last and raw.shape[1] not in _CHANNEL_SIZES and raw.shape[3] in _CHANNEL_SIZES:
+        raise SaliencyError(
+            f"The maps have shape {raw.shape}, which looks channels-last (B, H, W, C), but channels_last=False. "
+            "Pass the Attribution itself, e.g. sw.to_grayscale(a), which knows its layout, or channels_last=True."
         )
     return values.sum(axis=-1 if channels_last else 1)
 
@@ -32,7 +74,7 @@ def _per_image_percentile(maps: np.ndarray, percentile: float) -> np.ndarray:
     return np.percentile(flat, percentile, axis=1, method="lower")
 
 
-def to_grayscale(raw, percentile: float = 99, channels_last: bool = False) -> np.ndarray:
+def to_grayscale(raw, percentile: float = 99, channels_last: bool = False, *, input_index: int = 0) -> np.ndarray:
     """The seed's greyscale visualisation of a batch of raw attributions.
 
     ``|raw|`` is summed over channels; each image is then clipped at its own
@@ -41,12 +83,16 @@ def to_grayscale(raw, percentile: float = 99, channels_last: bool = False) -> np
 
     Parameters
     ----------
-    raw : array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
-        Raw attributions, e.g. ``Attribution.raw``.
+    raw : Attribution, or array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
+        An :class:`~salwidget.Attribution` (which knows its layout; a CAM's
+        layer-resolution map is upsampled bilinearly to the input's size) or
+        raw maps such as ``Attribution.raw``.
     percentile : float, default 99
         Values above this per-image percentile saturate at 1.
     channels_last : bool, default False
-        Whether the channel axis of a 4-D ``raw`` is last.
+        Whether the channel axis of a 4-D raw array is last (ignored for an Attribution).
+    input_index : int, default 0
+        Which input's map, for an Attribution of a multi-input model.
 
     Returns
     -------
@@ -55,7 +101,7 @@ def to_grayscale(raw, percentile: float = 99, channels_last: bool = False) -> np
         minimum (a map that is zero almost everywhere) the maximum is used as
         the upper bound instead, so the few salient pixels still show.
     """
-    maps = _channel_free(raw, channels_last, signed=False)
+    maps = _maps(raw, channels_last, signed=False, input_index=input_index)
     vmax = _per_image_percentile(maps, percentile)
     vmin = maps.reshape(len(maps), -1).min(axis=1)
     vmax = np.where(vmax > vmin, vmax, maps.reshape(len(maps), -1).max(axis=1))
@@ -64,21 +110,22 @@ def to_grayscale(raw, percentile: float = 99, channels_last: bool = False) -> np
     return np.clip(scaled, 0, 1).astype(np.float32)
 
 
-def to_diverging(raw, percentile: float = 99, channels_last: bool = False) -> np.ndarray:
+def to_diverging(raw, percentile: float = 99, channels_last: bool = False, *, input_index: int = 0) -> np.ndarray:
     """Signed maps in [-1, 1]: channels summed with sign, scaled by the per-image
     ``percentile`` of the absolute value. Positive evidence is > 0.
 
     Parameters
     ----------
-    raw : array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
+    raw : Attribution, or array of shape (B, C, H, W), (B, H, W, C) or (B, H, W)
     percentile : float, default 99
     channels_last : bool, default False
+    input_index : int, default 0
 
     Returns
     -------
     numpy.ndarray of shape (B, H, W), float32, in [-1, 1]; zeros for an all-zero map.
     """
-    maps = _channel_free(raw, channels_last, signed=True)
+    maps = _maps(raw, channels_last, signed=True, input_index=input_index)
     bound = _per_image_percentile(np.abs(maps), percentile)
     bound = np.where(bound > 0, bound, np.abs(maps).reshape(len(maps), -1).max(axis=1))
     scale = bound[:, None, None]

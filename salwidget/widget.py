@@ -23,16 +23,10 @@ import traitlets
 from .attribution import Attribution
 from .errors import AttributionCancelled, SaliencyError
 from .explorer import Explorer, Settings
-from .methods import METHODS
+from .methods import CLASSIC, all_methods, get_method
 from .render import CMAPS, Column, GridRenderer, overlay
 from .visualize import to_display_image, to_grayscale
 
-METHOD_LABELS = {
-    "vanilla": "Gradient",
-    "smoothgrad": "SmoothGrad",
-    "integrated": "Integrated Gradients",
-    "smooth_integrated": "SmoothGrad + IG",
-}
 BASELINES = (("random uniform", "uniform"), ("black (zeros)", 0.0), ("blurred image", "blur"))
 COMPUTE_TRAITS = ("methods", "nsamples", "nintegration", "stdev_spread", "magnitude", "baseline", "target")
 LOOK_TRAITS = ("cmap", "percentile", "overlay_alpha")
@@ -86,16 +80,19 @@ class SaliencyWidget(widgets.VBox):
         *,
         class_names: Sequence[str] | None = None,
         labels: Sequence[int] | None = None,
-        methods: Sequence[str] = METHODS,
+        methods: Sequence[str] = CLASSIC,
         display_images: Any = None,
         channels_last: bool | None = None,
         seed: int = 0,
         nsamples: int = 16,
         nintegration: int = 16,
         batch_size: int | str = "auto",
+        output_index: int | None = None,
+        rng: str = "device",
         **kwargs,
     ):
-        self._explorer = Explorer(model, images, channels_last=channels_last, seed=seed, batch_size=batch_size)
+        self._explorer = Explorer(model, images, channels_last=channels_last, seed=seed, batch_size=batch_size,
+                                  output_index=output_index, rng=rng)
         self.class_names = list(class_names) if class_names is not None else None
         self.labels = None if labels is None else np.asarray(labels).reshape(-1)
         shown = display_images if display_images is not None else self._explorer.images
@@ -129,8 +126,8 @@ class SaliencyWidget(widgets.VBox):
     def _build_controls(self) -> None:
         slider = dict(continuous_update=False, style={"description_width": "initial"})
         self._method_buttons = {
-            m: widgets.ToggleButton(description=METHOD_LABELS[m], layout=widgets.Layout(width="auto"))
-            for m in METHODS
+            m.name: widgets.ToggleButton(description=m.label, layout=widgets.Layout(width="auto"))
+            for m in all_methods()
         }
         for name, button in self._method_buttons.items():
             button.add_class(f"salwidget-method-{name}")
@@ -206,7 +203,7 @@ class SaliencyWidget(widgets.VBox):
     def _on_method_button_change(self, change) -> None:
         if self._syncing:
             return
-        self.methods = tuple(m for m in METHODS if self._method_buttons[m].value)
+        self.methods = tuple(m for m, button in self._method_buttons.items() if button.value)
 
     @traitlets.observe("methods")
     def _on_methods_trait(self, change) -> None:
@@ -260,8 +257,10 @@ class SaliencyWidget(widgets.VBox):
     # ---------------------------------------------------------------- computing
     def _settings(self) -> Settings:
         target = tuple(self.target) if isinstance(self.target, (list, tuple)) else self.target
-        return Settings(tuple(self.methods), int(self.nsamples), int(self.nintegration),
-                        float(self.stdev_spread), bool(self.magnitude), self.baseline, target)
+        options = (("nsamples", int(self.nsamples)), ("nintegration", int(self.nintegration)),
+                   ("stdev_spread", float(self.stdev_spread)), ("magnitude", bool(self.magnitude)),
+                   ("baseline", self.baseline))
+        return Settings(tuple(self.methods), options, target)
 
     def _request(self) -> None:
         with self._state_lock:
@@ -326,15 +325,15 @@ class SaliencyWidget(widgets.VBox):
     # ------------------------------------------------------------------ drawing
     def _draw(self, results: dict[str, Attribution], final: bool) -> None:
         with self._render_lock:
-            masks = {m: to_grayscale(a.raw, self.percentile, a.channels_last) for m, a in results.items()}
+            masks = {m: to_grayscale(a, self.percentile) for m, a in results.items()}
             columns = [Column("image", self._display)]
             for method, mask in masks.items():
                 a = results[method]
-                count = "" if method == "vanilla" else f" (n={a.nsamples})"
-                columns.append(Column(METHOD_LABELS[method] + count, mask, self.cmap))
+                count = "" if a.nsamples <= 1 else f" (n={a.nsamples})"
+                columns.append(Column(get_method(method).label + count, mask, self.cmap))
             if masks:
                 first = list(masks)[-1]  # the last method picked, usually the most refined
-                columns.append(Column(f"overlay: {METHOD_LABELS[first]}",
+                columns.append(Column(f"overlay: {get_method(first).label}",
                                       overlay(self._display, masks[first], self.cmap, self.overlay_alpha)))
             target = next(iter(results.values())).target if results else self._explorer.predicted
             png = self._renderer.render(columns, self._row_titles(target))

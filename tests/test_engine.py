@@ -33,8 +33,11 @@ def test_results_do_not_depend_on_batch_size(torch_cnn, images, method):
         sw.attribute(torch_cnn, images, method, nsamples=5, nintegration=3, seed=2, batch_size=size)
         for size in (1, 3, 64, "auto")
     ]
+    # Gradients of one float32 model differ in the last bits between batch sizes;
+    # a variance of nearby gradients (VarGrad) magnifies that cancellation.
+    rtol = 1e-3 if method == "vargrad" else 1e-5
     for run in runs[1:]:
-        np.testing.assert_allclose(run.raw, runs[0].raw, rtol=1e-5, atol=1e-6 * np.abs(runs[0].raw).max())
+        np.testing.assert_allclose(run.raw, runs[0].raw, rtol=rtol, atol=1e-6 * np.abs(runs[0].raw).max())
 
 
 def test_chunks_bound_the_batch_the_model_sees(torch_cnn, images):

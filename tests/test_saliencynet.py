@@ -59,20 +59,35 @@ class TwoInTwoOut(torch.nn.Module):
         return hidden, self.head(hidden)
 
 
-def test_multi_input_multi_output_pairing():
+def test_multi_input_multi_output_pairs_input_i_with_output_i_as_fastestimator():
     model = TwoInTwoOut()
     rng = np.random.default_rng(0)
     batch = {"img": rng.normal(size=(2, 3, 2, 2)).astype(np.float32), "aux": rng.normal(size=(2, 3, 2, 2)).astype(np.float32)}
     net = sw.SaliencyNet(model, ["img", "aux"], ["cls", "head"], outputs=["sal_img", "sal_aux"])
-    result = net.get_masks(batch, targets={"cls": [0, 1], "head": [1, 1]})
+    targets = {"cls": [0, 1], "head": [1, 1]}
+    result = net.get_masks(batch, targets=targets)
     assert result["sal_img"].shape == (2, 2, 2) and result["sal_aux"].shape == (2, 2, 2)
     np.testing.assert_array_equal(result["cls"], [0, 1])
-    # The gradient is that of cls[t] + head[t'] with respect to each input.
-    raw = net.attribute(batch, "vanilla", targets={"cls": [0, 1], "head": [1, 1]}).raw
-    w_img = model.image.weight.detach().numpy()
+    raw = net.attribute(batch, "vanilla", targets=targets).raw
+    w_img, w_side = model.image.weight.detach().numpy(), model.side.weight.detach().numpy()
     w_head = model.head.weight.detach().numpy()
-    expected_img = w_img[[0, 1]] + (w_head[1] @ w_img)[None]
-    np.testing.assert_allclose(raw[0].reshape(2, -1), expected_img, rtol=1e-5)
+    # img is differentiated through output 0 (cls[t]) only; aux through output 1 (head[t']) only.
+    np.testing.assert_allclose(raw[0].reshape(2, -1), w_img[[0, 1]], rtol=1e-5)
+    np.testing.assert_allclose(raw[1].reshape(2, -1), np.tile(w_head[1] @ w_side, (2, 1)), rtol=1e-5)
+    # pairing="sum" keeps the sum of both scores for every input.
+    summed = sw.SaliencyNet(model, ["img", "aux"], ["cls", "head"], outputs=["a", "b"], pairing="sum")
+    raw_sum = summed.attribute(batch, "vanilla", targets=targets).raw
+    np.testing.assert_allclose(raw_sum[0].reshape(2, -1), w_img[[0, 1]] + (w_head[1] @ w_img)[None], rtol=1e-5)
+
+
+def test_one_input_gives_an_array_not_a_tuple(torch_cnn, images):
+    raw = sw.SaliencyNet(torch_cnn, "x", "y").attribute({"x": images}, "vanilla").raw
+    assert isinstance(raw, np.ndarray) and raw.shape == images.shape
+
+
+def test_paired_needs_an_output_per_input_or_one_output(torch_cnn):
+    with pytest.raises(sw.SaliencyError, match=r"3 inputs and only 2 outputs.*pairing='sum'"):
+        sw.SaliencyNet(torch_cnn, ["a", "b", "c"], ["y1", "y2"], outputs=["s1", "s2", "s3"])
 
 
 def test_missing_batch_key_and_mismatched_names(torch_cnn, images):
@@ -87,5 +102,5 @@ def test_missing_batch_key_and_mismatched_names(torch_cnn, images):
 
 def test_unknown_option_is_an_error_not_ignored(torch_cnn, images):
     net = sw.SaliencyNet(torch_cnn, "x", "y_pred")
-    with pytest.raises(sw.SaliencyError, match=r"Unknown option\(s\) \['nsample'\]; SaliencyNet.attribute takes"):
+    with pytest.raises(sw.SaliencyError, match=r"Unknown option\(s\) \['nsample'\] for method 'smoothgrad'; its options are nsamples, stdev_spread, magnitude\. Did you mean 'nsamples'\?"):
         net.attribute({"x": images}, "smoothgrad", nsample=5)

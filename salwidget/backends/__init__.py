@@ -63,8 +63,8 @@ def get_backend(model: Any, framework: str | None = None) -> Backend:
     """The backend for ``model``, reused across calls.
 
     Reuse matters for TensorFlow, whose traced gradient function would
-    otherwise be rebuilt on every call. The cache holds the model weakly (the
-    backend keeps only a proxy), so it never keeps a model alive.
+    otherwise be rebuilt on every call. The cache holds the model weakly (so
+    does the backend), so it never keeps a model alive.
     """
     try:
         backend = _CACHE.get(model)
@@ -72,7 +72,6 @@ def get_backend(model: Any, framework: str | None = None) -> Backend:
         return make_backend(model, framework)
     if backend is None or (framework and backend.framework != _canonical(framework)):
         backend = make_backend(model, framework)
-        backend.model = weakref.proxy(model)
         _CACHE[model] = backend
     return backend
 

@@ -1,47 +1,88 @@
-"""The protocol every framework backend implements.
+"""The protocol every framework backend implements, and the errors they share.
 
-A backend speaks numpy at its edges: the engine hands it batches of float32
-arrays and target indices; it runs the model on the model's own device and
-returns gradients and scores as numpy. Everything else (noise, paths,
-accumulation) is framework-neutral and lives in the engine, which is why the
-same seed gives the same maps in torch and TensorFlow.
+A backend speaks its framework's tensors on the model's own device. The engine
+and the methods never import a framework: they call the backend for passes
+through the model and its :class:`Ops` for the arithmetic around them (noise,
+path points, sums), so those numbers stay on the device too. numpy appears at
+the edges only: the user's inputs come in as numpy, finished maps go out as numpy.
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from contextlib import AbstractContextManager
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import NotDifferentiableError, SaliencyError
 
+Tensor = Any  # a torch.Tensor or a tf.Tensor, on the model's device
+
+
+class Ops(Protocol):
+    """The framework arithmetic the methods need, on the model's device.
+
+    Operators (``+ - * /``, comparisons) work on tensors directly; these
+    functions cover what differs between frameworks. Row-wise functions act on
+    the first (batch) axis.
+    """
+
+    def asarray(self, value: np.ndarray, dtype: str = "float") -> Tensor: ...
+    def numpy(self, tensor: Tensor) -> np.ndarray: ...
+    def zeros(self, shape: Sequence[int]) -> Tensor: ...
+    def take(self, tensor: Tensor, rows: np.ndarray) -> Tensor: ...
+    def index_add(self, acc: Tensor, rows: np.ndarray, values: Tensor) -> Tensor: ...
+    def per_row(self, values: Tensor, like: Tensor) -> Tensor: ...
+    def row_sum(self, tensor: Tensor) -> Tensor: ...
+    def concat(self, tensors: Sequence[Tensor], axis: int = 0) -> Tensor: ...
+    def normal(self, shape: Sequence[int], key: int) -> Tensor: ...
+    def uniform(self, shape: Sequence[int], key: int) -> Tensor: ...
+
 
 class Backend(Protocol):
     """What the engine needs from a framework.
 
-    Layer-based methods (Grad-CAM) will add ``layer_gradients(inputs, targets, layer)``
-    returning an inner layer's activations and gradients; nothing else changes.
+    ``session()`` opens a computation: device and dtype are read then (a model
+    moved or cast after an earlier call works), and the model the passes run
+    through is prepared without changing anything the user's code can see.
     """
 
     framework: str
     device: str
     default_channels_last: bool
+    ops: Ops
 
-    def session(self) -> AbstractContextManager:
-        """Put the model in inference mode for a computation; restore it afterwards."""
+    def session(self, *, transform: Any = None) -> AbstractContextManager: ...
 
-    def forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run the model without gradients; return every output as numpy."""
+    def outputs(self, points: Sequence[Tensor]) -> list[Tensor]:
+        """Every model output for ``points``, without gradients."""
 
-    def gradients(
-        self, inputs: Sequence[np.ndarray], targets: dict[int, np.ndarray]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Gradient of ``sum_o sum_b out_o[b, targets[o][b]]`` with respect to each input.
+    def input_gradients(
+        self, points: Sequence[Tensor], targets: dict[int, Tensor], pairing: Sequence[Sequence[int]] | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Gradients of target scores with respect to each input, and every output.
 
-        Returns ``(grads, outputs)``: one float32 gradient per input (same shape),
-        and every model output as numpy. Targets are already checked by the engine.
+        The score is ``sum_o sum_r out_o[r, targets[o][r]]``; with ``pairing``,
+        input ``m`` gets the gradient of the scores of outputs ``pairing[m]`` only.
         """
+
+    def layer_gradients(
+        self, points: Sequence[Tensor], targets: dict[int, Tensor], layer: str
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """A layer's activations, their gradients for the target score, and every output."""
+
+    def layer_activations(self, points: Sequence[Tensor], layer: str) -> tuple[Tensor, list[Tensor]]:
+        """A layer's activations and every output, without gradients."""
+
+
+def reference(model: Any) -> Any:
+    """A callable returning ``model``: a weak reference where the model allows one."""
+    try:
+        return weakref.ref(model)
+    except TypeError:
+        return lambda: model
 
 
 def not_differentiable(detail: str) -> NotDifferentiableError:
@@ -53,10 +94,40 @@ def not_differentiable(detail: str) -> NotDifferentiableError:
     )
 
 
-def model_call_error(exc: Exception, shapes: Sequence[tuple], layout_hint: str) -> SaliencyError:
-    """The model's own exception, restated with the shapes it was given and a layout hint."""
+# Messages of shape and layout mistakes, as torch and TensorFlow word them.
+_SHAPE_WORDS = re.compile(
+    r"shape|size|dimension|channels|mat1|incompatible|expected input|expected .*input|rank", re.IGNORECASE
+)
+_MEMORY_WORDS = re.compile(r"out of memory|OOM|ResourceExhausted|failed to allocate", re.IGNORECASE)
+
+
+def model_call_error(exc: Exception, shapes: Sequence[tuple], layout_hint: str) -> Exception:
+    """The model's own exception, restated with what salwidget knows.
+
+    Out-of-memory errors say so and suggest a smaller ``batch_size``; shape
+    errors get the shapes the model was given and a layout hint; anything else
+    is the model's own error with the shapes added, and no guess.
+    """
     shown = ", ".join(str(tuple(shape)) for shape in shapes)
-    return SaliencyError(
-        f"The model raised {type(exc).__name__} on input of shape {shown}: {exc}. "
-        f"Check the layout ({layout_hint}) and the input size."
-    )
+    message = f"{type(exc).__name__}: {exc}"
+    if _MEMORY_WORDS.search(message) or "OutOfMemory" in type(exc).__name__:
+        rows = shapes[0][0] if shapes and len(shapes[0]) else "?"
+        return MemoryError(
+            f"The device ran out of memory on a chunk of {rows} passes ({message}). "
+            "Pass a smaller batch_size (passes per chunk), e.g. batch_size=4."
+        )
+    if _SHAPE_WORDS.search(str(exc)):
+        return SaliencyError(
+            f"The model raised {type(exc).__name__} on input of shape {shown}: {exc}. "
+            f"Check the layout ({layout_hint}) and the input size."
+        )
+    return SaliencyError(f"The model raised {type(exc).__name__} on input of shape {shown}: {exc}.")
+
+
+def unknown_layer(name: str, candidates: Sequence[str]) -> SaliencyError:
+    """An error for a layer name the model does not have, listing the closest names."""
+    import difflib
+
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.3)
+    listed = ", ".join(repr(c) for c in (close or list(candidates)[-5:]))
+    return SaliencyError(f"The model has no layer {name!r}. Closest names: {listed}.")

@@ -1,15 +1,26 @@
-"""TensorFlow/Keras backend: ``tf.GradientTape`` with ``training=False``."""
+"""TensorFlow/Keras backend: passes, gradients and arithmetic where TensorFlow places the model.
+
+Every call passes ``training=False``, so the model itself is never switched.
+The pass through the model is a ``tf.function`` traced once per kind of pass
+(with a free batch dimension, so chunk sizes do not retrace); the arithmetic
+around it (noise, path points, sums) runs eagerly on the same device. A
+layer's activations come from a functional sub-model over the same layers
+and weights: the user's model is not changed.
+"""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from ..errors import SaliencyError
-from .base import model_call_error, not_differentiable
+from .base import reference as _reference
+from .base import model_call_error, not_differentiable, unknown_layer
+
+_LAYOUT_HINT = "Keras models usually take (B, H, W, C); pass channels_last=False if yours takes (B, C, H, W)"
 
 
 def _is_keras(model) -> bool:
@@ -24,71 +35,415 @@ def _as_list(output) -> list:
     return [output]
 
 
-class TensorFlowBackend:
-    """Runs a Keras model, a ``tf.Module`` or a TF callable where TensorFlow places it.
+def _rows(rows) -> tf.Tensor:
+    if isinstance(rows, tf.Tensor):
+        return tf.cast(rows, tf.int64)
+    return tf.constant(np.asarray(rows, np.int64))
 
-    The gradient step is a ``tf.function`` traced once per set of targets, with
-    a free batch dimension so that the last, smaller chunk does not retrace.
-    """
+
+class TFOps:
+    """:class:`~salwidget.backends.base.Ops` for TensorFlow tensors (float32)."""
+
+    dtype = tf.float32
+
+    def asarray(self, value, dtype: str = "float") -> tf.Tensor:
+        return tf.cast(tf.convert_to_tensor(value), {"float": self.dtype, "int": tf.int64, "wide": tf.float64}[dtype])
+
+    @staticmethod
+    def numpy(tensor) -> np.ndarray:
+        """A host copy; float16 becomes float32, float64 stays (saved sums)."""
+        value = np.asarray(tensor)
+        return value.astype(np.float32) if value.dtype == np.float16 else value
+
+    def zeros(self, shape) -> tf.Tensor:
+        return tf.zeros(tuple(shape), self.dtype)
+
+    @staticmethod
+    def accumulator(shape) -> tf.Tensor:
+        """Zeros for running sums, in the wide dtype (float64)."""
+        return tf.zeros(tuple(shape), tf.float64)
+
+    @staticmethod
+    def wide(tensor) -> tf.Tensor:
+        return tf.cast(tensor, tf.float64)
+
+    def narrow(self, tensor) -> tf.Tensor:
+        return tf.cast(tensor, self.dtype)
+
+    def full(self, shape, value: float) -> tf.Tensor:
+        return tf.fill(tuple(shape), tf.constant(float(value), self.dtype))
+
+    @staticmethod
+    def take(tensor, rows) -> tf.Tensor:
+        return tf.gather(tensor, _rows(rows))
+
+    @staticmethod
+    def index_add(acc, rows, values) -> tf.Tensor:
+        return tf.tensor_scatter_nd_add(acc, _rows(rows)[:, None], tf.cast(values, acc.dtype))
+
+    @staticmethod
+    def put(acc, rows, values) -> tf.Tensor:
+        return tf.tensor_scatter_nd_update(acc, _rows(rows)[:, None], tf.cast(values, acc.dtype))
+
+    @staticmethod
+    def take_along_rows(tensor, columns) -> tf.Tensor:
+        """``tensor[r, columns[r]]`` for every row ``r``."""
+        return tf.gather(tensor, tf.cast(_rows(columns), tf.int32), axis=1, batch_dims=1)
+
+    @staticmethod
+    def per_row(values, like) -> tf.Tensor:
+        return tf.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
+
+    @staticmethod
+    def row_sum(tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
+
+    @staticmethod
+    def row_min(tensor) -> tf.Tensor:
+        return tf.reduce_min(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
+
+    @staticmethod
+    def row_max(tensor) -> tf.Tensor:
+        return tf.reduce_max(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
+
+    @staticmethod
+    def concat(tensors, axis: int = 0) -> tf.Tensor:
+        return tensors[0] if len(tensors) == 1 else tf.concat(list(tensors), axis=axis)
+
+    @staticmethod
+    def stack(tensors, axis: int = 0) -> tf.Tensor:
+        return tf.stack(list(tensors), axis=axis)
+
+    @staticmethod
+    def reshape(tensor, shape) -> tf.Tensor:
+        return tf.reshape(tensor, tuple(shape))
+
+    @staticmethod
+    def transpose(tensor, axes) -> tf.Tensor:
+        return tf.transpose(tensor, axes)
+
+    @staticmethod
+    def sum(tensor, axis=None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_sum(tensor, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def mean(tensor, axis=None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_mean(tensor, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def max(tensor, axis=None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_max(tensor, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def min(tensor, axis=None, keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_min(tensor, axis=axis, keepdims=keepdims)
+
+    square = staticmethod(tf.square)
+    sqrt = staticmethod(tf.sqrt)
+    abs = staticmethod(tf.abs)
+    exp = staticmethod(tf.exp)
+    log = staticmethod(tf.math.log)
+    relu = staticmethod(tf.nn.relu)
+    sigmoid = staticmethod(tf.sigmoid)
+    where = staticmethod(tf.where)
+    maximum = staticmethod(tf.maximum)
+    minimum = staticmethod(tf.minimum)
+
+    @staticmethod
+    def clip(tensor, low=None, high=None) -> tf.Tensor:
+        if low is not None:
+            tensor = tf.maximum(tensor, low)
+        if high is not None:
+            tensor = tf.minimum(tensor, high)
+        return tensor
+
+    @staticmethod
+    def softmax(tensor, axis: int = -1) -> tf.Tensor:
+        return tf.nn.softmax(tensor, axis=axis)
+
+    @staticmethod
+    def argsort(tensor, axis: int = -1, descending: bool = False) -> tf.Tensor:
+        return tf.argsort(tensor, axis=axis, direction="DESCENDING" if descending else "ASCENDING", stable=True)
+
+    @staticmethod
+    def _seed(key: int) -> tf.Tensor:
+        key = int(key)
+        return tf.constant([key & 0x7FFFFFFF, (key >> 31) & 0x7FFFFFFF], tf.int64)
+
+    def normal(self, shape, key: int) -> tf.Tensor:
+        """Standard normal numbers from TensorFlow's stateless (counter-based) generator."""
+        return tf.random.stateless_normal(tuple(shape), seed=self._seed(key), dtype=self.dtype)
+
+    def uniform(self, shape, key: int) -> tf.Tensor:
+        """Uniform numbers in [0, 1) from TensorFlow's stateless generator."""
+        return tf.random.stateless_uniform(tuple(shape), seed=self._seed(key), dtype=self.dtype)
+
+    @staticmethod
+    def resize(maps, size) -> tf.Tensor:
+        """Bilinear resize of (B, h, w) maps to (B, *size) (half-pixel centres, as torch)."""
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        return tf.image.resize(maps[..., None], tuple(size), method="bilinear", antialias=False)[..., 0]
+
+    def blur(self, images, sigma, channels_last: bool) -> tf.Tensor:
+        """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter``."""
+        x = images if channels_last else tf.transpose(images, (0, 2, 3, 1))
+        sigmas = np.broadcast_to(np.asarray(sigma, np.float64), (int(x.shape[0]),))
+        parts, order = [], []
+        for value in np.unique(sigmas):
+            rows = np.nonzero(sigmas == value)[0]
+            part = tf.gather(x, rows)
+            parts.append(self._blur_same_sigma(part, float(value)) if value > 0 else part)
+            order.append(rows)
+        out = tf.gather(tf.concat(parts, 0), np.argsort(np.concatenate(order), kind="stable"))
+        return out if channels_last else tf.transpose(out, (0, 3, 1, 2))
+
+    def _blur_same_sigma(self, x, sigma: float) -> tf.Tensor:
+        from .blur import gaussian_taps, symmetric_indices
+
+        taps = tf.constant(gaussian_taps(sigma), self.dtype)
+        radius = (int(taps.shape[0]) - 1) // 2
+        b, h, w, c = (int(d) for d in x.shape)
+        flat = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (b * c, h, w, 1))
+        flat = tf.gather(flat, symmetric_indices(w, radius), axis=2)
+        flat = tf.nn.conv2d(flat, tf.reshape(taps, (1, -1, 1, 1)), 1, "VALID")
+        flat = tf.gather(flat, symmetric_indices(h, radius), axis=1)
+        flat = tf.nn.conv2d(flat, tf.reshape(taps, (-1, 1, 1, 1)), 1, "VALID")
+        return tf.transpose(tf.reshape(flat, (b, c, h, w)), (0, 2, 3, 1))
+
+
+class TensorFlowBackend:
+    """Runs a Keras model, a ``tf.Module`` or a TF callable where TensorFlow places it."""
 
     framework = "tensorflow"
     default_channels_last = True
 
+    @property
+    def model(self):
+        """The user's model (held weakly: the backend cache never keeps a model alive)."""
+        return self._model()
+
     def __init__(self, model):
-        self.model = model
+        self._model = _reference(model)
         self._keras = _is_keras(model)
         gpus = tf.config.list_logical_devices("GPU")
         self.device = gpus[0].name if gpus else "CPU"
-        self._grad_fns: dict[tuple[int, ...], object] = {}
+        self.ops = TFOps()
+        self._functions: dict[tuple, Any] = {}
+        self._tapped: dict[str, Any] = {}
+        self._active = None
 
-    def session(self):
-        # training=False is passed on every call; nothing to switch or restore.
-        return nullcontext()
+    @contextmanager
+    def session(self, *, randomize: Sequence[str] = (), seed: int = 0):
+        """Open a computation. ``randomize`` runs it on a clone whose layers
+        ``randomize`` are freshly initialised (the user's model is not touched)."""
+        previous, previous_functions = self._active, self._functions
+        self._active = self.model
+        if randomize:
+            self._active = _randomized_clone(self.model, randomize, seed)
+            self._functions = {}
+        try:
+            yield
+        finally:
+            self._active, self._functions = previous, previous_functions
 
-    def _call(self, tensors):
+    def identity(self) -> tuple:
+        """The model and a digest of its weights (TensorFlow has no write counter)."""
+        import hashlib
+
+        model = self.model
+        digest = hashlib.blake2b(digest_size=12)
+        for variable in getattr(model, "weights", None) or getattr(model, "variables", ()):
+            digest.update(np.asarray(variable).tobytes())
+        return (id(model), digest.hexdigest())
+
+    @staticmethod
+    def fit_chunk(run, rows: int) -> None:
+        """Run a first chunk. TensorFlow reports no free GPU memory, so chunk
+        sizes stay as ``batch_size='auto'`` first chose them."""
+        run()
+        return None
+
+    # ----------------------------------------------------------------- passes
+    def _call(self, tensors, model=None):
+        model = self._active if model is None else model
         try:
             if self._keras:
                 inputs = tensors[0] if len(tensors) == 1 else list(tensors)
-                return _as_list(self.model(inputs, training=False))
-            return _as_list(self.model(*tensors))
+                return _as_list(model(inputs, training=False))
+            return _as_list(model(*tensors))
         except SaliencyError:
             raise
         except Exception as exc:
-            hint = "Keras models usually take (B, H, W, C); pass channels_last=False if yours takes (B, C, H, W)"
-            raise model_call_error(exc, [t.shape for t in tensors], hint) from exc
+            raise model_call_error(exc, [tuple(t.shape) for t in tensors], _LAYOUT_HINT) from exc
 
-    def forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        outputs = self._call([tf.convert_to_tensor(x, tf.float32) for x in inputs])
-        return [np.asarray(o, dtype=np.float32) for o in outputs]
+    def _function(self, key: tuple, build):
+        if key not in self._functions:
+            self._functions[key] = tf.function(build(), reduce_retracing=True)
+        return self._functions[key]
 
-    def _grad_fn(self, output_indices: tuple[int, ...]):
-        if output_indices not in self._grad_fns:
+    @staticmethod
+    def _prepare(points) -> list[tf.Tensor]:
+        return [tf.cast(tf.convert_to_tensor(p), tf.float32) for p in points]
 
-            def step(tensors, targets):
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
+    def outputs(self, points) -> list[tf.Tensor]:
+        return self._call(self._prepare(points))
+
+    @staticmethod
+    def _score(outputs, indices, targets, which=None):
+        score = tf.constant(0.0)
+        for index, target in zip(indices, targets):
+            if which is not None and index not in which:
+                continue
+            picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
+            score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
+        return score
+
+    def input_gradients(self, points, targets, pairing=None):
+        indices = tuple(targets)
+        pairs = None if pairing is None else tuple(tuple(p) for p in pairing)
+
+        def build():
+            def step(tensors, target_rows):
+                with tf.GradientTape(persistent=pairs is not None, watch_accessed_variables=False) as tape:
                     for t in tensors:
                         tape.watch(t)
                     outputs = self._call(list(tensors))
-                    score = tf.constant(0.0)
-                    for index, target in zip(output_indices, targets):
-                        picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
-                        score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
-                grads = tape.gradient(score, list(tensors))
+                    if pairs is None:
+                        scores = [self._score(outputs, indices, target_rows)]
+                    else:
+                        scores = [self._score(outputs, indices, target_rows, set(p)) for p in pairs]
+                if pairs is None:
+                    grads = tape.gradient(scores[0], list(tensors))
+                else:
+                    grads = [tape.gradient(s, t) for s, t in zip(scores, tensors)]
                 return grads, outputs
 
-            self._grad_fns[output_indices] = tf.function(step, reduce_retracing=True)
-        return self._grad_fns[output_indices]
+            return step
 
-    def gradients(
-        self, inputs: Sequence[np.ndarray], targets: dict[int, np.ndarray]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        # The engine has checked the targets against the clean outputs: a bad class
-        # index inside tf.gather would be a silent zero on GPU.
-        tensors = [tf.convert_to_tensor(x, tf.float32) for x in inputs]
-        indices = tuple(targets)
-        target_tensors = [tf.constant(targets[i], tf.int32) for i in indices]
-        grads, outputs = self._grad_fn(indices)(tensors, target_tensors)
+        step = self._function(("grad", indices, pairs), build)
+        target_rows = [tf.cast(targets[i], tf.int32) for i in indices]
+        grads, outputs = step(self._prepare(points), target_rows)
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
             raise not_differentiable(f"input {missing[0]} does not reach the class score")
-        return [np.asarray(g, np.float32) for g in grads], [np.asarray(o, np.float32) for o in outputs]
+        return list(grads), list(outputs)
+
+    # ----------------------------------------------------------------- layers
+    def _layers(self) -> list:
+        if not self._keras or not hasattr(self.model, "layers"):
+            raise SaliencyError(
+                "Layer methods need a Keras model with layers (functional or Sequential); this "
+                f"{type(self.model).__name__} has none. Build it with keras.Model(inputs, outputs) or keras.Sequential."
+            )
+        return list(self.model.layers)
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self._layers()]
+
+    def layer_name(self, layer: Any) -> str:
+        if isinstance(layer, str):
+            names = self.layer_names()
+            if layer not in names:
+                raise unknown_layer(layer, names)
+            return layer
+        for candidate in self._layers():
+            if candidate is layer:
+                return candidate.name
+        raise SaliencyError(f"The layer {getattr(layer, 'name', layer)!r} is not one of this model's layers.")
+
+    def _tapped_model(self, layer: str):
+        """A functional model over the same layers returning (layer output, model outputs)."""
+        key = (id(self._active), layer)
+        if key not in self._tapped:
+            import keras
+
+            model = self._active
+            try:
+                inner = model.get_layer(layer).output
+                outputs = model.outputs
+                inputs = model.inputs
+            except (AttributeError, ValueError) as exc:
+                raise SaliencyError(
+                    f"Cannot tap layer {layer!r} of this {type(model).__name__}: a subclassed Keras model has no "
+                    "graph of layers to read an inner output from. Rebuild it as a functional model "
+                    "(keras.Model(inputs, outputs)) or keras.Sequential, or use a gradient method."
+                ) from exc
+            self._tapped[key] = keras.Model(inputs, [inner, *outputs])
+        return self._tapped[key]
+
+    def layer_activations(self, points, layer: str):
+        values = self._call(self._prepare(points), model=self._tapped_model(layer))
+        return values[0], values[1:]
+
+    def layer_gradients(self, points, targets, layer: str):
+        tapped = self._tapped_model(layer)
+        indices = tuple(targets)
+
+        def build():
+            def step(tensors, target_rows):
+                # Watching the inputs records the whole forward pass, so the
+                # gradient with respect to the inner activation can be read.
+                with tf.GradientTape(watch_accessed_variables=False) as tape:
+                    for t in tensors:
+                        tape.watch(t)
+                    values = self._call(list(tensors), model=tapped)
+                    activation, outputs = values[0], values[1:]
+                    score = self._score(outputs, indices, target_rows)
+                return activation, tape.gradient(score, activation), outputs
+
+            return step
+
+        step = self._function(("layer", id(tapped), indices), build)
+        target_rows = [tf.cast(targets[i], tf.int32) for i in indices]
+        activation, grad, outputs = step(self._prepare(points), target_rows)
+        if grad is None:
+            raise not_differentiable(f"the class score does not depend on layer {layer!r}")
+        return activation, grad, list(outputs)
+
+    def layer_shapes(self, points) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, output shape) of each top-level layer, in the model's order."""
+        shapes = []
+        batch = int(points[0].shape[0])
+        for layer in self._layers():
+            try:
+                shape = tuple(layer.output.shape)
+            except (AttributeError, ValueError):
+                continue
+            shapes.append((layer.name, (batch, *shape[1:])))
+        return shapes
+
+    def weighted_layers(self) -> list[str]:
+        return [layer.name for layer in self._layers() if layer.weights][::-1]
+
+
+def _randomized_clone(model, names: Sequence[str], seed: int):
+    """A clone of ``model`` with the user's weights, except that the variables of
+    layers ``names`` are drawn afresh from their own initialisers (seeded)."""
+    import keras
+
+    try:
+        clone = keras.models.clone_model(model)
+    except Exception as exc:
+        raise SaliencyError(
+            f"Cannot copy this {type(model).__name__} to randomise its layers ({exc}); the sanity check "
+            "needs a functional or Sequential Keras model."
+        ) from exc
+    chosen = set(names)
+    for number, (original, copied) in enumerate(zip(model.layers, clone.layers)):
+        copied.set_weights(original.get_weights())
+        if original.name not in chosen:
+            continue
+        for attribute in dir(copied):
+            if not attribute.endswith("_initializer"):
+                continue
+            variable = getattr(copied, attribute[: -len("_initializer")], None)
+            initializer = getattr(copied, attribute)
+            if variable is None or not hasattr(variable, "assign") or initializer is None:
+                continue
+            config = {**initializer.get_config()}
+            if "seed" in config:
+                config["seed"] = seed * 1000 + number
+            fresh = type(initializer).from_config(config)
+            variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+    return clone

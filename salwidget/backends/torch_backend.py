@@ -1,22 +1,31 @@
-"""PyTorch backend: ``torch.autograd.grad`` on the model's own device."""
+"""PyTorch backend: passes, gradients and arithmetic on the model's own device.
+
+The user's module is never changed, not even for a moment: each computation
+runs through a *shadow*, a structural copy made in a few milliseconds whose
+modules are new objects (their own training flag, in eval mode, their own hook
+tables) while every parameter and buffer is the user's own storage, detached.
+So another thread training the model sees no eval mode, no frozen
+``requires_grad`` and no hooks, and in-place weight updates are seen at the
+next computation. Input gradients come from ``torch.autograd.grad(score, inputs)``:
+no weight gradient is computed or stored.
+"""
 
 from __future__ import annotations
 
+import copy
+import threading
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import SaliencyError
-from .base import model_call_error, not_differentiable
+from .base import reference as _reference
+from .base import model_call_error, not_differentiable, unknown_layer
 
-
-def _model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
+_GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
+_LAYOUT_HINT = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
 
 
 def _as_list(output) -> list[torch.Tensor]:
@@ -32,77 +41,465 @@ def _as_list(output) -> list[torch.Tensor]:
     )
 
 
+def model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the model's floating-point weights live, read now (not cached)."""
+    for tensor in model.parameters():
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    for tensor in model.buffers():
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
+_HOOK_TABLES = tuple(k for k in vars(torch.nn.Module()) if "hooks" in k)
+
+
+def shadow_copy(module: torch.nn.Module, memo: dict | None = None) -> torch.nn.Module:
+    """A structural copy in eval mode that shares (detached) parameters and buffers.
+
+    Module objects, training flags and hook tables are new, so hooks added to
+    the shadow and its eval mode are invisible to the original; tensors are
+    the original's storage, so no weights are copied.
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]
+    clone = copy.copy(module)
+    memo[id(module)] = clone
+    state = clone.__dict__
+    state["_parameters"] = {k: None if p is None else p.detach() for k, p in module._parameters.items()}
+    state["_buffers"] = dict(module._buffers)
+    state["_modules"] = {k: None if c is None else shadow_copy(c, memo) for k, c in module._modules.items()}
+    for table in _HOOK_TABLES:
+        if table in state and hasattr(state[table], "copy"):
+            state[table] = state[table].copy()
+    state["training"] = False
+    return clone
+
+
+def _is_keras(model) -> bool:
+    return any(cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__)
+
+
+class TorchOps:
+    """:class:`~salwidget.backends.base.Ops` for torch tensors on one device and dtype."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self._wide = torch.float32 if device.type == "mps" else torch.float64
+        self._generator = torch.Generator(device=device)
+
+    def asarray(self, value, dtype: str = "float") -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.to(self.device)
+        kind = {"float": self.dtype, "int": torch.long, "wide": self._wide}[dtype]
+        return torch.as_tensor(np.asarray(value), device=self.device).to(kind)
+
+    def numpy(self, tensor: torch.Tensor) -> np.ndarray:
+        """A host copy; float16/bfloat16 become float32, float64 stays (saved sums)."""
+        tensor = tensor.detach()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()
+        return tensor.cpu().numpy()
+
+    def zeros(self, shape) -> torch.Tensor:
+        return torch.zeros(tuple(shape), device=self.device, dtype=self.dtype)
+
+    def accumulator(self, shape) -> torch.Tensor:
+        """Zeros for running sums, in the wide dtype (float64 where the device has it; not MPS)."""
+        return torch.zeros(tuple(shape), device=self.device, dtype=self._wide)
+
+    def wide(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self._wide)
+
+    def narrow(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.dtype)
+
+    def full(self, shape, value: float) -> torch.Tensor:
+        return torch.full(tuple(shape), float(value), device=self.device, dtype=self.dtype)
+
+    def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
+        return tensor[self._rows(rows)]
+
+    def index_add(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
+        return acc.index_add_(0, self._rows(rows), values.to(acc.dtype))
+
+    def put(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
+        return acc.index_copy_(0, self._rows(rows), values.to(acc.dtype))
+
+    def _rows(self, rows) -> torch.Tensor:
+        if isinstance(rows, torch.Tensor):
+            return rows.to(self.device)
+        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)
+
+    def take_along_rows(self, tensor: torch.Tensor, columns) -> torch.Tensor:
+        """``tensor[r, columns[r]]`` for every row ``r``."""
+        return tensor.gather(1, self._rows(columns).reshape(-1, 1)).reshape(-1)
+
+    @staticmethod
+    def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.reshape((-1,) + (1,) * (like.dim() - 1))
+
+    @staticmethod
+    def row_sum(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(len(tensor), -1).sum(dim=1)
+
+    @staticmethod
+    def row_min(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(len(tensor), -1).amin(dim=1)
+
+    @staticmethod
+    def row_max(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(len(tensor), -1).amax(dim=1)
+
+    @staticmethod
+    def concat(tensors, axis: int = 0) -> torch.Tensor:
+        return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim=axis)
+
+    @staticmethod
+    def stack(tensors, axis: int = 0) -> torch.Tensor:
+        return torch.stack(list(tensors), dim=axis)
+
+    @staticmethod
+    def reshape(tensor: torch.Tensor, shape) -> torch.Tensor:
+        return tensor.reshape(tuple(shape))
+
+    @staticmethod
+    def transpose(tensor: torch.Tensor, axes) -> torch.Tensor:
+        return tensor.permute(*axes)
+
+    @staticmethod
+    def sum(tensor: torch.Tensor, axis=None, keepdims: bool = False) -> torch.Tensor:
+        return tensor.sum() if axis is None else tensor.sum(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def mean(tensor: torch.Tensor, axis=None, keepdims: bool = False) -> torch.Tensor:
+        return tensor.mean() if axis is None else tensor.mean(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def max(tensor: torch.Tensor, axis=None, keepdims: bool = False) -> torch.Tensor:
+        return tensor.max() if axis is None else tensor.amax(dim=axis, keepdim=keepdims)
+
+    @staticmethod
+    def min(tensor: torch.Tensor, axis=None, keepdims: bool = False) -> torch.Tensor:
+        return tensor.min() if axis is None else tensor.amin(dim=axis, keepdim=keepdims)
+
+    square = staticmethod(torch.square)
+    sqrt = staticmethod(torch.sqrt)
+    abs = staticmethod(torch.abs)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    relu = staticmethod(torch.relu)
+    sigmoid = staticmethod(torch.sigmoid)
+    where = staticmethod(torch.where)
+    maximum = staticmethod(torch.maximum)
+    minimum = staticmethod(torch.minimum)
+
+    @staticmethod
+    def clip(tensor: torch.Tensor, low=None, high=None) -> torch.Tensor:
+        return tensor.clamp(low, high)
+
+    @staticmethod
+    def softmax(tensor: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return torch.softmax(tensor, dim=axis)
+
+    @staticmethod
+    def argsort(tensor: torch.Tensor, axis: int = -1, descending: bool = False) -> torch.Tensor:
+        return torch.argsort(tensor, dim=axis, descending=descending, stable=True)
+
+    def normal(self, shape, key: int) -> torch.Tensor:
+        """Standard normal numbers drawn from the device's generator seeded with ``key``."""
+        self._generator.manual_seed(int(key))
+        return torch.randn(tuple(shape), generator=self._generator, device=self.device, dtype=self.dtype)
+
+    def uniform(self, shape, key: int) -> torch.Tensor:
+        """Uniform numbers in [0, 1) drawn from the device's generator seeded with ``key``."""
+        self._generator.manual_seed(int(key))
+        return torch.rand(tuple(shape), generator=self._generator, device=self.device, dtype=self.dtype)
+
+    def resize(self, maps: torch.Tensor, size) -> torch.Tensor:
+        """Bilinear resize of (B, h, w) maps to (B, *size) (corners not aligned, as images)."""
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        import torch.nn.functional as F
+
+        return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+    def blur(self, images: torch.Tensor, sigma, channels_last: bool) -> torch.Tensor:
+        """Gaussian blur of (B, C, H, W) or (B, H, W, C) images over the spatial
+        axes, as ``scipy.ndimage.gaussian_filter``; ``sigma`` is one number or
+        one per image (0 leaves an image as it is)."""
+        x = images.permute(0, 3, 1, 2) if channels_last else images
+        sigmas = np.broadcast_to(np.asarray(sigma, np.float64), (len(x),))
+        parts, order = [], []
+        # One separable convolution per distinct sigma (one for a batch blurred alike).
+        for value in np.unique(sigmas):
+            rows = np.nonzero(sigmas == value)[0]
+            part = x[self._rows(rows)]
+            parts.append(self._blur_same_sigma(part, float(value)) if value > 0 else part)
+            order.append(rows)
+        out = torch.cat(parts)[self._rows(np.argsort(np.concatenate(order), kind="stable"))]
+        return out.permute(0, 2, 3, 1) if channels_last else out
+
+    def _blur_same_sigma(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from .blur import gaussian_taps, symmetric_indices
+
+        taps = torch.as_tensor(gaussian_taps(sigma), device=x.device, dtype=x.dtype)
+        radius = (len(taps) - 1) // 2
+        b, c, h, w = x.shape
+        flat = x.reshape(b * c, 1, h, w)
+        flat = flat.index_select(3, self._rows(symmetric_indices(w, radius)))
+        flat = F.conv2d(flat, taps.reshape(1, 1, 1, -1))
+        flat = flat.index_select(2, self._rows(symmetric_indices(h, radius)))
+        flat = F.conv2d(flat, taps.reshape(1, 1, -1, 1))
+        return flat.reshape(b, c, h, w)
+
+
+class _Capture:
+    """Forward hook that keeps a layer's output (the first tensor of a tuple)."""
+
+    def __init__(self):
+        self.value = None
+
+    def __call__(self, module, inputs, output):
+        self.value = output[0] if isinstance(output, (tuple, list)) else output
+
+
 class TorchBackend:
-    """Runs a ``torch.nn.Module`` in eval mode on its own device (CUDA, MPS or CPU)."""
+    """Runs a ``torch.nn.Module`` on its own device (CUDA, MPS or CPU) through a shadow copy."""
 
     framework = "torch"
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The user's model (held weakly: the backend cache never keeps a model alive)."""
+        return self._model()
+
     def __init__(self, model: torch.nn.Module):
-        self.model = model
-        self._device, self._dtype = _model_device_and_dtype(model)
-        self.device = str(self._device)
+        self._model = _reference(model)
         # Keras 3 on the torch backend is a torch Module with Keras' channels-last habit.
-        self.default_channels_last = any(
-            cls.__module__.split(".")[0] == "keras" for cls in type(model).__mro__
-        )
+        self._keras = _is_keras(model)
+        self.default_channels_last = self._keras
+        self._local = threading.local()
+        self._refresh_device()
+
+    # ------------------------------------------------------------------ state
+    def _refresh_device(self) -> None:
+        self._device, self._dtype = model_device_and_dtype(self.model)
+        self.device = str(self._device)
+        ops = getattr(self, "_ops", None)
+        if ops is None or ops.device != self._device or ops.dtype != self._dtype:
+            self._ops = TorchOps(self._device, self._dtype)
+
+    @property
+    def ops(self) -> TorchOps:
+        return self._ops
+
+    @property
+    def _active(self) -> torch.nn.Module:
+        active = getattr(self._local, "model", None)
+        if active is None:
+            raise RuntimeError("TorchBackend used outside session(): open one with `with backend.session():`")
+        return active
 
     @contextmanager
-    def session(self) -> Iterator[None]:
-        """Eval mode and frozen parameters for the computation; the model is left as found.
+    def session(self, *, randomize: Sequence[str] = (), seed: int = 0) -> Iterator[None]:
+        """Open a computation on a fresh shadow of the model (see the module docstring).
 
-        Freezing the parameters means autograd neither computes nor keeps what it
-        would need for their gradients: no ``.grad`` is written and memory is saved.
+        ``randomize`` names layers whose weights are re-initialised in this
+        session only (fresh tensors; the user's are never written), seeded by
+        ``seed``: the model-randomisation sanity check.
         """
-        model = self.model
-        modes = [(m, m.training) for m in model.modules()]
-        frozen = [p for p in model.parameters() if p.requires_grad]
-        model.eval()
-        for p in frozen:
-            p.requires_grad_(False)
+        self._refresh_device()
+        previous = getattr(self._local, "model", None)
+        if self._keras:  # Keras layers keep their own state: call the model itself with training=False
+            working = self.model
+        else:
+            working = shadow_copy(self.model)
+            if randomize:
+                _randomize(working, self.model, randomize, seed)
+        self._local.model = working
         try:
-            yield
+            with torch.inference_mode(False):
+                yield
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
-            for module, training in modes:
-                module.training = training
+            self._local.model = previous
 
-    def _to_tensors(self, inputs: Sequence[np.ndarray], grad: bool) -> list[torch.Tensor]:
-        tensors = []
-        for x in inputs:
-            t = torch.from_numpy(np.ascontiguousarray(x)).to(self._device, self._dtype)
-            tensors.append(t.requires_grad_(grad))
-        return tensors
+    def identity(self) -> tuple:
+        """The model and its weights' version: changes when weights are replaced,
+        moved, cast or updated in place (torch counts in-place writes)."""
+        model = self.model
+        tensors = list(model.parameters()) + list(model.buffers())
+        return (id(model), hash(tuple((id(t), t._version, t.data_ptr(), str(t.dtype), str(t.device)) for t in tensors)))
 
-    def _call(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def fit_chunk(self, run, rows: int) -> int | None:
+        """Run a first chunk; on CUDA, measure its peak memory and return the
+        passes per chunk that fill half of the free memory (None elsewhere)."""
+        if self._device.type != "cuda":
+            run()
+            return None
+        device = self._device
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        per_pass = max(1.0, (torch.cuda.max_memory_allocated(device) - base) / rows)
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(max(1, min(_MAX_GPU_CHUNK, _GPU_MEMORY_SHARE * free / per_pass)))
+
+    # ----------------------------------------------------------------- passes
+    def _call(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:
-            return _as_list(self.model(*tensors))
+            if self._keras:
+                return _as_list(self._active(*tensors, training=False))
+            return _as_list(self._active(*tensors))
         except SaliencyError:
             raise
-        except Exception as exc:  # the model's own error, with the shapes it got
-            hint = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
-            raise model_call_error(exc, [t.shape for t in tensors], hint) from exc
+        except Exception as exc:  # the model's own error, with what salwidget knows
+            raise model_call_error(exc, [tuple(t.shape) for t in tensors], _LAYOUT_HINT) from exc
 
-    def forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _prepare(self, points: Sequence[torch.Tensor], grad: bool) -> list[torch.Tensor]:
+        prepared = []
+        for p in points:
+            p = p.to(self._device, self._dtype).detach()
+            prepared.append(p.requires_grad_(grad))
+        return prepared
+
+    def outputs(self, points) -> list[torch.Tensor]:
         with torch.no_grad():
-            outputs = self._call(self._to_tensors(inputs, grad=False))
-        return [o.detach().float().cpu().numpy() for o in outputs]
+            return [o.detach() for o in self._call(self._prepare(points, grad=False))]
 
-    def gradients(
-        self, inputs: Sequence[np.ndarray], targets: dict[int, np.ndarray]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        tensors = self._to_tensors(inputs, grad=True)
+    @staticmethod
+    def _score(outputs: list[torch.Tensor], targets: dict[int, torch.Tensor], which=None) -> torch.Tensor:
+        score = 0
+        for index, rows in targets.items():
+            if which is not None and index not in which:
+                continue
+            score = score + outputs[index].gather(1, rows.reshape(-1, 1).to(outputs[index].device)).sum()
+        return score
+
+    def input_gradients(self, points, targets, pairing=None):
+        tensors = self._prepare(points, grad=True)
         with torch.enable_grad():
             outputs = self._call(tensors)
-            outputs_np = [o.detach().float().cpu().numpy() for o in outputs]
-            score = 0
-            for index, target in targets.items():
-                rows = torch.as_tensor(target, device=outputs[index].device, dtype=torch.long)
-                score = score + outputs[index].gather(1, rows[:, None]).sum()
-            if not isinstance(score, torch.Tensor) or not score.requires_grad:
-                raise not_differentiable("the class score does not require grad")
-            grads = torch.autograd.grad(score, tensors, allow_unused=True)
+            if pairing is None:
+                score = self._score(outputs, targets)
+                if not isinstance(score, torch.Tensor) or not score.requires_grad:
+                    raise not_differentiable("the class score does not require grad")
+                grads = list(torch.autograd.grad(score, tensors, allow_unused=True))
+            else:
+                grads = []
+                for m, (tensor, which) in enumerate(zip(tensors, pairing)):
+                    score = self._score(outputs, targets, set(which))
+                    if not isinstance(score, torch.Tensor) or not score.requires_grad:
+                        raise not_differentiable(f"output(s) {list(which)} paired with input {m} do not require grad")
+                    last = m == len(tensors) - 1
+                    grads.append(torch.autograd.grad(score, tensor, allow_unused=True, retain_graph=not last)[0])
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
             raise not_differentiable(f"input {missing[0]} does not reach the class score")
-        return [g.detach().float().cpu().numpy() for g in grads], outputs_np
+        return grads, [o.detach() for o in outputs]
+
+    # ----------------------------------------------------------------- layers
+    def layer_names(self) -> list[str]:
+        """Every named submodule, in definition order."""
+        return [name for name, _ in self.model.named_modules() if name]
+
+    def layer_name(self, layer: Any) -> str:
+        """The ``named_modules`` name of ``layer`` (a name or a module of this model)."""
+        if isinstance(layer, torch.nn.Module):
+            for name, module in self.model.named_modules():
+                if module is layer and name:
+                    return name
+            raise SaliencyError(f"The module {type(layer).__name__} given as layer is not part of this model.")
+        names = self.layer_names()
+        if layer not in names:
+            raise unknown_layer(str(layer), names)
+        return str(layer)
+
+    @contextmanager
+    def _tap(self, names: Sequence[str]) -> Iterator[list[_Capture]]:
+        modules = dict(self._active.named_modules())
+        captures, handles = [], []
+        for name in names:
+            capture = _Capture()
+            captures.append(capture)
+            handles.append(modules[name].register_forward_hook(capture))
+        try:
+            yield captures
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def layer_activations(self, points, layer: str):
+        with self._tap([layer]) as (capture,):
+            outputs = self.outputs(points)
+        if capture.value is None:
+            raise SaliencyError(f"The layer {layer!r} was not called by the model's forward pass; pick another layer.")
+        return capture.value.detach(), outputs
+
+    def layer_gradients(self, points, targets, layer: str):
+        tensors = self._prepare(points, grad=False)
+        with self._tap([layer]) as (capture,), torch.enable_grad():
+            outputs = self._call(tensors)
+            activation = capture.value
+            if activation is None:
+                raise SaliencyError(f"The layer {layer!r} was not called by the model's forward pass; pick another layer.")
+            if not activation.requires_grad:
+                raise not_differentiable(f"the output of layer {layer!r} does not require grad")
+            score = self._score(outputs, targets)
+            (grad,) = torch.autograd.grad(score, activation, allow_unused=True)
+        if grad is None:
+            raise not_differentiable(f"the class score does not depend on layer {layer!r}")
+        return activation.detach(), grad.detach(), [o.detach() for o in outputs]
+
+    def layer_shapes(self, points) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, output shape) of every leaf-or-container module, in call order."""
+        order: list[tuple[str, tuple[int, ...]]] = []
+        handles = []
+        for name, module in self._active.named_modules():
+            if not name:
+                continue
+
+            def record(module, inputs, output, name=name):
+                out = output[0] if isinstance(output, (tuple, list)) and output else output
+                if isinstance(out, torch.Tensor):
+                    order.append((name, tuple(out.shape)))
+
+            handles.append(module.register_forward_hook(record))
+        try:
+            self.outputs(points)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return order
+
+    def weighted_layers(self) -> list[str]:
+        """Names of modules that own parameters directly, from the output end down."""
+        names = [name for name, module in self.model.named_modules()
+                 if name and any(p is not None for p in module._parameters.values())]
+        return names[::-1]
+
+
+def _randomize(shadow: torch.nn.Module, original: torch.nn.Module, names: Sequence[str], seed: int) -> None:
+    """Give the shadow's modules ``names`` freshly initialised weights of their own."""
+    shadow_modules = dict(shadow.named_modules())
+    original_modules = dict(original.named_modules())
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        for name in names:
+            fresh = copy.deepcopy(original_modules[name])  # new tensors: the user's stay untouched
+            for module in fresh.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            target = shadow_modules[name]
+            for key, value in fresh._parameters.items():
+                target._parameters[key] = None if value is None else value.detach()
+    finally:
+        torch.random.set_rng_state(state)

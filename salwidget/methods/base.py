@@ -1,0 +1,300 @@
+"""What a saliency method is: its options, what its passes read, how they combine.
+
+A method is an object (one instance per kind, registered by name) that the
+engine, the panel's cache, the widget and ``SaliencyNet`` all ask instead of
+comparing method names. It declares
+
+- ``options``: each with a default, help text, range and whether it changes
+  the result (only those go into cache and resume keys);
+- ``reads``: what a pass feeds and reads back, ``"input_gradients"``,
+  ``"layer"`` (a layer's activations and their gradients) or ``"outputs"``
+  (forward only);
+- ``output``: the shape of its map, ``"input"`` (like the input),
+  ``"layer"`` (B, h, w at a layer's resolution) or ``"pixel"`` (B, H, W);
+- ``signed``, ``label``, ``summary``; ``resumable``: the option whose increase
+  can resume from an earlier result (the number of noise samples).
+
+Running it is a conversation with the engine's scheduler: ``start`` makes the
+method's state (tensors on the device), ``stages`` yields :class:`Stage` objects
+whose passes the scheduler runs in chunks (a stage can depend on the state left
+by earlier ones), and ``finish``/``preview`` turn the state into maps.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import SaliencyError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method.
+
+    Parameters
+    ----------
+    name : str
+        The keyword of :func:`salwidget.attribute`.
+    default : object
+    help : str
+        One sentence for users (docstrings, tooltips); says what raising it costs.
+    kind : {'int', 'float', 'bool', 'choice', 'any'}
+    minimum, maximum : float, optional
+        Allowed range (inclusive). ``slider_max`` is only the panel's initial
+        slider end; larger values are allowed where ``maximum`` allows them.
+    choices : tuple
+        For ``kind='choice'``.
+    affects_result : bool
+        Whether a different value gives a different map (cache and resume keys).
+    label : str
+        Short name for the panel.
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: str = "any"
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    affects_result: bool = True
+    label: str = ""
+    slider_max: float | None = None
+    step: float | None = None
+    allow_none: bool = False
+
+    def check(self, value: Any, method: str) -> Any:
+        """``value`` normalised to the option's kind; a clear error when it is not allowed."""
+        if value is None and self.allow_none:
+            return None
+        got = f" (method {method!r}); got {value!r}."
+        low = "" if self.minimum is None else f" >= {self.minimum:g}"
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+                self.minimum is not None and value < self.minimum
+            ):
+                raise SaliencyError(f"{self.name} must be an integer{low}{got}")
+            value = int(value)
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+                raise SaliencyError(f"{self.name} must be a finite number{got}")
+            value = float(value)
+            if self.minimum is not None and value < self.minimum:
+                raise SaliencyError(f"{self.name} must be{low}{got}")
+        elif self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise SaliencyError(f"{self.name} must be True or False{got}")
+            value = bool(value)
+        elif self.kind == "choice" and value not in self.choices:
+            raise SaliencyError(f"{self.name} must be one of {', '.join(map(repr, self.choices))}{got}")
+        if self.kind in ("int", "float") and self.maximum is not None and value > self.maximum:
+            raise SaliencyError(f"{self.name} must be <= {self.maximum:g}{got}")
+        return value
+
+
+@dataclass
+class Stage:
+    """A run of ``passes`` independent passes, executed by ``run(start, stop)``.
+
+    ``cost`` is the relative cost of one pass (1 for a forward+backward pass,
+    about 1/3 for a forward pass): the scheduler fits more cheap passes in a chunk.
+    """
+
+    passes: int
+    run: Callable[[int, int], None]
+    cost: float = 1.0
+
+
+@dataclass
+class MethodOutput:
+    """A method's maps (device tensors) and extras for :class:`~salwidget.Attribution`."""
+
+    raw: Any  # a list of tensors (one per input) for output='input', else one tensor
+    samples: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """Everything a method may use while it runs (built by the engine).
+
+    ``inputs`` are device tensors, ``targets`` the class explained per image
+    for each explained output (device int tensors), ``scores`` the clean outputs
+    of the explained output (numpy), ``draws`` the seeded random numbers.
+    """
+
+    backend: Any
+    ops: Any
+    inputs: list
+    host_inputs: list
+    channels_last: bool
+    targets: dict
+    targets_np: dict
+    output_index: int
+    scores: np.ndarray
+    options: dict
+    seed: int
+    draws: Any
+    pairing: Any = None
+    layer: str | None = None
+    plan: Any = None  # set by the method's start(): its sampling plan, if any
+    cache: dict = field(default_factory=dict)  # per-run values a method computes once (baselines, ...)
+    low: list = field(default_factory=list)
+    high: list = field(default_factory=list)
+    chunk: int = 8
+
+    @property
+    def batch(self) -> int:
+        return len(self.host_inputs[0])
+
+    @property
+    def spatial_size(self) -> tuple[int, int] | None:
+        """(H, W) of the first input when it is a batch of images."""
+        shape = self.host_inputs[0].shape
+        if len(shape) != 4:
+            return None
+        return (shape[1], shape[2]) if self.channels_last else (shape[2], shape[3])
+
+    def row_targets(self, images: np.ndarray) -> dict:
+        """Each explained output's targets for passes of ``images``."""
+        return {o: self.ops.take(t, images) for o, t in self.targets.items()}
+
+    def gradients(self, points: Sequence, images: np.ndarray):
+        """Input gradients of the target score for a chunk of points (one per row of
+        ``images``); returns (gradients per input, target scores per row)."""
+        grads, outputs = self.backend.input_gradients(points, self.row_targets(images), self.pairing)
+        return grads, self.target_scores(outputs, images)
+
+    def target_scores(self, outputs: Sequence, images: np.ndarray):
+        """Sum over explained outputs of ``out[r, target(images[r])]``, per row."""
+        ops = self.ops
+        total = None
+        for o, rows in self.row_targets(images).items():
+            picked = ops.take_along_rows(outputs[o], rows)
+            total = picked if total is None else total + picked
+        return total
+
+
+class Method:
+    """Base class of saliency methods; see the module docstring."""
+
+    name: str = ""
+    label: str = ""
+    summary: str = ""
+    signed: bool = False
+    reads: str = "input_gradients"
+    output: str = "input"
+    options: tuple[Option, ...] = ()
+    resumable: str | None = None
+    fails_sanity_check: bool = False
+    order: int = 100  # place among the panel's buttons (lower first)
+
+    # ----------------------------------------------------------- options
+    def option(self, name: str) -> Option:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise KeyError(name)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+    def resolve(self, given: dict) -> dict:
+        """Defaults filled in and every value checked.
+
+        An option that no registered method knows is an error (a typo); one that
+        only other methods use is ignored, so one set of settings can drive
+        several methods (as the panel does).
+        """
+        known = {name for method in all_methods() for name in method.option_names}
+        unknown = sorted(set(given) - known - set(self.option_names))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SaliencyError(
+                f"Unknown option(s) {unknown} for method {self.name!r}; its options are "
+                f"{', '.join(self.option_names) or 'none'}.{hint}"
+            )
+        return {o.name: o.check(given.get(o.name, o.default), self.name) for o in self.options}
+
+    def key(self, options: dict) -> tuple:
+        """What identifies this method's result under ``options``, except the resumable count."""
+        parts = [self.name]
+        for option in self.options:
+            if option.affects_result and option.name != self.resumable:
+                parts.append((option.name, _hashable(options[option.name])))
+        return tuple(parts)
+
+    def passes(self, options: dict, batch: int) -> int:
+        """How many passes through the model a call makes (for cost estimates)."""
+        return batch
+
+    # ----------------------------------------------------------- running
+    def passes_left(self, ctx: RunContext, state: Any) -> int:
+        """Passes the stages of ``state`` will run (the progress total)."""
+        return self.passes(ctx.options, ctx.batch)
+
+    def start(self, ctx: RunContext, resume: Any = None) -> Any:
+        raise NotImplementedError
+
+    def stages(self, ctx: RunContext, state: Any) -> Iterator[Stage]:
+        raise NotImplementedError
+
+    def finish(self, ctx: RunContext, state: Any) -> MethodOutput:
+        raise NotImplementedError
+
+    def preview(self, ctx: RunContext, state: Any) -> MethodOutput:
+        return self.finish(ctx, state)
+
+    def saved_state(self, ctx: RunContext, state: Any) -> Any:
+        """A host copy of ``state`` that a later call with more samples can resume from."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<method {self.name!r}: {self.label}>"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        import hashlib
+
+        return ("array", value.shape, hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=12).hexdigest())
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        from ..inputs import to_numpy
+
+        return _hashable(to_numpy(value))
+    return value
+
+
+# ----------------------------------------------------------------- registry
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry under ``method.name``."""
+    _REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: Any) -> Method:
+    """The registered method called ``name`` (a Method passes through); else an error naming close matches."""
+    if isinstance(name, Method):
+        return name
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    names = ", ".join(m.name for m in all_methods())
+    raise SaliencyError(f"Unknown method {name!r}; choose one of {names}.{hint}")
+
+
+def all_methods() -> list[Method]:
+    """Every registered method, in display order."""
+    return sorted(_REGISTRY.values(), key=lambda method: method.order)

@@ -1,0 +1,403 @@
+"""The machinery shared by gradient methods that sample: groups of path steps.
+
+Such a method evaluates, for every image, ``groups`` outer samples (noise
+draws, random baselines); each group evaluates the input gradient at ``steps``
+points and sums their contributions (by default ``weight_k * gradient_k``). A
+group's map is then formed (by default ``(start - baseline) * sum`` on a path,
+the sum itself otherwise), and the method's map reduces the groups' maps:
+their mean, the mean of their squares, or their variance.
+
+===================  ======  ===========  ==========================
+method               groups  steps        group map
+===================  ======  ===========  ==========================
+vanilla              1       1            gradient
+gradient_x_input     1       1            x * gradient
+smoothgrad, vargrad  N       1            gradient at x + noise
+integrated           1       N            (x - b) * weighted mean
+smooth_integrated    N       nintegration (x_g - b_g) * weighted mean
+===================  ======  ===========  ==========================
+
+Passes run group-major, then step (coarse to fine, so every prefix of a path
+is a rough quadrature of all of it), then image: each chunk refines every
+image, and previews look like the final map early. All tensors live on the
+model's device; the host only plans which (group, step, image) each pass is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..randomness import NOISE
+from .base import Method, MethodOutput, Option, RunContext, Stage
+
+REDUCTIONS = ("mean", "mean_square", "variance")
+
+
+def coarse_to_fine(n: int) -> np.ndarray:
+    """Indices 0..n-1 ordered ends first, then midpoints of ever finer halves."""
+    if n <= 2:
+        return np.arange(n)
+    order, seen = [0, n - 1], {0, n - 1}
+    intervals = [(0, n - 1)]
+    while intervals:
+        next_intervals = []
+        for lo, hi in intervals:
+            mid = (lo + hi) // 2
+            if mid not in seen:
+                seen.add(mid)
+                order.append(mid)
+            if mid - lo > 1:
+                next_intervals.append((lo, mid))
+            if hi - mid > 1:
+                next_intervals.append((mid, hi))
+        intervals = next_intervals
+    return np.array(order)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The plan: ``groups`` x ``steps`` passes per image at path positions ``alphas``."""
+
+    groups: int
+    steps: int
+    alphas: np.ndarray  # (steps,)
+    weights: np.ndarray  # (steps,), summing to 1
+    reduction: str = "mean"
+    path: bool = False
+    noisy: bool = False
+
+    @property
+    def order(self) -> np.ndarray:
+        return coarse_to_fine(self.steps)
+
+    @property
+    def has_ends(self) -> bool:
+        """Whether the path's two ends are evaluated (then completeness can be checked)."""
+        return self.path and self.steps >= 2 and self.alphas[0] == 0.0 and self.alphas[-1] == 1.0
+
+
+@dataclass
+class Ends:
+    """A group's start points and path baseline for every image: lists over inputs of (B, ...) tensors."""
+
+    start: list
+    baseline: list | None = None
+
+
+@dataclass
+class _OpenGroup:
+    ends: Ends
+    sums: list
+    weight: np.ndarray  # (B,) quadrature weight seen per image
+    passes: int = 0
+    score_at_start: Any = None  # f(x_g), per image
+    score_at_baseline: Any = None  # f(b_g), per image
+
+
+@dataclass
+class SamplingState:
+    """Sums over closed groups (device tensors) and the groups still open."""
+
+    sampling: Sampling
+    first_group: int
+    sums: list
+    squares: list | None
+    counts: np.ndarray  # closed groups per image
+    delta: Any = None  # sum over closed groups of the completeness gap, per image
+    shift: list | None = None  # variance: group 0's maps, subtracted before summing (less cancellation)
+    open: dict = field(default_factory=dict)
+
+
+@dataclass
+class SavedSampling:
+    """A finished run on the host, for resuming with more groups."""
+
+    key: Any
+    groups: int
+    sums: list
+    squares: list | None
+    counts: np.ndarray
+    delta: np.ndarray | None
+    shift: list | None = None
+
+
+class SampledGradients(Method):
+    """Base class for the methods of the table in the module docstring."""
+
+    def sampling(self, options: dict) -> Sampling:
+        raise NotImplementedError
+
+    def passes(self, options: dict, batch: int) -> int:
+        plan = self.sampling(options)
+        return plan.groups * plan.steps * batch
+
+    # --- what subclasses may change ------------------------------------------
+    def group_ends(self, ctx: RunContext, group: int, plan: Sampling) -> Ends:
+        """Start points (x, or x + noise for groups > 0 of a noisy method) and no baseline."""
+        starts = []
+        for m, x in enumerate(ctx.inputs):
+            if plan.noisy and group > 0:
+                sigma = ctx.options["stdev_spread"] * (ctx.high[m] - ctx.low[m])
+                noise = ctx.draws.normal(NOISE, m, group)
+                x = x + noise * ctx.ops.per_row(sigma, noise)
+            starts.append(x)
+        return Ends(starts)
+
+    def point(self, ctx: RunContext, start, baseline, alphas: np.ndarray):
+        """The pass's input: ``baseline + alpha (start - baseline)`` on a path, else ``start``."""
+        if baseline is None:
+            return start
+        alpha = ctx.ops.per_row(ctx.ops.asarray(alphas.astype(np.float32)), start)
+        return baseline + alpha * (start - baseline)
+
+    def contribution(self, ctx: RunContext, m: int, gradient, steps: np.ndarray, start, baseline):
+        """What a pass adds to its group's sum: ``weight_k * gradient``."""
+        plan = ctx.plan
+        if plan.steps == 1:
+            return gradient
+        return gradient * ctx.ops.per_row(ctx.ops.asarray(plan.weights[steps].astype(np.float32)), gradient)
+
+    def group_map(self, ctx: RunContext, m: int, summed, start, baseline):
+        """A group's map from its summed contributions."""
+        if baseline is None:
+            return summed
+        return (start - baseline) * summed
+
+    # --- the run ---------------------------------------------------------------
+    def start(self, ctx: RunContext, resume: SavedSampling | None = None) -> SamplingState:
+        plan = self.sampling(ctx.options)
+        ctx.plan = plan
+        ops = ctx.ops
+        if resume is not None:
+            sums = [ops.asarray(s, "wide") for s in resume.sums]
+            squares = None if resume.squares is None else [ops.asarray(s, "wide") for s in resume.squares]
+            delta = None if resume.delta is None else ops.asarray(resume.delta, "wide")
+            shift = None if resume.shift is None else [ops.asarray(s, "wide") for s in resume.shift]
+            return SamplingState(plan, resume.groups, sums, squares, resume.counts.copy(), delta, shift)
+        sums = [ops.accumulator(x.shape) for x in ctx.host_inputs]
+        squares = [ops.accumulator(x.shape) for x in ctx.host_inputs] if plan.reduction == "variance" else None
+        delta = ops.accumulator((ctx.batch,)) if plan.has_ends else None
+        shift = [ops.accumulator(x.shape) for x in ctx.host_inputs] if plan.reduction == "variance" else None
+        return SamplingState(plan, 0, sums, squares, np.zeros(ctx.batch, np.int64), delta, shift)
+
+    def passes_left(self, ctx: RunContext, state: SamplingState) -> int:
+        plan = state.sampling
+        return max(0, plan.groups - state.first_group) * plan.steps * ctx.batch
+
+    def stages(self, ctx: RunContext, state: SamplingState) -> Iterator[Stage]:
+        total = self.passes_left(ctx, state)
+        if total > 0:
+            yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop))
+
+    def _rows(self, ctx: RunContext, state: SamplingState, start: int, stop: int):
+        plan, batch = state.sampling, ctx.batch
+        r = np.arange(start, stop)
+        per_group = plan.steps * batch
+        groups = state.first_group + r // per_group
+        steps = plan.order[(r % per_group) // batch]
+        images = r % batch
+        return groups, steps, images
+
+    def _open(self, ctx: RunContext, state: SamplingState, group: int) -> _OpenGroup:
+        if group not in state.open:
+            ends = self.group_ends(ctx, group, state.sampling)
+            sums = [ctx.ops.accumulator(x.shape) for x in ctx.host_inputs] if state.sampling.steps > 1 else []
+            state.open[group] = _OpenGroup(ends, sums, np.zeros(ctx.batch))
+        return state.open[group]
+
+    def _run_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> None:
+        ops, plan = ctx.ops, state.sampling
+        groups, steps, images = self._rows(ctx, state, start, stop)
+        blocks = []  # (group, slice of the chunk, its steps, its images, open group)
+        points = [[] for _ in ctx.inputs]
+        offset = 0
+        for group in dict.fromkeys(groups.tolist()):
+            selected = groups == group
+            count = int(selected.sum())
+            block_steps, block_images = steps[selected], images[selected]
+            opened = self._open(ctx, state, group)
+            for m in range(len(ctx.inputs)):
+                start_rows = ops.take(opened.ends.start[m], block_images)
+                base_rows = None if opened.ends.baseline is None else ops.take(opened.ends.baseline[m], block_images)
+                points[m].append(self.point(ctx, start_rows, base_rows, plan.alphas[block_steps]))
+            blocks.append((group, slice(offset, offset + count), block_steps, block_images, opened))
+            offset += count
+        grads, scores = ctx.gradients([ops.concat(p) for p in points], images)
+        for group, rows, block_steps, block_images, opened in blocks:
+            self._add_block(ctx, state, group, opened, block_steps, block_images,
+                            [g[rows] for g in grads], scores[rows])
+
+    def _add_block(self, ctx, state, group, opened, steps, images, grads, scores) -> None:
+        ops, plan = ctx.ops, state.sampling
+        ends = opened.ends
+        gathered = [
+            (ops.take(ends.start[m], images), None if ends.baseline is None else ops.take(ends.baseline[m], images))
+            for m in range(len(grads))
+        ]
+        if plan.steps == 1:  # each pass is a whole group: straight into the sums
+            maps = [self.group_map(ctx, m, self.contribution(ctx, m, grads[m], steps, *gathered[m]), *gathered[m])
+                    for m in range(len(grads))]
+            self._accumulate(ctx, state, maps, images, group)
+            opened.passes += len(images)
+        else:
+            for m, gradient in enumerate(grads):
+                opened.sums[m] = ops.index_add(opened.sums[m], images, self.contribution(ctx, m, gradient, steps, *gathered[m]))
+            np.add.at(opened.weight, images, plan.weights[steps])
+            if plan.has_ends:
+                opened.score_at_baseline = self._record(ctx, opened.score_at_baseline, scores, images, steps == 0)
+                opened.score_at_start = self._record(ctx, opened.score_at_start, scores, images, steps == plan.steps - 1)
+            opened.passes += len(images)
+        if opened.passes == plan.steps * ctx.batch:
+            del state.open[group]
+            if plan.steps > 1:
+                self._close(ctx, state, opened, group)
+
+    @staticmethod
+    def _record(ctx, held, scores, images, where: np.ndarray):
+        if not where.any():
+            return held
+        held = ctx.ops.zeros((ctx.batch,)) if held is None else held
+        return ctx.ops.put(held, images[where], ctx.ops.take(scores, np.nonzero(where)[0]))
+
+    def _accumulate(self, ctx, state: SamplingState, maps: list, images: np.ndarray, group: int) -> None:
+        ops = ctx.ops
+        for m, mp in enumerate(maps):
+            if state.sampling.reduction == "mean_square":
+                state.sums[m] = ops.index_add(state.sums[m], images, ops.square(mp))
+            elif state.shift is not None:  # variance of (map - group 0's map): the same variance, less cancellation
+                if group == 0:
+                    state.shift[m] = ops.put(state.shift[m], images, mp)
+                else:
+                    moved = ops.wide(mp) - ops.take(state.shift[m], images)
+                    state.sums[m] = ops.index_add(state.sums[m], images, moved)
+                    state.squares[m] = ops.index_add(state.squares[m], images, ops.square(moved))
+            else:
+                state.sums[m] = ops.index_add(state.sums[m], images, mp)
+                if state.squares is not None:
+                    state.squares[m] = ops.index_add(state.squares[m], images, ops.square(mp))
+        np.add.at(state.counts, images, 1)
+
+    def _group_maps(self, ctx, opened: _OpenGroup, normalise: bool) -> list:
+        ops = ctx.ops
+        maps = []
+        for m, summed in enumerate(opened.sums):
+            if normalise:
+                weight = np.where(opened.weight > 0, opened.weight, 1.0)
+                summed = summed / ops.per_row(ops.asarray(weight, "wide"), summed)
+            summed = ops.narrow(summed)
+            base = None if opened.ends.baseline is None else opened.ends.baseline[m]
+            maps.append(self.group_map(ctx, m, summed, opened.ends.start[m], base))
+        return maps
+
+    def _close(self, ctx, state: SamplingState, opened: _OpenGroup, group: int) -> None:
+        everyone = np.arange(ctx.batch)
+        maps = self._group_maps(ctx, opened, normalise=False)
+        if state.delta is not None:
+            total = None
+            for mp in maps:
+                total = ctx.ops.row_sum(ctx.ops.wide(mp)) if total is None else total + ctx.ops.row_sum(ctx.ops.wide(mp))
+            gain = ctx.ops.wide(opened.score_at_start) - ctx.ops.wide(opened.score_at_baseline)
+            state.delta = state.delta + total - gain
+        self._accumulate(ctx, state, maps, everyone, group)
+
+    # --- results -----------------------------------------------------------------
+    def _reduce(self, ctx, state: SamplingState, sums, squares, counts: np.ndarray) -> list:
+        ops = ctx.ops
+        out = []
+        for m, summed in enumerate(sums):
+            n = ops.per_row(ops.asarray(np.maximum(counts, 1), "wide"), summed)
+            mean = summed / n
+            if state.sampling.reduction == "variance":
+                mean = ops.relu(squares[m] / n - ops.square(mean))  # rounding can dip below 0
+            out.append(ops.narrow(mean))
+        return out
+
+    def _extras(self, ctx, state: SamplingState) -> dict:
+        if state.delta is None or state.sampling.reduction != "mean":
+            return {}
+        counts = np.maximum(state.counts, 1).astype(np.float64)
+        delta = ctx.ops.numpy(state.delta) / counts
+        return {"delta": np.where(state.counts > 0, delta, np.nan)}
+
+    def finish(self, ctx: RunContext, state: SamplingState) -> MethodOutput:
+        raw = self._reduce(ctx, state, state.sums, state.squares, state.counts)
+        return MethodOutput(raw, self._samples(state, ctx), self._extras(ctx, state))
+
+    def preview(self, ctx: RunContext, state: SamplingState) -> MethodOutput:
+        """Closed groups plus the provisional maps of open ones (a path normalised by the weight seen)."""
+        if not state.open or state.sampling.steps == 1 or state.shift is not None:
+            return self.finish(ctx, state)
+        ops = ctx.ops
+        sums = list(state.sums)
+        squares = None if state.squares is None else list(state.squares)
+        counts = state.counts.copy()
+        for opened in state.open.values():
+            seen = np.nonzero(opened.weight > 0)[0]
+            if not len(seen):
+                continue
+            for m, mp in enumerate(self._group_maps(ctx, opened, normalise=True)):
+                mask = ops.per_row(ops.asarray((opened.weight > 0).astype(np.float64), "wide"), mp)
+                mp = ops.wide(mp) * mask
+                if state.sampling.reduction == "mean_square":
+                    sums[m] = sums[m] + ops.square(mp)
+                else:
+                    sums[m] = sums[m] + mp
+                    if squares is not None:
+                        squares[m] = squares[m] + ops.square(mp)
+            counts[seen] += 1
+        raw = self._reduce(ctx, state, sums, squares, counts)
+        return MethodOutput(raw, self._samples(state, ctx, preview=True), self._extras(ctx, state))
+
+    def _samples(self, state: SamplingState, ctx, preview: bool = False) -> int:
+        """Noise samples (groups) in the map; path steps seen for a one-group path."""
+        plan = state.sampling
+        if plan.groups == 1 and plan.steps > 1:
+            if not state.open:
+                return plan.steps if state.counts.min() > 0 else 0
+            opened = next(iter(state.open.values()))
+            return int(opened.passes // ctx.batch)
+        return int(state.counts.min())
+
+    def saved_state(self, ctx: RunContext, state: SamplingState) -> SavedSampling | None:
+        if self.resumable is None or state.open:
+            return None
+        ops = ctx.ops
+        return SavedSampling(
+            None, state.sampling.groups, [ops.numpy(s) for s in state.sums],
+            None if state.squares is None else [ops.numpy(s) for s in state.squares],
+            state.counts.copy(), None if state.delta is None else ops.numpy(state.delta),
+            None if state.shift is None else [ops.numpy(s) for s in state.shift],
+        )
+
+
+# ------------------------------------------------------------- shared options
+def nsamples_option(help: str, default: int = 25, minimum: int = 1, label: str = "samples") -> Option:
+    return Option("nsamples", default, help, kind="int", minimum=minimum, label=label, slider_max=200)
+
+
+STDEV_SPREAD = Option(
+    "stdev_spread", 0.15, "Noise sigma as a fraction of each image's own max - min.",
+    kind="float", minimum=0.0, label="noise", slider_max=0.5, step=0.01,
+)
+MAGNITUDE = Option(
+    "magnitude", True, "Average squared maps (the seed's default) instead of signed ones.",
+    kind="bool", label="squared",
+)
+QUADRATURE = Option(
+    "quadrature", "riemann",
+    "Path weights: 'riemann' weighs every step equally (the seed's mean), 'trapezoid' halves the two ends.",
+    kind="choice", choices=("riemann", "trapezoid"), label="quadrature",
+)
+RNG_OPTION_NAMES = ("seed", "rng")
+
+
+def path_weights(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
+    """Alphas ``linspace(0, 1, steps)`` and weights summing to 1 (see ``QUADRATURE``)."""
+    alphas = np.linspace(0.0, 1.0, steps)
+    weights = np.ones(steps)
+    if quadrature == "trapezoid":
+        weights[[0, -1]] = 0.5
+    return alphas, weights / weights.sum()
