@@ -185,7 +185,7 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else int(request.seed)
     rng = check_rng(request.rng)
 
-    with backend.session(randomize=request.randomize, seed=seed):
+    with backend.session(randomize=request.randomize, seed=seed, variant=method.variant(request.options)):
         ops = backend.ops
         device_inputs = [ops.asarray(x) for x in inputs]
         clean = [ops.numpy(o).astype(np.float32, copy=False) for o in _forward_in_chunks(backend, device_inputs, chunk)]

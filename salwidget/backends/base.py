@@ -41,6 +41,22 @@ class Ops(Protocol):
     def uniform(self, shape: Sequence[int], key: int) -> Tensor: ...
 
 
+class ModelVariant(Protocol):
+    """A changed model for one computation (Guided Backprop's ReLUs, for example).
+
+    ``torch(shadow)`` may replace modules of the torch shadow copy (its tensors
+    are the user's: never write into them) and returns the model to run;
+    ``torch_context``, if present, is a callable returning a context manager
+    entered around every model call (a thread-local ``TorchFunctionMode``
+    reaches functional calls). ``keras(model)`` returns a model to run instead
+    of the user's Keras model (a clone or a rebuilt functional model).
+    """
+
+    def torch(self, shadow: Any) -> Any: ...
+
+    def keras(self, model: Any) -> Any: ...
+
+
 class Backend(Protocol):
     """What the engine needs from a framework.
 
@@ -54,7 +70,7 @@ class Backend(Protocol):
     default_channels_last: bool
     ops: Ops
 
-    def session(self, *, transform: Any = None) -> AbstractContextManager: ...
+    def session(self, *, randomize: Sequence[str] = (), seed: int = 0, variant: Any = None) -> AbstractContextManager: ...
 
     def outputs(self, points: Sequence[Tensor]) -> list[Tensor]:
         """Every model output for ``points``, without gradients."""

@@ -234,18 +234,21 @@ class TensorFlowBackend:
         self._active = None
 
     @contextmanager
-    def session(self, *, randomize: Sequence[str] = (), seed: int = 0):
+    def session(self, *, randomize: Sequence[str] = (), seed: int = 0, variant: Any = None):
         """Open a computation. ``randomize`` runs it on a clone whose layers
-        ``randomize`` are freshly initialised (the user's model is not touched)."""
-        previous, previous_functions = self._active, self._functions
+        ``randomize`` are freshly initialised; ``variant`` (see
+        :class:`~salwidget.backends.base.ModelVariant`) on the model its
+        ``keras(model)`` builds. The user's model is not touched."""
+        previous = self._active
         self._active = self.model
         if randomize:
             self._active = _randomized_clone(self.model, randomize, seed)
-            self._functions = {}
+        if variant is not None:
+            self._active = variant.keras(self._active)
         try:
             yield
         finally:
-            self._active, self._functions = previous, previous_functions
+            self._active = previous
 
     def identity(self) -> tuple:
         """The model and a digest of its weights (TensorFlow has no write counter)."""
@@ -278,7 +281,11 @@ class TensorFlowBackend:
             raise model_call_error(exc, [tuple(t.shape) for t in tensors], _LAYOUT_HINT) from exc
 
     def _function(self, key: tuple, build):
+        """The traced step for ``key`` and the model in use (traced once, reused across calls)."""
+        key = (id(self._active), *key)
         if key not in self._functions:
+            if len(self._functions) > 32:  # randomised clones come and go: keep the newest
+                self._functions.pop(next(iter(self._functions)))
             self._functions[key] = tf.function(build(), reduce_retracing=True)
         return self._functions[key]
 

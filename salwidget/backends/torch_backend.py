@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -306,27 +306,32 @@ class TorchBackend:
         return active
 
     @contextmanager
-    def session(self, *, randomize: Sequence[str] = (), seed: int = 0) -> Iterator[None]:
+    def session(self, *, randomize: Sequence[str] = (), seed: int = 0, variant: Any = None) -> Iterator[None]:
         """Open a computation on a fresh shadow of the model (see the module docstring).
 
         ``randomize`` names layers whose weights are re-initialised in this
         session only (fresh tensors; the user's are never written), seeded by
-        ``seed``: the model-randomisation sanity check.
+        ``seed``: the model-randomisation sanity check. ``variant`` (see
+        :class:`~salwidget.backends.base.ModelVariant`) may change the shadow's
+        modules (never its tensors) and wrap every model call in a context.
         """
         self._refresh_device()
-        previous = getattr(self._local, "model", None)
+        previous = getattr(self._local, "model", None), getattr(self._local, "context", None)
         if self._keras:  # Keras layers keep their own state: call the model itself with training=False
             working = self.model
         else:
             working = shadow_copy(self.model)
             if randomize:
                 _randomize(working, self.model, randomize, seed)
+            if variant is not None:
+                working = variant.torch(working)
         self._local.model = working
+        self._local.context = getattr(variant, "torch_context", None)
         try:
             with torch.inference_mode(False):
                 yield
         finally:
-            self._local.model = previous
+            self._local.model, self._local.context = previous
 
     def identity(self) -> tuple:
         """The model and its weights' version: changes when weights are replaced,
@@ -354,10 +359,12 @@ class TorchBackend:
 
     # ----------------------------------------------------------------- passes
     def _call(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        context = getattr(self._local, "context", None)
         try:
-            if self._keras:
-                return _as_list(self._active(*tensors, training=False))
-            return _as_list(self._active(*tensors))
+            with context() if context is not None else _no_context():
+                if self._keras:
+                    return _as_list(self._active(*tensors, training=False))
+                return _as_list(self._active(*tensors))
         except SaliencyError:
             raise
         except Exception as exc:  # the model's own error, with what salwidget knows

@@ -230,6 +230,16 @@ class Method:
                 parts.append((option.name, _hashable(options[option.name])))
         return tuple(parts)
 
+    def pick_layer(self, ctx: RunContext, layer: Any) -> str:
+        """For ``reads == 'layer'``: the name of the layer to read (``layer`` as the user gave it, or None)."""
+        if layer is None:
+            raise NotImplementedError(f"{type(self).__name__} must pick a layer when none is given")
+        return ctx.backend.layer_name(layer)
+
+    def variant(self, options: dict) -> Any:
+        """A :class:`~salwidget.backends.base.ModelVariant` to run the model as, or None."""
+        return None
+
     def passes(self, options: dict, batch: int) -> int:
         """How many passes through the model a call makes (for cost estimates)."""
         return batch
