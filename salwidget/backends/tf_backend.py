@@ -185,26 +185,32 @@ class TFOps:
             return maps
         return tf.image.resize(maps[..., None], tuple(size), method="bilinear", antialias=False)[..., 0]
 
-    def blur(self, images, sigma, channels_last: bool) -> tf.Tensor:
-        """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter``."""
+    def blur(self, images, sigma, channels_last: bool, mode: str = "reflect") -> tf.Tensor:
+        """Gaussian blur over the spatial axes, as ``scipy.ndimage.gaussian_filter``
+        with border ``mode`` ``'reflect'`` or ``'constant'`` (zeros outside)."""
         x = images if channels_last else tf.transpose(images, (0, 2, 3, 1))
         sigmas = np.broadcast_to(np.asarray(sigma, np.float64), (int(x.shape[0]),))
         parts, order = [], []
         for value in np.unique(sigmas):
             rows = np.nonzero(sigmas == value)[0]
             part = tf.gather(x, rows)
-            parts.append(self._blur_same_sigma(part, float(value)) if value > 0 else part)
+            parts.append(self._blur_same_sigma(part, float(value), mode) if value > 0 else part)
             order.append(rows)
         out = tf.gather(tf.concat(parts, 0), np.argsort(np.concatenate(order), kind="stable"))
         return out if channels_last else tf.transpose(out, (0, 3, 1, 2))
 
-    def _blur_same_sigma(self, x, sigma: float) -> tf.Tensor:
+    def _blur_same_sigma(self, x, sigma: float, mode: str = "reflect") -> tf.Tensor:
         from .blur import gaussian_taps, symmetric_indices
 
         taps = tf.constant(gaussian_taps(sigma), self.dtype)
         radius = (int(taps.shape[0]) - 1) // 2
         b, h, w, c = (int(d) for d in x.shape)
         flat = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (b * c, h, w, 1))
+        if mode == "constant":
+            flat = tf.pad(flat, [[0, 0], [radius, radius], [radius, radius], [0, 0]])
+            flat = tf.nn.conv2d(flat, tf.reshape(taps, (1, -1, 1, 1)), 1, "VALID")
+            flat = tf.nn.conv2d(flat, tf.reshape(taps, (-1, 1, 1, 1)), 1, "VALID")
+            return tf.transpose(tf.reshape(flat, (b, c, h, w)), (0, 2, 3, 1))
         flat = tf.gather(flat, symmetric_indices(w, radius), axis=2)
         flat = tf.nn.conv2d(flat, tf.reshape(taps, (1, -1, 1, 1)), 1, "VALID")
         flat = tf.gather(flat, symmetric_indices(h, radius), axis=1)

@@ -226,10 +226,11 @@ class TorchOps:
 
         return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
-    def blur(self, images: torch.Tensor, sigma, channels_last: bool) -> torch.Tensor:
+    def blur(self, images: torch.Tensor, sigma, channels_last: bool, mode: str = "reflect") -> torch.Tensor:
         """Gaussian blur of (B, C, H, W) or (B, H, W, C) images over the spatial
         axes, as ``scipy.ndimage.gaussian_filter``; ``sigma`` is one number or
-        one per image (0 leaves an image as it is)."""
+        one per image (0 leaves an image as it is); ``mode`` is scipy's border,
+        ``'reflect'`` or ``'constant'`` (zeros outside, as PAIR's Blur IG)."""
         x = images.permute(0, 3, 1, 2) if channels_last else images
         sigmas = np.broadcast_to(np.asarray(sigma, np.float64), (len(x),))
         parts, order = [], []
@@ -237,12 +238,12 @@ class TorchOps:
         for value in np.unique(sigmas):
             rows = np.nonzero(sigmas == value)[0]
             part = x[self._rows(rows)]
-            parts.append(self._blur_same_sigma(part, float(value)) if value > 0 else part)
+            parts.append(self._blur_same_sigma(part, float(value), mode) if value > 0 else part)
             order.append(rows)
         out = torch.cat(parts)[self._rows(np.argsort(np.concatenate(order), kind="stable"))]
         return out.permute(0, 2, 3, 1) if channels_last else out
 
-    def _blur_same_sigma(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def _blur_same_sigma(self, x: torch.Tensor, sigma: float, mode: str = "reflect") -> torch.Tensor:
         import torch.nn.functional as F
 
         from .blur import gaussian_taps, symmetric_indices
@@ -251,6 +252,10 @@ class TorchOps:
         radius = (len(taps) - 1) // 2
         b, c, h, w = x.shape
         flat = x.reshape(b * c, 1, h, w)
+        if mode == "constant":
+            flat = F.conv2d(F.pad(flat, (radius, radius, radius, radius)), taps.reshape(1, 1, 1, -1))
+            flat = F.conv2d(flat, taps.reshape(1, 1, -1, 1))
+            return flat.reshape(b, c, h, w)
         flat = flat.index_select(3, self._rows(symmetric_indices(w, radius)))
         flat = F.conv2d(flat, taps.reshape(1, 1, 1, -1))
         flat = flat.index_select(2, self._rows(symmetric_indices(h, radius)))
