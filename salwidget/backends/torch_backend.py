@@ -264,13 +264,31 @@ class TorchOps:
 
 
 class _Capture:
-    """Forward hook that keeps a layer's output (the first tensor of a tuple)."""
+    """Forward hook that keeps a layer's output (the first tensor of a tuple).
 
-    def __init__(self):
+    With ``start_graph`` (for layer gradients) an output that does not require
+    grad (the shadow's weights are detached and the input needs none) is
+    replaced by a copy that does: autograd then records from this layer on
+    only. The copy is not a leaf, so in-place operations after it still work.
+    """
+
+    def __init__(self, start_graph: bool = False):
         self.value = None
+        self.start_graph = start_graph
 
     def __call__(self, module, inputs, output):
-        self.value = output[0] if isinstance(output, (tuple, list)) else output
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        if self.start_graph and isinstance(first, torch.Tensor) and torch.is_grad_enabled() \
+                and first.is_floating_point() and not first.requires_grad:
+            first = first.detach().requires_grad_().clone()
+            if isinstance(output, (tuple, list)):
+                output = type(output)([first, *output[1:]]) if isinstance(output, list) else (first, *output[1:])
+            else:
+                output = first
+            self.value = first
+            return output
+        self.value = first
+        return None
 
 
 class TorchBackend:
@@ -435,11 +453,11 @@ class TorchBackend:
         return str(layer)
 
     @contextmanager
-    def _tap(self, names: Sequence[str]) -> Iterator[list[_Capture]]:
+    def _tap(self, names: Sequence[str], start_graph: bool = False) -> Iterator[list[_Capture]]:
         modules = dict(self._active.named_modules())
         captures, handles = [], []
         for name in names:
-            capture = _Capture()
+            capture = _Capture(start_graph)
             captures.append(capture)
             handles.append(modules[name].register_forward_hook(capture))
         try:
@@ -457,7 +475,7 @@ class TorchBackend:
 
     def layer_gradients(self, points, targets, layer: str):
         tensors = self._prepare(points, grad=False)
-        with self._tap([layer]) as (capture,), torch.enable_grad():
+        with self._tap([layer], start_graph=True) as (capture,), torch.enable_grad():
             outputs = self._call(tensors)
             activation = capture.value
             if activation is None:

@@ -1,0 +1,421 @@
+"""Class activation maps: Grad-CAM, Grad-CAM++, LayerCAM and Score-CAM.
+
+A CAM reads one layer's activation ``A`` (channels ``A_k``, positions ``(i, j)``)
+and, for the gradient methods, the gradient ``g = dS/dA`` of the explained
+score ``S`` (the raw output of the target class, no softmax). Its map is the
+positive part of a weighted sum over channels, at the layer's own resolution
+(``Attribution.raw`` is (B, h, w), not normalised; ``to_grayscale`` upsamples
+it bilinearly to the input's size):
+
+=========  ==============================================================
+gradcam    ``ReLU(sum_k w_k A_k)``, ``w_k = mean_ij g_kij`` (Selvaraju et al.
+           2017; as torchcam and pytorch-grad-cam). On a global-average-pooled
+           linear head ``S = sum_k W_k mean_ij A_kij`` this is
+           ``ReLU(sum_k W_k A_k) / (h * w)``: the original CAM divided by the
+           number of positions.
+gradcampp  ``ReLU(sum_k w_k A_k)``, ``w_k = sum_ij ReLU(g_kij) a_kij`` with
+           ``a = g^2 / (2 g^2 + (sum_ab A_kab) g^3 + 1e-6)`` where ``g != 0``,
+           else 0: pytorch-grad-cam's closed form of Chattopadhay et al.'s
+           eq. 19. (torchcam's GradCAMpp puts ``sum_ab A_kab g_kab^3`` in the
+           denominator instead, so the two libraries differ.)
+layercam   ``ReLU(sum_k ReLU(g_k) * A_k)`` per position (Jiang et al. 2021; as
+           torchcam and pytorch-grad-cam).
+scorecam   ``ReLU(sum_k w_k A_k)``, ``w = softmax_k(s_k)``, ``s_k`` the target's
+           raw score on ``x * M_k`` where ``M_k`` is channel ``k`` upsampled to
+           the input (bilinear, half-pixel centres) and min-max normalised
+           (``(M - min) / (max - min + 1e-8)``). As pytorch-grad-cam: raw
+           scores, no softmax over classes, no baseline subtracted. (torchcam
+           subtracts the clean score ``f(x)``, which the softmax over channels
+           cancels; it normalises before upsampling. pytorch-grad-cam upsamples
+           with aligned corners; half-pixel centres are what torch's default
+           and ``tf.image.resize`` share.) One forward pass per channel and
+           image, run in chunks by the engine (progress, cancel, bounded memory).
+=========  ==============================================================
+
+The layer: ``layer=None`` takes the last layer (in call order) whose output is
+a spatial feature map, (B, C, h, w) in torch or (B, h, w, C) in Keras, with
+more than one position: found with one forward pass of one image, as torchcam's
+``locate_candidate_layer``. Otherwise a ``named_modules`` name, a Keras layer
+name, or the module/layer object.
+
+Token layers (Vision Transformers): an output (B, N, C) loses its leading
+class/prefix tokens (``prefix_tokens``; by default the fewest of 0, 1 or 2 that
+leave a grid with the input's aspect ratio, a perfect square for square
+inputs) and the rest is folded row-major into (h, w). Other layouts (Swin's
+(B, h, w, C) in torch, anything else) take ``reshape=f``: ``f(layer_output)``
+returns the framework's own feature-map layout, (B, C, h, w) in torch (so
+pytorch-grad-cam's ``reshape_transform`` functions work unchanged) and
+(B, h, w, C) in Keras; it is applied to the activation and its gradient alike,
+so it must only move, select or reshape values.
+
+Multi-input models: the map is for input 0 (its spatial size; Score-CAM masks
+input 0 and passes the others unchanged).
+
+A map that is zero for every image (for instance the last block of a Vision
+Transformer whose head reads only the class token: the patch tokens there do
+not reach the score) raises :class:`~salwidget.errors.SaliencyError` naming an
+earlier layer whose map is not zero, rather than showing a blank map; the
+panel shows the message. When only some images' maps are zero (no positive
+evidence for their class at that layer) the maps are returned,
+``Attribution.extras['zero_maps']`` lists those images and a warning says so.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import SaliencyError
+from .base import Method, MethodOutput, Option, RunContext, Stage, register
+
+# A forward pass costs about a third of a forward+backward pass: Score-CAM's
+# masked passes run in chunks three times as big as gradient passes.
+FORWARD_COST = 1.0 / 3.0
+AUTO_PREFIXES = (0, 1, 2)  # no prefix token, a class token, class + distillation tokens
+_SUGGESTION_TRIES = 4  # earlier layers tried (one image each) when a map is all zero
+
+RESHAPE = Option(
+    "reshape", None,
+    "A function from the CAM layer's output to a feature map, (B, C, h, w) in torch or (B, h, w, C) in Keras, "
+    "for token layouts that are not (B, prefix + h*w, C), e.g. Swin.",
+    kind="any", allow_none=True, label="reshape",
+)
+PREFIX_TOKENS = Option(
+    "prefix_tokens", None,
+    "Leading tokens (class, distillation, register) a transformer layer's (B, N, C) output loses before "
+    "folding into a grid; None tries 0, 1 and 2.",
+    kind="int", minimum=0, allow_none=True, label="prefix tokens",
+)
+
+
+def _channels_last_layers(ctx: RunContext) -> bool:
+    """Whether the model's feature maps are (B, h, w, C): Keras' layout; torch's is (B, C, h, w)."""
+    return ctx.backend.framework == "tensorflow"
+
+
+def token_grid(tokens: int, size: tuple[int, int], prefix: int | None, layer: str, shape: tuple) -> tuple[int, int, int]:
+    """(prefix, h, w) such that ``tokens - prefix == h * w`` with ``h / w`` the input's aspect ratio."""
+    height, width = size
+    tries = AUTO_PREFIXES if prefix is None else (prefix,)
+    for dropped in tries:
+        n = tokens - dropped
+        if n < 1:
+            continue
+        h = int(round(math.sqrt(n * height / width)))
+        if h >= 1 and n % h == 0 and h * width == (n // h) * height:
+            return dropped, h, n // h
+    dropped_words = "dropping 0, 1 or 2 leading class/prefix tokens" if prefix is None else f"dropping {prefix} prefix token(s)"
+    grid = "a perfect square" if height == width else f"an h x w grid with h / w = {height} / {width}"
+    hint = ""
+    for extra in range(0, min(tokens, 16)):  # name the prefix count that would work, if a small one does
+        n = tokens - extra
+        h = int(round(math.sqrt(n * height / width)))
+        if h >= 1 and n % h == 0 and h * width == (n // h) * height:
+            hint = f" Dropping {extra} token(s) would leave {h} x {n // h}: pass prefix_tokens={extra} if the model has that many."
+            break
+    raise SaliencyError(
+        f"Layer {layer!r} outputs {tokens} tokens (shape {shape}); after {dropped_words} the rest is not {grid}, "
+        f"so it cannot be folded into the image's grid.{hint} For other layouts (Swin, ...) pass reshape=f, "
+        "a function from the layer's output to (B, C, h, w) in torch or (B, h, w, C) in Keras."
+    )
+
+
+def feature_map(ctx: RunContext, tensor: Any, layer: str) -> Any:
+    """A layer's output (or its gradient) as (B, C, h, w) on the device, whatever the framework."""
+    ops = ctx.ops
+    last = _channels_last_layers(ctx)
+    wanted = "(B, h, w, C)" if last else "(B, C, h, w)"
+    reshape = ctx.options.get("reshape")
+    if reshape is not None:
+        tensor = reshape(tensor)
+        shape = tuple(tensor.shape)
+        if len(shape) != 4:
+            raise SaliencyError(
+                f"reshape= returned shape {shape} for the output of layer {layer!r}; it must return a feature map {wanted}."
+            )
+        return ops.transpose(tensor, (0, 3, 1, 2)) if last else tensor
+    shape = tuple(int(d) for d in tensor.shape)
+    if len(shape) == 4:
+        return ops.transpose(tensor, (0, 3, 1, 2)) if last else tensor
+    if len(shape) == 3:
+        prefix, h, w = token_grid(shape[1], ctx.spatial_size, ctx.options.get("prefix_tokens"), layer, shape)
+        grid = ops.reshape(tensor[:, prefix:], (shape[0], h, w, shape[2]))
+        return ops.transpose(grid, (0, 3, 1, 2))
+    raise SaliencyError(
+        f"Layer {layer!r} outputs shape {shape}; a CAM needs a feature map {wanted} or transformer tokens "
+        "(B, N, C). Pick a layer before the flattening or pooling (or leave layer=None), or pass reshape=f "
+        f"returning {wanted}."
+    )
+
+
+def spatial_layers(shapes: list[tuple[str, tuple]], channels_last: bool) -> list[str]:
+    """Names (in call order) whose output is a spatial feature map with more than one position."""
+    picked = []
+    for name, shape in shapes:
+        if len(shape) != 4:
+            continue
+        h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
+        if h is not None and w is not None and h * w > 1:
+            picked.append(name)
+    return picked
+
+
+def _layer_shapes(ctx: RunContext) -> list[tuple[str, tuple]]:
+    if "layer_shapes" not in ctx.cache:
+        ctx.cache["layer_shapes"] = ctx.backend.layer_shapes([x[:1] for x in ctx.inputs])
+    return ctx.cache["layer_shapes"]
+
+
+@dataclass
+class CamState:
+    maps: Any = None  # (B, h, w) device tensor, filled as chunks finish
+    done: int = 0
+
+
+class ClassActivationMap(Method):
+    """What the four CAMs share: the layer, folding tokens, the zero-map check."""
+
+    reads = "layer"
+    output = "layer"
+    signed = False
+    options = (RESHAPE, PREFIX_TOKENS)
+
+    def pick_layer(self, ctx: RunContext, layer: Any) -> str:
+        if ctx.spatial_size is None:
+            raise SaliencyError(
+                f"{self.label} needs images as input 0, (B, C, H, W) or (B, H, W, C); got shape "
+                f"{ctx.host_inputs[0].shape}. Use a gradient method for other inputs."
+            )
+        if layer is not None:
+            return ctx.backend.layer_name(layer)
+        last = _channels_last_layers(ctx)
+        candidates = spatial_layers(_layer_shapes(ctx), last)
+        if not candidates:
+            raise SaliencyError(
+                f"No layer of this model outputs a spatial feature map {'(B, h, w, C)' if last else '(B, C, h, w)'}, "
+                f"so {self.label} cannot pick one. Pass layer= (a transformer's token layer is folded into a grid; "
+                "see reshape= for other layouts)."
+            )
+        return candidates[-1]
+
+    # --- what each CAM defines ---------------------------------------------------
+    def combine(self, ops, activation, gradient):
+        """The map before its ReLU, (B, h, w), from (B, C, h, w) activation and gradient."""
+        raise NotImplementedError
+
+    # --- the run ---------------------------------------------------------------
+    def start(self, ctx: RunContext, resume: Any = None) -> CamState:
+        return CamState()
+
+    def passes_left(self, ctx: RunContext, state: CamState) -> int:
+        return ctx.batch - state.done
+
+    def stages(self, ctx: RunContext, state: CamState) -> Iterator[Stage]:
+        if self.passes_left(ctx, state) > 0:
+            yield Stage(ctx.batch, lambda start, stop: self._run_chunk(ctx, state, start, stop))
+
+    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
+        activation, gradient, _ = ctx.backend.layer_gradients(points, ctx.row_targets(images), layer)
+        a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
+        return ctx.ops.relu(self.combine(ctx.ops, a, g))
+
+    def _run_chunk(self, ctx: RunContext, state: CamState, start: int, stop: int) -> None:
+        images = np.arange(start, stop)
+        maps = self._layer_map(ctx, [x[start:stop] for x in ctx.inputs], images, ctx.layer)
+        if state.maps is None:
+            state.maps = ctx.ops.zeros((ctx.batch, *tuple(maps.shape[1:])))
+        state.maps = ctx.ops.put(state.maps, images, maps)
+        state.done += stop - start
+
+    def preview(self, ctx: RunContext, state: CamState) -> MethodOutput:
+        return MethodOutput(state.maps, 0)
+
+    def finish(self, ctx: RunContext, state: CamState) -> MethodOutput:
+        return self._checked(ctx, state.maps)
+
+    # --- the zero-map check ------------------------------------------------------------
+    def _checked(self, ctx: RunContext, maps) -> MethodOutput:
+        peaks = ctx.ops.numpy(ctx.ops.row_max(maps))
+        zero = np.nonzero(~(peaks > 0))[0]
+        if len(zero) == len(peaks):
+            raise SaliencyError(self._zero_message(ctx))
+        extras = {}
+        if len(zero):
+            extras["zero_maps"] = zero.tolist()
+            warnings.warn(
+                f"{self.label} at layer {ctx.layer!r} is zero for image(s) {zero.tolist()}: no positive evidence "
+                "for their class at that layer.", stacklevel=2,
+            )
+        return MethodOutput(maps, 0, extras)
+
+    def _zero_message(self, ctx: RunContext) -> str:
+        layer = ctx.layer
+        suggestion = self._earlier_layer(ctx)
+        if suggestion is not None:
+            advice = f"Try layer={suggestion!r}: its {self.label} map is not zero."
+        else:
+            advice = "Try an earlier layer (layer=...)."
+        return (
+            f"{self.label} at layer {layer!r} is zero for every image: the target score's gradient there is zero "
+            "or only negative evidence survives the ReLU. In a Vision Transformer whose head reads only the class "
+            f"token, the last block's patch tokens do not reach the score. {advice}"
+        )
+
+    def _earlier_layer(self, ctx: RunContext) -> str | None:
+        """The nearest layer called before ``ctx.layer`` whose map (for image 0) is not zero.
+
+        Walking back in call order, a layer that fails rules out its own
+        sublayers, so the suggestion is a sibling (the previous block) before
+        it is a piece of one.
+        """
+        try:
+            shapes = _layer_shapes(ctx)
+        except SaliencyError:
+            return None
+        names = [name for name, _ in shapes]
+        if ctx.layer not in names:
+            return None
+        position = len(names) - 1 - names[::-1].index(ctx.layer)
+        ruled_out = [ctx.layer]
+        tried, seen = 0, set()
+        for name, shape in reversed(shapes[:position]):
+            if name in seen or any(name.startswith(r + ".") for r in ruled_out) or len(shape) not in (3, 4):
+                continue
+            seen.add(name)
+            if len(shape) == 4 and not spatial_layers([(name, shape)], _channels_last_layers(ctx)):
+                continue
+            tried += 1
+            try:
+                maps = self._probe(ctx, name)
+            except SaliencyError:
+                maps = None
+            if maps is not None and float(ctx.ops.numpy(ctx.ops.row_max(maps))[0]) > 0:
+                return name
+            ruled_out.append(name)
+            if tried >= _SUGGESTION_TRIES:
+                break
+        return None
+
+    def _probe(self, ctx: RunContext, layer: str):
+        """The map of image 0 at ``layer`` (one forward+backward pass)."""
+        return self._layer_map(ctx, [x[:1] for x in ctx.inputs], np.zeros(1, np.int64), layer)
+
+
+class GradCAM(ClassActivationMap):
+    name = "gradcam"
+    order = 70
+    label = "Grad-CAM"
+    summary = ("A layer's channels weighted by their spatially averaged gradient, positive part "
+               "(Selvaraju et al. 2017).")
+
+    def combine(self, ops, activation, gradient):
+        weights = ops.mean(gradient, axis=(2, 3), keepdims=True)
+        return ops.sum(weights * activation, axis=1)
+
+
+class GradCAMPlusPlus(ClassActivationMap):
+    name = "gradcampp"
+    order = 71
+    label = "Grad-CAM++"
+    summary = ("Grad-CAM with channel weights from positive gradients and second/third-power terms "
+               "(Chattopadhay et al. 2018, pytorch-grad-cam's closed form).")
+
+    def combine(self, ops, activation, gradient):
+        square = gradient * gradient
+        cube = square * gradient
+        total = ops.sum(activation, axis=(2, 3), keepdims=True)
+        alpha = square / (2 * square + total * cube + 1e-6)
+        alpha = ops.where(gradient != 0, alpha, 0.0)
+        weights = ops.sum(ops.relu(gradient) * alpha, axis=(2, 3), keepdims=True)
+        return ops.sum(weights * activation, axis=1)
+
+
+class LayerCAM(ClassActivationMap):
+    name = "layercam"
+    order = 72
+    label = "LayerCAM"
+    summary = "Each position's activations weighted by their own positive gradient (Jiang et al. 2021)."
+
+    def combine(self, ops, activation, gradient):
+        return ops.sum(ops.relu(gradient) * activation, axis=1)
+
+
+@dataclass
+class ScoreState:
+    flat: Any  # (C * B, h, w): channel k of image b at row k * B + b (the pass order)
+    scores: Any  # (C * B,) target scores of the masked inputs, -inf where not yet run
+    channels: int
+    done: int = 0
+
+
+class ScoreCAM(ClassActivationMap):
+    name = "scorecam"
+    order = 73
+    label = "Score-CAM"
+    summary = ("Channels weighted by a softmax of the class score when the input is masked by each channel "
+               "(Wang et al. 2020); one forward pass per channel, no gradients.")
+
+    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
+        # The zero-map suggestion probes with Grad-CAM's gradient weights: one pass instead of one per channel.
+        return GRADCAM._layer_map(ctx, points, images, layer)
+
+    def start(self, ctx: RunContext, resume: Any = None) -> ScoreState:
+        ops = ctx.ops
+        parts = []
+        for s in range(0, ctx.batch, ctx.chunk):  # forward passes only: cheap next to the masked ones
+            activation, _ = ctx.backend.layer_activations([x[s : s + ctx.chunk] for x in ctx.inputs], ctx.layer)
+            parts.append(feature_map(ctx, activation, ctx.layer))
+        a = ops.concat(parts)
+        batch, channels, h, w = (int(d) for d in a.shape)
+        flat = ops.reshape(ops.transpose(a, (1, 0, 2, 3)), (channels * batch, h, w))
+        return ScoreState(flat, ops.full((channels * batch,), -np.inf), channels)
+
+    def passes_left(self, ctx: RunContext, state: ScoreState) -> int:
+        return state.channels * ctx.batch - state.done
+
+    def stages(self, ctx: RunContext, state: ScoreState) -> Iterator[Stage]:
+        if self.passes_left(ctx, state) > 0:
+            total = state.channels * ctx.batch
+            yield Stage(total, lambda start, stop: self._run_masked(ctx, state, start, stop), cost=FORWARD_COST)
+
+    def _run_masked(self, ctx: RunContext, state: ScoreState, start: int, stop: int) -> None:
+        ops = ctx.ops
+        rows = np.arange(start, stop)
+        images = rows % ctx.batch
+        height, width = ctx.spatial_size
+        masks = ops.resize(ops.take(state.flat, rows), (height, width))
+        low = ops.per_row(ops.row_min(masks), masks)
+        high = ops.per_row(ops.row_max(masks), masks)
+        masks = (masks - low) / (high - low + 1e-8)
+        shape = (len(rows), height, width, 1) if ctx.channels_last else (len(rows), 1, height, width)
+        points = [ops.take(ctx.inputs[0], images) * ops.reshape(masks, shape)]
+        points += [ops.take(x, images) for x in ctx.inputs[1:]]
+        scores = ctx.target_scores(ctx.backend.outputs(points), images)
+        state.scores = ops.put(state.scores, rows, scores)
+        state.done += stop - start
+
+    def _maps(self, ctx: RunContext, state: ScoreState):
+        ops = ctx.ops
+        batch, channels = ctx.batch, state.channels
+        weights = ops.softmax(ops.transpose(ops.reshape(state.scores, (channels, batch)), (1, 0)), axis=1)
+        weights = ops.where(weights == weights, weights, 0.0)  # a preview's images with no channel run yet
+        h, w = (int(d) for d in state.flat.shape[1:])
+        per_channel = ops.reshape(state.flat, (channels, batch, h, w))
+        column = ops.reshape(ops.transpose(weights, (1, 0)), (channels, batch, 1, 1))
+        return ops.relu(ops.sum(column * per_channel, axis=0))
+
+    def preview(self, ctx: RunContext, state: ScoreState) -> MethodOutput:
+        return MethodOutput(self._maps(ctx, state), 0)
+
+    def finish(self, ctx: RunContext, state: ScoreState) -> MethodOutput:
+        return self._checked(ctx, self._maps(ctx, state))
+
+
+GRADCAM = register(GradCAM())
+GRADCAMPP = register(GradCAMPlusPlus())
+LAYERCAM = register(LayerCAM())
+SCORECAM = register(ScoreCAM())
