@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # everything (about 15 minutes on 2 CPU cores)
     python benchmarks/run.py --quick         # one image, one round
     python benchmarks/run.py --only speed    # or: sweep, memory, widget, keras
+    python benchmarks/run.py --device cuda   # the same tables on a GPU (memory: CPU only)
 
 Every comparison alternates its contenders round by round in one process and
 reports medians; ratios are contender time / salwidget time (> 1: salwidget is
@@ -28,11 +29,18 @@ import salwidget as sw
 from salwidget import models
 
 SIGMA = 0.15  # SmoothGrad noise as a fraction of the image range
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a timing covers it."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU ({cpu})"
+    device = torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else f"{os.cpu_count()}-core CPU ({cpu})"
     return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
@@ -44,8 +52,10 @@ def alternate(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, f
         run()  # allocator, caches, first-call costs
     for _ in range(rounds):
         for name, run in contenders.items():
+            sync()
             start = time.perf_counter()
             run()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -118,14 +128,14 @@ def pair_run(model, x, method: str, n: int):
     """PAIR saliency: one image, one sample at a time, numpy in and out (channels last)."""
     import saliency.core as pair
 
-    images = x.permute(0, 2, 3, 1).numpy()
-    target = model(x).argmax(1).detach().numpy()
+    images = x.permute(0, 2, 3, 1).cpu().numpy()
+    target = model(x).argmax(1).detach().cpu().numpy()
 
     def call_model(batch, call_model_args=None, expected_keys=None):
-        xi = torch.from_numpy(np.asarray(batch, np.float32)).permute(0, 3, 1, 2).requires_grad_(True)
+        xi = torch.from_numpy(np.asarray(batch, np.float32)).permute(0, 3, 1, 2).to(DEVICE).requires_grad_(True)
         out = model(xi)
         g = torch.autograd.grad(out[:, call_model_args].sum(), xi)[0]
-        return {pair.INPUT_OUTPUT_GRADIENTS: g.permute(0, 2, 3, 1).numpy()}
+        return {pair.INPUT_OUTPUT_GRADIENTS: g.permute(0, 2, 3, 1).cpu().numpy()}
 
     def run():
         for image, t in zip(images, target):
@@ -143,10 +153,10 @@ def salwidget_run(model, x, method: str, n: int, batch_size="auto"):
 
 # ------------------------------------------------------------------- sections
 def sweep(model, x, rounds: int, passes: int = 48) -> tuple[int, float]:
-    chunks = [1, 2, 4, 8, 16, 32]
+    chunks = [1, 2, 4, 8, 16, 32] if DEVICE == "cpu" else [16, 32, 64, 128, 256]
     medians = alternate({c: passes_at_chunk(model, x, passes, c) for c in chunks}, rounds)
     best = min(medians, key=medians.get)
-    auto = sw.engine.auto_batch_size("cpu", [x.numpy()])
+    auto = sw.engine.auto_batch_size(DEVICE, [x.cpu().numpy()])
     table(f"Forward+backward passes by chunk size ({passes} passes, 224x224)",
           [(c, f"{1000 * medians[c] / passes:.1f}", "best" if c == best else ("auto" if c == auto else ""))
            for c in chunks], ("chunk", "ms per pass", ""))
@@ -158,13 +168,13 @@ def speed(model, batches, rounds: int, best_chunk: int, per_pass: float, quick: 
     cases = [("smoothgrad", 25), ("smoothgrad", 50), ("integrated", 50)]
     for images in batches:
         x = torch.from_numpy(models.sample_images(["chelsea", "coffee", "astronaut", "rocket", "cat", "camera",
-                                                   "chelsea", "coffee"][:images]).transpose(0, 3, 1, 2).copy())
+                                                   "chelsea", "coffee"][:images]).transpose(0, 3, 1, 2).copy()).to(DEVICE)
         for method, n in cases:
             if quick and n == 25:
                 continue
             contenders = {"salwidget (auto)": salwidget_run(model, x, method, n)}
             # Captum's one-batch default needs ~83 MB per image x sample here (memory table): skip what cannot fit.
-            if images * n <= 100:
+            if images * n <= 100 or DEVICE != "cpu":
                 contenders["Captum default"] = captum_run(model, x, method, n, None)
             # Captum's own batch knob, hand-tuned: samples per image per batch (NoiseTunnel)
             # or rows per batch (IG). The table keeps each; the best is Captum at its best.
@@ -301,18 +311,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=["sweep", "speed", "memory", "widget", "keras"])
     parser.add_argument("--images", nargs="+", type=int, help="batch sizes for the speed table (default 1 8)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model: cpu (default) or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     rounds = 1 if args.quick else args.rounds
     sections = set(args.only or ["sweep", "speed", "memory", "widget", "keras"])
     print(f"machine: {machine()}")
     model, _ = models.efficientnet_lite0()
-    x = torch.rand(32, 3, 224, 224)
+    model = model.to(DEVICE)
+    x = torch.rand(32, 3, 224, 224, device=DEVICE)
     best_chunk, per_pass = (8, None)
     if sections & {"sweep", "speed"}:
         best_chunk, per_pass = sweep(model, x, rounds)
     if "speed" in sections:
         speed(model, args.images or ([1] if args.quick else [1, 8]), rounds, best_chunk, per_pass, args.quick)
-    if "memory" in sections:
+    if "memory" in sections and DEVICE == "cpu":
         memory()
     if "widget" in sections:
         widget_latency(model, rounds)

@@ -74,6 +74,20 @@ class TFOps:
         return tf.fill(tuple(shape), tf.constant(float(value), self.dtype))
 
     @staticmethod
+    def arange(start: int, stop: int) -> tf.Tensor:
+        """Integers start..stop-1 made on the device."""
+        return tf.range(start, stop, dtype=tf.int64)
+
+    @staticmethod
+    def lerp(start, end, weight) -> tf.Tensor:
+        """``start + weight (end - start)``."""
+        return start + weight * (end - start)
+
+    @staticmethod
+    def cast_like(tensor, like) -> tf.Tensor:
+        return tf.cast(tensor, like.dtype)
+
+    @staticmethod
     def take(tensor, rows) -> tf.Tensor:
         return tf.gather(tensor, _rows(rows))
 
@@ -377,11 +391,7 @@ class TensorFlowBackend:
                 outputs = model.outputs
                 inputs = model.inputs
             except (AttributeError, ValueError) as exc:
-                raise SaliencyError(
-                    f"Cannot tap layer {layer!r} of this {type(model).__name__}: a subclassed Keras model has no "
-                    "graph of layers to read an inner output from. Rebuild it as a functional model "
-                    "(keras.Model(inputs, outputs)) or keras.Sequential, or use a gradient method."
-                ) from exc
+                raise _untappable(model, f"tap layer {layer!r}") from exc
             self._tapped[key] = keras.Model(inputs, [inner, *outputs])
         return self._tapped[key]
 
@@ -418,7 +428,10 @@ class TensorFlowBackend:
         """(name, output shape) of each top-level layer, in the model's order."""
         shapes = []
         batch = int(points[0].shape[0])
-        for layer in self._layers():
+        layers = self._layers()
+        if not hasattr(self._active, "outputs"):  # subclassed: its layers have no recorded outputs
+            raise _untappable(self._active, "read the layers' output shapes")
+        for layer in layers:
             try:
                 shape = tuple(layer.output.shape)
             except (AttributeError, ValueError):
@@ -428,6 +441,15 @@ class TensorFlowBackend:
 
     def weighted_layers(self) -> list[str]:
         return [layer.name for layer in self._layers() if layer.weights][::-1]
+
+
+def _untappable(model, doing: str) -> SaliencyError:
+    """The error for a subclassed Keras model, whose inner outputs cannot be read."""
+    return SaliencyError(
+        f"Cannot {doing} in this {type(model).__name__}: a subclassed Keras model has no graph of layers to "
+        "read an inner output from. Rebuild it as a functional model (keras.Model(inputs, outputs)) or "
+        "keras.Sequential, or use a gradient method."
+    )
 
 
 def _randomized_clone(model, names: Sequence[str], seed: int):

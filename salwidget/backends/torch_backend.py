@@ -119,6 +119,19 @@ class TorchOps:
     def full(self, shape, value: float) -> torch.Tensor:
         return torch.full(tuple(shape), float(value), device=self.device, dtype=self.dtype)
 
+    def arange(self, start: int, stop: int) -> torch.Tensor:
+        """Integers start..stop-1 made on the device (no copy from the host)."""
+        return torch.arange(start, stop, device=self.device)
+
+    @staticmethod
+    def lerp(start: torch.Tensor, end: torch.Tensor, weight) -> torch.Tensor:
+        """``start + weight (end - start)`` in one pass."""
+        return torch.lerp(start, end, weight)
+
+    @staticmethod
+    def cast_like(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return tensor.to(like.dtype)
+
     def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
         return tensor[self._rows(rows)]
 

@@ -76,10 +76,14 @@ class _StraightPath(SampledGradients):
 
 def _device_baselines(ctx) -> list:
     """Each input's baseline on the device, or 'uniform' (drawn per group)."""
-    resolved = prepare_baselines(ctx.options["baseline"], ctx.host_inputs, ctx.channels_last)
+    given = ctx.options["baseline"]
+    resolved = prepare_baselines(given, ctx.host_inputs, ctx.channels_last)
     out = []
     for m, value in enumerate(resolved):
-        if isinstance(value, str) and value == "blur":
+        constant = given[m] if isinstance(given, tuple) else given
+        if isinstance(constant, float):  # a number stays a number: nothing to gather per pass
+            value = constant
+        elif isinstance(value, str) and value == "blur":
             size = ctx.spatial_size
             value = ctx.ops.blur(ctx.inputs[m], min(size) / 8, ctx.channels_last)
         elif not isinstance(value, str):

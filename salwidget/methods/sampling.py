@@ -88,6 +88,26 @@ class Ends:
 
 
 @dataclass
+class Block:
+    """The passes of one group within a chunk: which steps of which images.
+
+    Host arrays (``steps``, ``images``) plan the work; their device twins
+    (``steps_on_device``, ``images_on_device``) index tensors without a copy
+    from the host, which would stall a GPU at every chunk. ``alphas`` and
+    ``weights`` are the rows' path positions and quadrature weights (device).
+    """
+
+    group: int
+    rows: slice  # where the block sits in the chunk
+    steps: np.ndarray
+    images: np.ndarray
+    steps_on_device: Any
+    images_on_device: Any
+    alphas: Any
+    weights: Any
+
+
+@dataclass
 class _OpenGroup:
     ends: Ends
     sums: list
@@ -146,22 +166,26 @@ class SampledGradients(Method):
             starts.append(x)
         return Ends(starts)
 
-    def point(self, ctx: RunContext, start, baseline, alphas: np.ndarray):
-        """The pass's input: ``baseline + alpha (start - baseline)`` on a path, else ``start``."""
+    def point(self, ctx: RunContext, block: Block, start, baseline):
+        """The pass's input: ``baseline + alpha (start - baseline)`` on a path, else ``start``.
+
+        ``start`` and ``baseline`` are the block's rows (a baseline may be a
+        plain number, or None off a path)."""
         if baseline is None:
             return start
-        alpha = ctx.ops.per_row(ctx.ops.asarray(alphas.astype(np.float32)), start)
-        return baseline + alpha * (start - baseline)
+        alpha = ctx.ops.per_row(block.alphas, start)
+        if isinstance(baseline, float):
+            return start * alpha if baseline == 0.0 else start * alpha + baseline * (1 - alpha)
+        return ctx.ops.lerp(baseline, start, alpha)
 
-    def contribution(self, ctx: RunContext, m: int, gradient, steps: np.ndarray, start, baseline):
+    def contribution(self, ctx: RunContext, block: Block, m: int, gradient, start, baseline):
         """What a pass adds to its group's sum: ``weight_k * gradient``."""
-        plan = ctx.plan
-        if plan.steps == 1:
+        if ctx.plan.steps == 1:
             return gradient
-        return gradient * ctx.ops.per_row(ctx.ops.asarray(plan.weights[steps].astype(np.float32)), gradient)
+        return gradient * ctx.ops.per_row(block.weights, gradient)
 
     def group_map(self, ctx: RunContext, m: int, summed, start, baseline):
-        """A group's map from its summed contributions."""
+        """A group's map from its summed contributions (``start``/``baseline``: the same images' rows)."""
         if baseline is None:
             return summed
         return (start - baseline) * summed
@@ -171,6 +195,9 @@ class SampledGradients(Method):
         plan = self.sampling(ctx.options)
         ctx.plan = plan
         ops = ctx.ops
+        # Path positions, weights and step order live on the device; chunks index them there.
+        ctx.cache["sampling"] = (ops.asarray(plan.alphas.astype(np.float32)),
+                                 ops.asarray(plan.weights.astype(np.float32)), ops.asarray(plan.order, "int"))
         if resume is not None:
             sums = [ops.asarray(s, "wide") for s in resume.sums]
             squares = None if resume.squares is None else [ops.asarray(s, "wide") for s in resume.squares]
@@ -192,78 +219,93 @@ class SampledGradients(Method):
         if total > 0:
             yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop))
 
-    def _rows(self, ctx: RunContext, state: SamplingState, start: int, stop: int):
-        plan, batch = state.sampling, ctx.batch
-        r = np.arange(start, stop)
+    def _blocks(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> list[Block]:
+        """The chunk's passes [start, stop), group by group (passes are ordered group-major)."""
+        ops, plan, batch = ctx.ops, state.sampling, ctx.batch
+        alphas, weights, order = ctx.cache["sampling"]
         per_group = plan.steps * batch
+        r = np.arange(start, stop)
         groups = state.first_group + r // per_group
-        steps = plan.order[(r % per_group) // batch]
-        images = r % batch
-        return groups, steps, images
+        steps, images = plan.order[(r % per_group) // batch], r % batch
+        on_device = ops.arange(start, stop)
+        steps_on_device = ops.take(order, (on_device % per_group) // batch)
+        images_on_device = on_device % batch
+        blocks, offset = [], 0
+        for group in dict.fromkeys(groups.tolist()):
+            count = int((groups == group).sum())
+            rows = slice(offset, offset + count)
+            block_steps = steps_on_device[rows]
+            blocks.append(Block(group, rows, steps[rows], images[rows], block_steps, images_on_device[rows],
+                                ops.take(alphas, block_steps), ops.take(weights, block_steps)))
+            offset += count
+        return blocks
 
     def _open(self, ctx: RunContext, state: SamplingState, group: int) -> _OpenGroup:
         if group not in state.open:
             ends = self.group_ends(ctx, group, state.sampling)
-            sums = [ctx.ops.accumulator(x.shape) for x in ctx.host_inputs] if state.sampling.steps > 1 else []
+            sums = [ctx.ops.zeros(x.shape) for x in ctx.host_inputs] if state.sampling.steps > 1 else []
             state.open[group] = _OpenGroup(ends, sums, np.zeros(ctx.batch))
         return state.open[group]
 
-    def _run_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> None:
-        ops, plan = ctx.ops, state.sampling
-        groups, steps, images = self._rows(ctx, state, start, stop)
-        blocks = []  # (group, slice of the chunk, its steps, its images, open group)
-        points = [[] for _ in ctx.inputs]
-        offset = 0
-        for group in dict.fromkeys(groups.tolist()):
-            selected = groups == group
-            count = int(selected.sum())
-            block_steps, block_images = steps[selected], images[selected]
-            opened = self._open(ctx, state, group)
-            for m in range(len(ctx.inputs)):
-                start_rows = ops.take(opened.ends.start[m], block_images)
-                base_rows = None if opened.ends.baseline is None else ops.take(opened.ends.baseline[m], block_images)
-                points[m].append(self.point(ctx, start_rows, base_rows, plan.alphas[block_steps]))
-            blocks.append((group, slice(offset, offset + count), block_steps, block_images, opened))
-            offset += count
-        grads, scores = ctx.gradients([ops.concat(p) for p in points], images)
-        for group, rows, block_steps, block_images, opened in blocks:
-            self._add_block(ctx, state, group, opened, block_steps, block_images,
-                            [g[rows] for g in grads], scores[rows])
+    @staticmethod
+    def _rows_of(ctx, value, images):
+        """A group end's rows for ``images`` (a plain number or None stays as it is)."""
+        return value if value is None or isinstance(value, float) else ctx.ops.take(value, images)
 
-    def _add_block(self, ctx, state, group, opened, steps, images, grads, scores) -> None:
+    def _run_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> None:
+        ops = ctx.ops
+        blocks = self._blocks(ctx, state, start, stop)
+        work, points = [], [[] for _ in ctx.inputs]
+        for block in blocks:
+            opened = self._open(ctx, state, block.group)
+            ends = []
+            for m in range(len(ctx.inputs)):
+                start_rows = self._rows_of(ctx, opened.ends.start[m], block.images_on_device)
+                base_rows = None if opened.ends.baseline is None else \
+                    self._rows_of(ctx, opened.ends.baseline[m], block.images_on_device)
+                points[m].append(self.point(ctx, block, start_rows, base_rows))
+                ends.append((start_rows, base_rows))
+            work.append((block, opened, ends))
+        images = np.concatenate([block.images for block in blocks])
+        grads, scores = ctx.gradients([ops.concat(p) for p in points], images)
+        for block, opened, ends in work:
+            self._add_block(ctx, state, block, opened, ends, [g[block.rows] for g in grads], scores[block.rows])
+
+    def _add_block(self, ctx, state: SamplingState, block: Block, opened: _OpenGroup, ends: list, grads: list,
+                   scores) -> None:
         ops, plan = ctx.ops, state.sampling
-        ends = opened.ends
-        gathered = [
-            (ops.take(ends.start[m], images), None if ends.baseline is None else ops.take(ends.baseline[m], images))
-            for m in range(len(grads))
-        ]
+        images = block.images_on_device
         if plan.steps == 1:  # each pass is a whole group: straight into the sums
-            maps = [self.group_map(ctx, m, self.contribution(ctx, m, grads[m], steps, *gathered[m]), *gathered[m])
+            maps = [self.group_map(ctx, m, self.contribution(ctx, block, m, grads[m], *ends[m]), *ends[m])
                     for m in range(len(grads))]
-            self._accumulate(ctx, state, maps, images, group)
-            opened.passes += len(images)
+            self._accumulate(ctx, state, maps, block.images, images, block.group)
         else:
             for m, gradient in enumerate(grads):
-                opened.sums[m] = ops.index_add(opened.sums[m], images, self.contribution(ctx, m, gradient, steps, *gathered[m]))
-            np.add.at(opened.weight, images, plan.weights[steps])
+                opened.sums[m] = ops.index_add(opened.sums[m], images,
+                                               self.contribution(ctx, block, m, gradient, *ends[m]))
+            np.add.at(opened.weight, block.images, plan.weights[block.steps])
             if plan.has_ends:
-                opened.score_at_baseline = self._record(ctx, opened.score_at_baseline, scores, images, steps == 0)
-                opened.score_at_start = self._record(ctx, opened.score_at_start, scores, images, steps == plan.steps - 1)
-            opened.passes += len(images)
+                opened.score_at_baseline = self._record(ctx, opened.score_at_baseline, scores, block, 0)
+                opened.score_at_start = self._record(ctx, opened.score_at_start, scores, block, plan.steps - 1)
+        opened.passes += len(block.images)
         if opened.passes == plan.steps * ctx.batch:
-            del state.open[group]
+            del state.open[block.group]
             if plan.steps > 1:
-                self._close(ctx, state, opened, group)
+                self._close(ctx, state, opened, block.group)
 
     @staticmethod
-    def _record(ctx, held, scores, images, where: np.ndarray):
-        if not where.any():
+    def _record(ctx, held, scores, block: Block, step: int):
+        """Keep the scores of passes at ``step`` (a path end) per image, on the device."""
+        if not (block.steps == step).any():
             return held
         held = ctx.ops.zeros((ctx.batch,)) if held is None else held
-        return ctx.ops.put(held, images[where], ctx.ops.take(scores, np.nonzero(where)[0]))
+        at_step = ctx.ops.cast_like(block.steps_on_device == step, scores)
+        return ctx.ops.index_add(held, block.images_on_device, scores * at_step)
 
-    def _accumulate(self, ctx, state: SamplingState, maps: list, images: np.ndarray, group: int) -> None:
+    def _accumulate(self, ctx, state: SamplingState, maps: list, images: np.ndarray, images_on_device,
+                    group: int) -> None:
         ops = ctx.ops
+        host_images, images = images, images_on_device
         for m, mp in enumerate(maps):
             if state.sampling.reduction == "mean_square":
                 state.sums[m] = ops.index_add(state.sums[m], images, ops.square(mp))
@@ -278,7 +320,7 @@ class SampledGradients(Method):
                 state.sums[m] = ops.index_add(state.sums[m], images, mp)
                 if state.squares is not None:
                     state.squares[m] = ops.index_add(state.squares[m], images, ops.square(mp))
-        np.add.at(state.counts, images, 1)
+        np.add.at(state.counts, host_images, 1)
 
     def _group_maps(self, ctx, opened: _OpenGroup, normalise: bool) -> list:
         ops = ctx.ops
@@ -286,14 +328,14 @@ class SampledGradients(Method):
         for m, summed in enumerate(opened.sums):
             if normalise:
                 weight = np.where(opened.weight > 0, opened.weight, 1.0)
-                summed = summed / ops.per_row(ops.asarray(weight, "wide"), summed)
-            summed = ops.narrow(summed)
+                summed = summed / _per_image(ops, weight, summed, wide=False)
             base = None if opened.ends.baseline is None else opened.ends.baseline[m]
             maps.append(self.group_map(ctx, m, summed, opened.ends.start[m], base))
         return maps
 
     def _close(self, ctx, state: SamplingState, opened: _OpenGroup, group: int) -> None:
         everyone = np.arange(ctx.batch)
+        everyone_on_device = ctx.ops.arange(0, ctx.batch)
         maps = self._group_maps(ctx, opened, normalise=False)
         if state.delta is not None:
             total = None
@@ -301,14 +343,14 @@ class SampledGradients(Method):
                 total = ctx.ops.row_sum(ctx.ops.wide(mp)) if total is None else total + ctx.ops.row_sum(ctx.ops.wide(mp))
             gain = ctx.ops.wide(opened.score_at_start) - ctx.ops.wide(opened.score_at_baseline)
             state.delta = state.delta + total - gain
-        self._accumulate(ctx, state, maps, everyone, group)
+        self._accumulate(ctx, state, maps, everyone, everyone_on_device, group)
 
     # --- results -----------------------------------------------------------------
     def _reduce(self, ctx, state: SamplingState, sums, squares, counts: np.ndarray) -> list:
         ops = ctx.ops
         out = []
         for m, summed in enumerate(sums):
-            n = ops.per_row(ops.asarray(np.maximum(counts, 1), "wide"), summed)
+            n = _per_image(ops, np.maximum(counts, 1), summed, wide=True)
             mean = summed / n
             if state.sampling.reduction == "variance":
                 mean = ops.relu(squares[m] / n - ops.square(mean))  # rounding can dip below 0
@@ -339,8 +381,7 @@ class SampledGradients(Method):
             if not len(seen):
                 continue
             for m, mp in enumerate(self._group_maps(ctx, opened, normalise=True)):
-                mask = ops.per_row(ops.asarray((opened.weight > 0).astype(np.float64), "wide"), mp)
-                mp = ops.wide(mp) * mask
+                mp = ops.wide(mp) * _per_image(ops, (opened.weight > 0).astype(np.float64), mp, wide=True)
                 if state.sampling.reduction == "mean_square":
                     sums[m] = sums[m] + ops.square(mp)
                 else:
@@ -371,6 +412,15 @@ class SampledGradients(Method):
             state.counts.copy(), None if state.delta is None else ops.numpy(state.delta),
             None if state.shift is None else [ops.numpy(s) for s in state.shift],
         )
+
+
+def _per_image(ops, values: np.ndarray, like, wide: bool):
+    """Per-image numbers shaped to broadcast against ``like``: a plain number when
+    they are all equal (nothing to copy to the device), else a device tensor
+    (in the accumulators' dtype when ``wide``: TensorFlow does not promote)."""
+    if np.all(values == values[0]):
+        return float(values[0])
+    return ops.per_row(ops.asarray(values, "wide" if wide else "float"), like)
 
 
 # ------------------------------------------------------------- shared options
