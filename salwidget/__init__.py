@@ -30,8 +30,10 @@ __all__ = [
     "SaliencyWidget",
     "all_methods",
     "attribute",
+    "deletion_insertion",
     "get_method",
     "predict",
+    "sanity_check",
     "to_diverging",
     "to_grayscale",
 ]
@@ -48,4 +50,8 @@ def __getattr__(name: str):
         from .widget import SaliencyWidget
 
         return SaliencyWidget
+    if name in ("deletion_insertion", "sanity_check"):  # evaluation: how much to trust a map
+        from . import evaluation
+
+        return getattr(evaluation, name)
     raise AttributeError(f"module 'salwidget' has no attribute {name!r}")
