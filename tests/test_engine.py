@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 import salwidget as sw
+
+from .helpers import make_torch_cnn
 
 
 @pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated"])
@@ -173,3 +176,109 @@ def test_auto_batch_size_scales_with_input_size():
     assert sw.engine.auto_batch_size("cpu", big) == 8
     assert sw.engine.auto_batch_size("cpu", small) == 64
     assert sw.engine.auto_batch_size("cuda:0", big) > 8
+
+
+class Gate(torch.nn.Module):
+    """Holds the first call made outside the main thread until released."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def forward(self, x):
+        if threading.current_thread() is not threading.main_thread() and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        return self.inner(x)
+
+
+def test_the_users_model_is_untouched_while_another_thread_computes(images):
+    model = Gate(make_torch_cnn()).train()
+    worker = threading.Thread(target=lambda: sw.attribute(model, images, "smoothgrad", nsamples=3, seed=0))
+    worker.start()
+    try:
+        assert model.entered.wait(30)
+        # Mid-computation, from the user's thread: train mode, trainable, no hooks, and a training step works.
+        assert model.training and all(m.training for m in model.modules())
+        assert all(p.requires_grad for p in model.parameters())
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        loss = model(torch.from_numpy(images)).sum()
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        model.release.set()
+        worker.join(60)
+    assert not worker.is_alive()
+
+
+def test_device_and_dtype_are_read_at_each_call(torch_cnn, images):
+    first = sw.attribute(torch_cnn, images, "vanilla", target=1)
+    torch_cnn.double()
+    second = sw.attribute(torch_cnn, images, "vanilla", target=1)
+    assert second.raw.dtype == np.float32
+    np.testing.assert_allclose(second.raw, first.raw, rtol=1e-4, atol=1e-7)
+
+
+def test_out_of_memory_says_so_and_other_errors_get_no_layout_guess(images):
+    class Fails(torch.nn.Module):
+        def __init__(self, exc):
+            super().__init__()
+            self.exc = exc
+            self.linear = torch.nn.Linear(1, 1)
+
+        def forward(self, x):
+            raise self.exc
+
+    with pytest.raises(MemoryError, match=r"ran out of memory on a chunk of 4 passes.*smaller batch_size"):
+        sw.attribute(Fails(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")), images, "vanilla")
+    with pytest.raises(sw.SaliencyError, match=r"The model raised ValueError on input of shape \(4, 3, 16, 16\): boom\.$"):
+        sw.attribute(Fails(ValueError("boom")), images, "vanilla")
+
+
+def test_resume_from_another_model_or_changed_weights_starts_afresh(images):
+    first, second = make_torch_cnn(seed=0), make_torch_cnn(seed=1)
+    small = sw.attribute(first, images, "smoothgrad", nsamples=4, seed=1)
+    mixed = sw.attribute(second, images, "smoothgrad", nsamples=8, seed=1, resume_from=small)
+    np.testing.assert_array_equal(mixed.raw, sw.attribute(second, images, "smoothgrad", nsamples=8, seed=1).raw)
+    with torch.no_grad():
+        first[0].weight.mul_(2.0)  # an in-place update, as an optimiser step does
+    changed = sw.attribute(first, images, "smoothgrad", nsamples=8, seed=1, resume_from=small)
+    np.testing.assert_array_equal(changed.raw, sw.attribute(first, images, "smoothgrad", nsamples=8, seed=1).raw)
+
+
+def test_a_given_target_holds_in_every_chunk():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    x = np.random.default_rng(0).normal(size=(3, 3, 2, 2)).astype(np.float32)
+    a = sw.attribute(model, x, "smoothgrad", target=1, nsamples=7, stdev_spread=5.0, magnitude=False, batch_size=1)
+    assert a.passes_total == 21  # 21 chunks of one pass each
+    np.testing.assert_allclose(a.raw.reshape(3, -1), np.tile(model[1].weight.detach().numpy()[1], (3, 1)), rtol=1e-5)
+
+
+class HalfSquaredNorm(torch.nn.Module):
+    def forward(self, x):
+        value = 0.5 * (x**2).flatten(1).sum(1, keepdim=True)
+        return torch.cat([value, -value], dim=1)
+
+
+def test_uniform_baselines_span_each_images_own_range():
+    # For f = |x|^2 / 2 Riemann IG is (x - b)(x + b) / 2 exactly, so b^2 = x^2 - 2 raw.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(10, 20, size=(2, 3, 16, 16)).astype(np.float32)
+    x[1] = rng.uniform(-3, -1, size=(3, 16, 16))
+    a = sw.attribute(HalfSquaredNorm(), x, "integrated", target=0, nsamples=5, baseline="uniform", seed=0)
+    b = np.sqrt(np.maximum(x**2 - 2 * a.raw.astype(np.float64), 0))
+    for i, (low, high) in enumerate([(10, 20), (1, 3)]):  # |b| in the image's own [min, max]
+        lo, hi = np.abs(x[i]).min(), np.abs(x[i]).max()
+        assert lo - 1e-2 <= b[i].min() < lo + 0.5 and hi - 0.5 < b[i].max() <= hi + 1e-2
+
+
+def test_device_draws_are_fresh_per_sample_and_per_image():
+    # SmoothGrad without squaring on |x|^2/2 averages x + noise: the noise itself is readable.
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    x[:, :, 0, 0] = 1.0  # a range of 1 per image
+    a = sw.attribute(HalfSquaredNorm(), x, "smoothgrad", target=0, nsamples=2, magnitude=False, stdev_spread=1.0, seed=4)
+    noise = 2 * (a.raw - x)
+    assert noise[0].std() == pytest.approx(1.0, rel=0.15) and noise[1].std() == pytest.approx(1.0, rel=0.15)
+    assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.2

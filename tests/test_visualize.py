@@ -55,3 +55,32 @@ def test_grayscale_rejects_a_tuple_of_maps_and_bad_percentile():
         sw.to_grayscale((np.zeros((1, 3, 2, 2)), np.zeros((1, 3, 2, 2))))
     with pytest.raises(sw.SaliencyError, match=r"percentile must be in \(0, 100\]"):
         sw.to_grayscale(np.zeros((1, 3, 2, 2)), percentile=0)
+
+
+def test_an_attribution_knows_its_layout_and_a_channels_last_array_is_not_misread():
+    from .helpers import keras_twin, make_torch_cnn
+
+    x = np.random.default_rng(0).uniform(size=(2, 3, 16, 16)).astype(np.float32)
+    model = make_torch_cnn()
+    a_torch = sw.attribute(model, x, "vanilla", target=1)
+    a_keras = sw.attribute(keras_twin(model), x.transpose(0, 2, 3, 1), "vanilla", target=1)
+    assert sw.to_grayscale(a_keras).shape == (2, 16, 16)
+    np.testing.assert_allclose(sw.to_grayscale(a_keras), sw.to_grayscale(a_torch), atol=2e-3)
+    np.testing.assert_allclose(sw.to_diverging(a_keras), sw.to_diverging(a_torch), atol=2e-3)
+    with pytest.raises(sw.SaliencyError, match=r"looks channels-last.*sw\.to_grayscale\(a\)"):
+        sw.to_grayscale(a_keras.raw)
+    np.testing.assert_allclose(sw.to_grayscale(a_keras.raw, channels_last=True), sw.to_grayscale(a_keras))
+
+
+def test_layer_maps_are_upsampled_bilinearly_to_the_input():
+    from salwidget.visualize import resize_bilinear
+
+    coarse = np.array([[[0.0, 1.0], [2.0, 3.0]]], np.float32)
+    fine = resize_bilinear(coarse, (4, 4))
+    import torch
+
+    expected = torch.nn.functional.interpolate(torch.from_numpy(coarse)[:, None], size=(4, 4), mode="bilinear",
+                                               align_corners=False)[:, 0].numpy()
+    np.testing.assert_allclose(fine, expected, atol=1e-6)
+    a = sw.Attribution(raw=coarse, kind="layer", input_size=(4, 4), target=np.zeros(1, int))
+    np.testing.assert_allclose(sw.to_grayscale(a, percentile=100), fine / 3.0, atol=1e-6)

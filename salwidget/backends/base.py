@@ -114,7 +114,7 @@ def not_differentiable(detail: str) -> NotDifferentiableError:
 _SHAPE_WORDS = re.compile(
     r"shape|size|dimension|channels|mat1|incompatible|expected input|expected .*input|rank", re.IGNORECASE
 )
-_MEMORY_WORDS = re.compile(r"out of memory|OOM|ResourceExhausted|failed to allocate", re.IGNORECASE)
+_MEMORY_WORDS = re.compile(r"(?i:out of memory|resource ?exhausted|failed to allocate)|\bOOM\b")
 
 
 def model_call_error(exc: Exception, shapes: Sequence[tuple], layout_hint: str) -> Exception:
