@@ -41,6 +41,8 @@ class Attribution:
         Noise samples (SmoothGrad, SmoothGrad+IG) or path steps (Integrated
         Gradients) actually included; fewer than asked while a progress
         preview is shown.
+    nintegration : int or None
+        The method's ``nintegration`` option (path steps per SmoothGrad+IG sample).
     seconds : float
         Wall time of the computation.
     """

@@ -338,7 +338,7 @@ def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backen
         layer=ctx.layer,
         options=dict(options),
         nsamples=output.samples,
-        nintegration=options.get("nintegration") if method.name == "smooth_integrated" else None,
+        nintegration=options.get("nintegration"),
         seconds=time.perf_counter() - started,
         seed=seed,
         stdev_spread=options.get("stdev_spread"),
