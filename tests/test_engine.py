@@ -282,3 +282,46 @@ def test_device_draws_are_fresh_per_sample_and_per_image():
     noise = 2 * (a.raw - x)
     assert noise[0].std() == pytest.approx(1.0, rel=0.15) and noise[1].std() == pytest.approx(1.0, rel=0.15)
     assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.2
+
+
+def test_auto_chunks_follow_what_the_backend_fits_after_the_first(torch_cnn, images, monkeypatch):
+    from salwidget.backends.torch_backend import TorchBackend
+
+    def fit(self, run, rows):
+        run()
+        return 3  # as if the measured memory allowed three passes per chunk
+
+    monkeypatch.setattr(TorchBackend, "fit_chunk", fit)
+    seen = []
+    handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        a = sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0)
+    finally:
+        handle.remove()
+    assert seen[1] == 54  # 160 passes at up to 64 per chunk, evenly: the size chosen before measuring
+    assert max(seen[2:]) <= 3 and sum(seen[1:]) == 160
+    np.testing.assert_allclose(a.raw, sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0,
+                                                    batch_size=7).raw, rtol=1e-5, atol=1e-12)
+
+
+def test_gpu_chunks_fill_half_the_free_memory(monkeypatch):
+    from salwidget.backends import torch_backend
+
+    backend = torch_backend.TorchBackend(make_torch_cnn())
+    backend._device = torch.device("cuda", 0)
+    fake = {"allocated": 1_000, "peak": 1_000}
+
+    def run():
+        fake["peak"] = 1_000 + 8 * 50_000_000  # 50 MB per pass for a chunk of 8
+
+    for name, value in {
+        "synchronize": lambda device=None: None,
+        "memory_allocated": lambda device=None: fake["allocated"],
+        "reset_peak_memory_stats": lambda device=None: None,
+        "max_memory_allocated": lambda device=None: fake["peak"],
+        "mem_get_info": lambda device=None: (10_000_000_000, 80_000_000_000),
+        "memory_reserved": lambda device=None: 1_000 + 2_000_000_000,
+    }.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    # Half of (10 GB free + 2 GB cached by torch) at 50 MB per pass.
+    assert backend.fit_chunk(run, 8) == 120
