@@ -392,6 +392,7 @@ class TensorFlowBackend:
                 inputs = model.inputs
             except (AttributeError, ValueError) as exc:
                 raise _untappable(model, f"tap layer {layer!r}") from exc
+            inputs = inputs[0] if len(inputs) == 1 else inputs  # as _call passes them (no structure warning)
             self._tapped[key] = keras.Model(inputs, [inner, *outputs])
         return self._tapped[key]
 

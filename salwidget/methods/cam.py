@@ -51,13 +51,15 @@ so it must only move, select or reshape values.
 Multi-input models: the map is for input 0 (its spatial size; Score-CAM masks
 input 0 and passes the others unchanged).
 
-A map that is zero for every image (for instance the last block of a Vision
-Transformer whose head reads only the class token: the patch tokens there do
-not reach the score) raises :class:`~salwidget.errors.SaliencyError` naming an
-earlier layer whose map is not zero, rather than showing a blank map; the
-panel shows the message. When only some images' maps are zero (no positive
-evidence for their class at that layer) the maps are returned,
-``Attribution.extras['zero_maps']`` lists those images and a warning says so.
+Zero maps. When the score's gradient is zero at every position of the layer
+for every image (the last block of a Vision Transformer whose head reads only
+the class token: its patch tokens do not reach the score), a gradient CAM
+raises :class:`~salwidget.errors.SaliencyError` naming the nearest earlier
+layer whose map is not zero (a few one-image probes), rather than showing a
+blank map; the panel shows the message. A map that is zero because only
+negative evidence survives the ReLU (a class that is not in the picture) is a
+result: it is returned, ``Attribution.extras['zero_maps']`` lists those images
+and a warning says so.
 """
 
 from __future__ import annotations
@@ -170,9 +172,19 @@ def _layer_shapes(ctx: RunContext) -> list[tuple[str, tuple]]:
     return ctx.cache["layer_shapes"]
 
 
+def _is_sequence(ctx: RunContext, name: str) -> bool:
+    """Whether ``name`` is a torch ``nn.Sequential`` (a container whose output is its last child's)."""
+    if ctx.backend.framework != "torch":
+        return False
+    import torch
+
+    return isinstance(dict(ctx.backend.model.named_modules()).get(name), torch.nn.Sequential)
+
+
 @dataclass
 class CamState:
     maps: Any = None  # (B, h, w) device tensor, filled as chunks finish
+    reach: Any = None  # (B,) largest |gradient| on the folded feature map: 0 where the layer cannot reach the score
     done: int = 0
 
 
@@ -219,50 +231,49 @@ class ClassActivationMap(Method):
             yield Stage(ctx.batch, lambda start, stop: self._run_chunk(ctx, state, start, stop))
 
     def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
+        """(maps (n, h, w), largest |gradient| per image) at ``layer``."""
         activation, gradient, _ = ctx.backend.layer_gradients(points, ctx.row_targets(images), layer)
         a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
-        return ctx.ops.relu(self.combine(ctx.ops, a, g))
+        return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_max(ctx.ops.abs(g))
 
     def _run_chunk(self, ctx: RunContext, state: CamState, start: int, stop: int) -> None:
-        images = np.arange(start, stop)
-        maps = self._layer_map(ctx, [x[start:stop] for x in ctx.inputs], images, ctx.layer)
+        ops, images = ctx.ops, np.arange(start, stop)
+        maps, reach = self._layer_map(ctx, [x[start:stop] for x in ctx.inputs], images, ctx.layer)
         if state.maps is None:
-            state.maps = ctx.ops.zeros((ctx.batch, *tuple(maps.shape[1:])))
-        state.maps = ctx.ops.put(state.maps, images, maps)
+            state.maps, state.reach = ops.zeros((ctx.batch, *tuple(maps.shape[1:]))), ops.zeros((ctx.batch,))
+        state.maps = ops.put(state.maps, images, maps)
+        state.reach = ops.put(state.reach, images, reach)
         state.done += stop - start
 
     def preview(self, ctx: RunContext, state: CamState) -> MethodOutput:
         return MethodOutput(state.maps, 0)
 
     def finish(self, ctx: RunContext, state: CamState) -> MethodOutput:
+        if not (ctx.ops.numpy(state.reach) > 0).any():
+            raise SaliencyError(self._unreachable_message(ctx))
         return self._checked(ctx, state.maps)
 
-    # --- the zero-map check ------------------------------------------------------------
+    # --- zero maps -----------------------------------------------------------------------
     def _checked(self, ctx: RunContext, maps) -> MethodOutput:
-        peaks = ctx.ops.numpy(ctx.ops.row_max(maps))
-        zero = np.nonzero(~(peaks > 0))[0]
-        if len(zero) == len(peaks):
-            raise SaliencyError(self._zero_message(ctx))
+        """The maps, with ``extras['zero_maps']`` and a warning for images whose map is zero."""
+        zero = np.nonzero(~(ctx.ops.numpy(ctx.ops.row_max(maps)) > 0))[0]
         extras = {}
         if len(zero):
             extras["zero_maps"] = zero.tolist()
             warnings.warn(
                 f"{self.label} at layer {ctx.layer!r} is zero for image(s) {zero.tolist()}: no positive evidence "
-                "for their class at that layer.", stacklevel=2,
+                "for their class at that layer (the class may not be in the picture).", stacklevel=3,
             )
         return MethodOutput(maps, 0, extras)
 
-    def _zero_message(self, ctx: RunContext) -> str:
-        layer = ctx.layer
+    def _unreachable_message(self, ctx: RunContext) -> str:
         suggestion = self._earlier_layer(ctx)
-        if suggestion is not None:
-            advice = f"Try layer={suggestion!r}: its {self.label} map is not zero."
-        else:
-            advice = "Try an earlier layer (layer=...)."
+        advice = (f"Try layer={suggestion!r}: its {self.label} map is not zero." if suggestion is not None
+                  else "Try an earlier layer (layer=...).")
         return (
-            f"{self.label} at layer {layer!r} is zero for every image: the target score's gradient there is zero "
-            "or only negative evidence survives the ReLU. In a Vision Transformer whose head reads only the class "
-            f"token, the last block's patch tokens do not reach the score. {advice}"
+            f"{self.label} at layer {ctx.layer!r} is zero for every image: the target score does not depend on "
+            "any position of that layer's map (its gradient there is zero). In a Vision Transformer whose head "
+            f"reads only the class token, the last block's patch tokens do not reach the score. {advice}"
         )
 
     def _earlier_layer(self, ctx: RunContext) -> str | None:
@@ -270,7 +281,9 @@ class ClassActivationMap(Method):
 
         Walking back in call order, a layer that fails rules out its own
         sublayers, so the suggestion is a sibling (the previous block) before
-        it is a piece of one.
+        it is a piece of one. A torch ``Sequential`` is skipped, not probed:
+        its output is its last child's, and ruling out all its children would
+        skip every block of a transformer's ``blocks``.
         """
         try:
             shapes = _layer_shapes(ctx)
@@ -288,9 +301,11 @@ class ClassActivationMap(Method):
             seen.add(name)
             if len(shape) == 4 and not spatial_layers([(name, shape)], _channels_last_layers(ctx)):
                 continue
+            if _is_sequence(ctx, name):
+                continue
             tried += 1
             try:
-                maps = self._probe(ctx, name)
+                maps, _ = self._probe(ctx, name)
             except SaliencyError:
                 maps = None
             if maps is not None and float(ctx.ops.numpy(ctx.ops.row_max(maps))[0]) > 0:
@@ -301,7 +316,7 @@ class ClassActivationMap(Method):
         return None
 
     def _probe(self, ctx: RunContext, layer: str):
-        """The map of image 0 at ``layer`` (one forward+backward pass)."""
+        """The map of image 0 at ``layer`` and its gradient's reach (one forward+backward pass)."""
         return self._layer_map(ctx, [x[:1] for x in ctx.inputs], np.zeros(1, np.int64), layer)
 
 
@@ -360,7 +375,7 @@ class ScoreCAM(ClassActivationMap):
                "(Wang et al. 2020); one forward pass per channel, no gradients.")
 
     def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
-        # The zero-map suggestion probes with Grad-CAM's gradient weights: one pass instead of one per channel.
+        # A probe for another layer uses Grad-CAM's gradient weights: one pass instead of one per channel.
         return GRADCAM._layer_map(ctx, points, images, layer)
 
     def start(self, ctx: RunContext, resume: Any = None) -> ScoreState:
