@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from contextlib import contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +26,7 @@ from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
+_CPU_CHUNK_SECONDS = 0.04
 _LAYOUT_HINT = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
 
 
@@ -377,11 +379,21 @@ class TorchBackend:
         return (id(model), hash(tuple((id(t), t._version, t.data_ptr(), str(t.dtype), str(t.device)) for t in tensors)))
 
     def fit_chunk(self, run, rows: int) -> int | None:
-        """Run a first chunk; on CUDA, measure its peak memory and return the
-        passes per chunk that fill half of the free memory (None elsewhere)."""
+        """Run a first chunk and size the next ones from it.
+
+        On CUDA: the passes per chunk that fill half of the free memory, from
+        the chunk's measured peak. On a CPU: a model so cheap that a chunk takes
+        under ~40 ms spends much of it on per-call overhead, so chunks grow (up
+        to 4x) towards 40 ms; slower models keep their size (bigger chunks lose
+        cache locality). None keeps the size."""
         if self._device.type != "cuda":
+            started = time.perf_counter()
             run()
-            return None
+            if self._device.type != "cpu":
+                return None
+            per_pass = max(time.perf_counter() - started, 1e-6) / rows
+            grown = int(min(4 * rows, _CPU_CHUNK_SECONDS / per_pass))
+            return grown if grown > rows else None
         device = self._device
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
