@@ -14,6 +14,8 @@ python -m pip install -q "torch==2.13.0"
 if [ "$job" = "test" ]; then
     python -m pip install -q "tensorflow-cpu>=2.15"
     python -m pip install -q -e ".[test]"
+    # pytorch-grad-cam (a test reference) without torchvision, which does not load with this torch build.
+    python -m pip install -q --no-deps "grad-cam==1.5.7"
     if ! command -v chromium >/dev/null 2>&1; then
         if [ "$(id -u)" = 0 ]; then
             apt-get update -qq && apt-get install -y -qq chromium >/dev/null
