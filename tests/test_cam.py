@@ -328,6 +328,18 @@ def test_auto_layer_is_torchcams_candidate_on_the_test_cnn_and_efficientnet(torc
     close(a.raw, torchcam_reference(torchcam.methods.GradCAM, model, a.layer, x, a.target))
 
 
+def test_auto_layer_is_found_once_per_model_and_input_shape(images, monkeypatch):
+    from salwidget.backends.torch_backend import TorchBackend
+
+    calls = []
+    original = TorchBackend.layer_shapes
+    monkeypatch.setattr(TorchBackend, "layer_shapes", lambda self, points: calls.append(1) or original(self, points))
+    first, second = make_torch_cnn(), make_torch_cnn()
+    for model, x in [(first, images), (first, images[:2]), (first, images[..., :12]), (second, images)]:
+        assert sw.attribute(model, x, "layercam").layer == "3"
+    assert len(calls) == 3  # the second call on the first model remembers its layer
+
+
 def test_layer_may_be_a_module_and_an_unknown_name_lists_the_closest(images):
     model = torch.nn.Sequential(OrderedDict(
         conv1=torch.nn.Conv2d(3, 4, 3), act1=torch.nn.ReLU(), conv2=torch.nn.Conv2d(4, 4, 3),

@@ -35,8 +35,9 @@ scorecam   ``ReLU(sum_k w_k A_k)``, ``w = softmax_k(s_k)``, ``s_k`` the target's
 The layer: ``layer=None`` takes the last layer (in call order) whose output is
 a spatial feature map, (B, C, h, w) in torch or (B, h, w, C) in Keras, with
 more than one position: found with one forward pass of one image, as torchcam's
-``locate_candidate_layer``. Otherwise a ``named_modules`` name, a Keras layer
-name, or the module/layer object.
+``locate_candidate_layer`` (and remembered per model and input shape).
+Otherwise a ``named_modules`` name, a Keras layer name, or the module/layer
+object.
 
 Token layers (Vision Transformers): an output (B, N, C) loses its leading
 class/prefix tokens (``prefix_tokens``; by default the fewest of 0, 1 or 2 that
@@ -66,6 +67,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -172,6 +174,39 @@ def _layer_shapes(ctx: RunContext) -> list[tuple[str, tuple]]:
     return ctx.cache["layer_shapes"]
 
 
+class _AutoLayerMemo:
+    """The automatic layer per model and input shapes, so a panel's recomputations skip the probing pass.
+
+    Held by the model's id with a weak reference to check it is the same
+    model; an entry whose layer name is gone is not used.
+    """
+
+    def __init__(self, size: int = 16):
+        self._entries: dict[int, tuple[Any, dict]] = {}
+        self._size = size
+
+    def get(self, model: Any, shapes: tuple) -> str | None:
+        entry = self._entries.get(id(model))
+        if entry is None or entry[0]() is not model:
+            return None
+        return entry[1].get(shapes)
+
+    def put(self, model: Any, shapes: tuple, name: str) -> None:
+        try:
+            ref = weakref.ref(model)
+        except TypeError:
+            return
+        entry = self._entries.get(id(model))
+        if entry is None or entry[0]() is not model:
+            if len(self._entries) >= self._size:
+                self._entries.pop(next(iter(self._entries)))
+            entry = self._entries[id(model)] = (ref, {})
+        entry[1][shapes] = name
+
+
+_AUTO_LAYERS = _AutoLayerMemo()
+
+
 def _is_sequence(ctx: RunContext, name: str) -> bool:
     """Whether ``name`` is a torch ``nn.Sequential`` (a container whose output is its last child's)."""
     if ctx.backend.framework != "torch":
@@ -204,6 +239,10 @@ class ClassActivationMap(Method):
             )
         if layer is not None:
             return ctx.backend.layer_name(layer)
+        shapes = tuple(x.shape[1:] for x in ctx.host_inputs)
+        remembered = _AUTO_LAYERS.get(ctx.backend.model, shapes)
+        if remembered is not None and remembered in ctx.backend.layer_names():
+            return remembered
         last = _channels_last_layers(ctx)
         candidates = spatial_layers(_layer_shapes(ctx), last)
         if not candidates:
@@ -212,6 +251,7 @@ class ClassActivationMap(Method):
                 f"so {self.label} cannot pick one. Pass layer= (a transformer's token layer is folded into a grid; "
                 "see reshape= for other layouts)."
             )
+        _AUTO_LAYERS.put(ctx.backend.model, shapes, candidates[-1])
         return candidates[-1]
 
     # --- what each CAM defines ---------------------------------------------------
