@@ -10,6 +10,7 @@ and weights: the user's model is not changed.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Sequence
 
@@ -251,7 +252,7 @@ class TensorFlowBackend:
         self.ops = TFOps()
         self._functions: dict[tuple, Any] = {}
         self._tapped: dict[str, Any] = {}
-        self._active = None
+        self._local = threading.local()
 
     @contextmanager
     def session(self, *, randomize: Sequence[str] = (), seed: int = 0, variant: Any = None):
@@ -259,16 +260,17 @@ class TensorFlowBackend:
         ``randomize`` are freshly initialised; ``variant`` (see
         :class:`~salwidget.backends.base.ModelVariant`) on the model its
         ``keras(model)`` builds. The user's model is not touched."""
-        previous = self._active
-        self._active = self.model
+        previous = getattr(self._local, "model", None)
+        working = self.model
         if randomize:
-            self._active = _randomized_clone(self.model, randomize, seed)
+            working = _randomized_clone(working, randomize, seed)
         if variant is not None:
-            self._active = variant.keras(self._active)
+            working = variant.keras(working)
+        self._local.model = working  # per thread: the panel's worker never changes what another thread runs
         try:
             yield
         finally:
-            self._active = previous
+            self._local.model = previous
 
     def identity(self) -> tuple:
         """The model and a digest of its weights (TensorFlow has no write counter)."""
@@ -299,6 +301,12 @@ class TensorFlowBackend:
             raise
         except Exception as exc:
             raise model_call_error(exc, [tuple(t.shape) for t in tensors], _LAYOUT_HINT) from exc
+
+    @property
+    def _active(self):
+        """The model this thread's session runs (the user's, a clone or a variant)."""
+        active = getattr(self._local, "model", None)
+        return self.model if active is None else active
 
     def _function(self, key: tuple, build):
         """The traced step for ``key`` and the model in use (traced once, reused across calls)."""
