@@ -29,7 +29,7 @@ CELLS = [
     new_code_cell(
         "# NBVAL_CHECK_OUTPUT\n"
         "for method, a in results.items():\n"
-        "    print(f\"{a.label:12s} layer {str(a.layer):10s} raw {str(a.raw.shape):18s} \"\n"
+        "    print(f\"{a.label:20s} layer {str(a.layer):10s} raw {str(a.raw.shape):18s} \"\n"
         "          f\"targets {[class_names[t] for t in a.target]}\")"
     ),
     new_markdown_cell(
@@ -91,7 +91,11 @@ CELLS = [
         "## Keras\n\n"
         "The same calls on the Keras digits model (a Sequential model: a layer's output is read through a "
         "sub-model over the same layers). Its 32 channels make Score-CAM cheap here: 32 forward passes per "
-        "digit. On EfficientNet's last feature map (1,280 channels) it is 1,280 passes per picture."
+        "digit. On EfficientNet's last feature map (1,280 channels) it is 1,280 passes per picture.\n\n"
+        "This model flattens its last feature map into a dense layer instead of averaging it, so Grad-CAM's "
+        "spatially averaged gradients can cancel: three of the six Grad-CAM maps have no positive part. Such "
+        "maps are results, not errors: `Attribution.extras['zero_maps']` lists them (and a warning says so). "
+        "Grad-CAM++, LayerCAM and Score-CAM keep the positive evidence per position or per channel."
     ),
     new_code_cell(
         "# NBVAL_IGNORE_OUTPUT\n"
@@ -104,12 +108,16 @@ CELLS = [
     ),
     new_code_cell(
         "# NBVAL_CHECK_OUTPUT\n"
+        "import warnings\n\n"
         "digit_methods = {\"gradcam\": {}, \"gradcampp\": {}, \"layercam\": {}, \"scorecam\": {},\n"
         "                 \"smoothgrad\": dict(nsamples=16), \"integrated\": dict(nsamples=32, baseline=0.0)}\n"
-        "digit_results = {method: sw.attribute(digits_model, digits, method, target=y_test[:6], seed=0, **options)\n"
-        "                 for method, options in digit_methods.items()}\n"
+        "with warnings.catch_warnings():  # zero maps are listed below instead\n"
+        "    warnings.simplefilter(\"ignore\")\n"
+        "    digit_results = {method: sw.attribute(digits_model, digits, method, target=y_test[:6], seed=0, **options)\n"
+        "                     for method, options in digit_methods.items()}\n"
         "for method, a in digit_results.items():\n"
-        "    print(f\"{a.label:12s} layer {str(a.layer):14s} raw {str(a.raw.shape):16s} passes {a.passes_total}\")"
+        "    print(f\"{a.label:20s} layer {str(a.layer):14s} raw {str(a.raw.shape):16s} passes {a.passes_total:3d}  \"\n"
+        "          f\"zero maps {a.extras.get('zero_maps', [])}\")"
     ),
     new_code_cell(
         "fig, axes = plt.subplots(len(digits), 1 + len(digit_results), figsize=(1.6 * (1 + len(digit_results)), 9.5))\n"

@@ -1,0 +1,191 @@
+"""Grad-CAM and Score-CAM: salwidget against pytorch-grad-cam and torchcam on EfficientNet-Lite0 (224 x 224).
+
+    python benchmarks/cam.py                          # the defaults below: about 5 minutes on 2 CPU cores
+    python benchmarks/cam.py --rounds 5 --images 8 --score-rounds 2
+
+Every comparison alternates its contenders round by round in one process and
+reports medians; ratios are contender time / salwidget time (> 1: salwidget is
+faster). Each library gets its own copy of the model (their hooks stay on
+their copy) and is called as its documentation shows, extractor made per call.
+All explain the same class at the same layer (the one salwidget picks, which
+is also torchcam's locate_candidate_layer). pytorch-grad-cam's and torchcam's
+time includes their normalise-and-resize; salwidget's includes its clean
+forward pass (targets) that the others skip when given targets.
+
+Score-CAM's peak memory is measured in a fresh process per row (VmHWM above
+the loaded model), at a 320-channel layer so each row takes seconds:
+salwidget's masked inputs exist a chunk at a time; pytorch-grad-cam builds
+all of them at once.
+
+Needs torchcam and grad-cam (pip install torchcam; pip install --no-deps grad-cam
+ttach opencv-python-headless). pytorch-grad-cam imports a few torchvision names;
+where torchvision does not load they are stubbed (nothing stubbed is called).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import types
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM draws progress bars
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from run import alternate, machine, table  # noqa: E402,I001 (same folder)
+import salwidget as sw  # noqa: E402
+from salwidget import models  # noqa: E402
+
+
+def import_grad_cam():
+    """pytorch_grad_cam, with the torchvision names it imports stubbed if torchvision does not load."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        tv = types.ModuleType("torchvision")
+        transforms = types.ModuleType("torchvision.transforms")
+        functional = types.ModuleType("torchvision.transforms.functional")
+        for name in ("Compose", "Normalize", "ToTensor"):
+            setattr(transforms, name, type(name, (), {}))
+        functional.resize = None
+        tv.transforms, transforms.functional = transforms, functional
+        sys.modules.update({"torchvision": tv, "torchvision.transforms": transforms,
+                            "torchvision.transforms.functional": functional})
+    import pytorch_grad_cam
+
+    return pytorch_grad_cam
+
+
+# ----------------------------------------------------------------- contenders
+def salwidget_run(model, x, method, targets, layer=None, batch_size="auto"):
+    def run():
+        return sw.attribute(model, x, method, target=targets, layer=layer, batch_size=batch_size).raw
+
+    return run
+
+
+def grad_cam_run(model, x, cls, targets, layer, batch_size=None):
+    lib = import_grad_cam()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    own = copy.deepcopy(model)
+    module = dict(own.named_modules())[layer]
+    tensor = torch.from_numpy(x)
+
+    def run():
+        with getattr(lib, cls)(model=own, target_layers=[module]) as cam:
+            if batch_size is not None:
+                cam.batch_size = batch_size
+            return cam(input_tensor=tensor, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+    return run
+
+
+def torchcam_run(model, x, cls, targets, layer, batch_size=None):
+    import torchcam.methods
+
+    own = copy.deepcopy(model)
+    tensor = torch.from_numpy(x)
+    extra = {} if batch_size is None else {"batch_size": batch_size}
+
+    def run():
+        with getattr(torchcam.methods, cls)(own, target_layer=layer, input_shape=tuple(x.shape[1:]), **extra) as cam:
+            if cls == "ScoreCAM":
+                with torch.no_grad():
+                    own(tensor)
+                return cam(class_idx=[int(t) for t in targets])
+            return cam(class_idx=[int(t) for t in targets], scores=own(tensor))
+
+    return run
+
+
+def compare(title, contenders: dict, rounds: int, warmup: bool, per: int) -> None:
+    medians = alternate(contenders, rounds, warmup=warmup)
+    ours = medians["salwidget"]
+    rows = [(name, f"{seconds:.2f}", f"{seconds / per:.3f}", f"{seconds / ours:.2f}") for name, seconds in medians.items()]
+    table(f"{title} (median of {rounds})", rows, ("contender", "seconds", "per image", "ratio to salwidget"))
+
+
+# ---------------------------------------------------------------- memory
+MEMORY_SNIPPET = r"""
+import os, sys
+os.environ["TQDM_DISABLE"] = "1"
+sys.path.insert(0, sys.argv[5])
+import numpy as np, torch
+from salwidget import models
+import cam as bench
+
+def status(key):  # MB from /proc: VmHWM is this process's own peak
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+tool, layer, chunk, target = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model, _ = models.efficientnet_lite0()
+x = models.sample_images(["chelsea"]).transpose(0, 3, 1, 2).copy()
+if tool == "salwidget":
+    run = bench.salwidget_run(model, x, "scorecam", [target], layer, batch_size=chunk)
+elif tool == "pytorch-grad-cam":
+    run = bench.grad_cam_run(model, x, "ScoreCAM", [target], layer, batch_size=chunk)
+else:
+    run = bench.torchcam_run(model, x, "ScoreCAM", [target], layer, batch_size=chunk)
+base = status("VmRSS")
+run()
+print(status("VmHWM") - base)
+"""
+
+
+def memory(layer: str, target: int) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    rows = []
+    # salwidget's batch_size counts gradient passes; forward-only masked passes run three times as many per chunk.
+    for tool, chunk, masked in [("salwidget", 8, 24), ("salwidget", 32, 96), ("pytorch-grad-cam", 16, 16),
+                                ("torchcam", 32, 32)]:
+        out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, tool, layer, str(chunk), str(target), here],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append((tool, masked, f"{float(out.split()[-1]):.0f}"))
+    table(f"Score-CAM peak memory above the loaded model, 1 image, layer {layer} (MB)", rows,
+          ("tool", "masked inputs per forward call", "MB"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="Grad-CAM rounds")
+    parser.add_argument("--images", type=int, default=4, help="Grad-CAM images")
+    parser.add_argument("--score-rounds", type=int, default=1)
+    parser.add_argument("--score-images", type=int, default=1)
+    parser.add_argument("--memory-layer", default="net._blocks.15")
+    parser.add_argument("--skip", nargs="*", default=(), choices=("gradcam", "scorecam", "memory"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model, _ = models.efficientnet_lite0()
+    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "camera"]
+    x = models.sample_images((names * 4)[: max(args.images, args.score_images)]).transpose(0, 3, 1, 2).copy()
+    targets = sw.predict(model, x).argmax(1)
+    layer = sw.attribute(model, x[:1], "gradcam").layer
+    print(f"machine: {machine()}\nlayer: {layer} (torchcam's candidate too)")
+
+    if "gradcam" not in args.skip:
+        xs, ts = x[: args.images], targets[: args.images]
+        compare(f"Grad-CAM, {args.images} images", {
+            "salwidget": salwidget_run(model, xs, "gradcam", ts),
+            "pytorch-grad-cam": grad_cam_run(model, xs, "GradCAM", ts, layer),
+            "torchcam": torchcam_run(model, xs, "GradCAM", ts, layer),
+        }, args.rounds, warmup=True, per=args.images)
+    if "scorecam" not in args.skip:
+        xs, ts = x[: args.score_images], targets[: args.score_images]
+        compare(f"Score-CAM, {args.score_images} image(s), 1,280 channels: 1,280 masked passes per image", {
+            "salwidget": salwidget_run(model, xs, "scorecam", ts),
+            "pytorch-grad-cam (batch 16)": grad_cam_run(model, xs, "ScoreCAM", ts, layer),
+            "torchcam (batch 32)": torchcam_run(model, xs, "ScoreCAM", ts, layer),
+        }, args.score_rounds, warmup=False, per=args.score_images)
+    if "memory" not in args.skip:
+        memory(args.memory_layer, int(targets[0]))
+
+
+if __name__ == "__main__":
+    main()
