@@ -1,17 +1,19 @@
 """What the panel computes, without any widget: settings in, cached attributions out.
 
 The cache is keyed by what changes a raw map, as each method declares it
-(:meth:`~salwidget.methods.Method.key`), plus the target and the model's
-weights version: a look-only change (colour map, percentile, overlay) needs
-no model call, going back to an earlier setting is a lookup, raising the
-number of noise samples resumes from the largest cached run with fewer, and
-maps computed before the weights changed are not served after.
+(:meth:`~salwidget.methods.Method.key`), plus the target, the CAM layer and
+the model's weights version: a look-only change (colour map, percentile,
+overlay) needs no model call, going back to an earlier setting is a lookup,
+raising the number of noise samples resumes from the largest cached run with
+fewer, and maps computed before the weights changed are not served after.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -25,16 +27,15 @@ from .methods import get_method
 
 @dataclass(frozen=True)
 class Settings:
-    """What the panel asks for: methods, their options (shared by name), the target."""
+    """What the panel asks for: methods, each method's options, the target and the CAM layer."""
 
     methods: tuple[str, ...]
-    options: tuple = ()  # (name, value) pairs; each method takes the ones it declares
+    options: dict = field(default_factory=dict)  # {method: {option: value}}; missing options take defaults
     target: Any = "predicted"  # "predicted", an int, or a tuple of ints (one per image)
     layer: Any = None
 
-    @property
-    def option_dict(self) -> dict:
-        return dict(self.options)
+    def options_for(self, method: str) -> dict:
+        return dict(self.options.get(method, {}))
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -59,7 +60,7 @@ class Explorer:
 
     Parameters
     ----------
-    model, images, channels_last, output_index, rng
+    model, images, channels_last, output_index, rng, batch_size
         As for :func:`salwidget.attribute`.
     seed : int
         Fixed for every computation, so a setting always gives the same map.
@@ -80,25 +81,37 @@ class Explorer:
         self.cache_size = cache_size
         self.output_index = output_index
         self.rng = rng
+        self.seconds_per_pass: float | None = None  # measured by the last computation
+        self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
         self._cache: OrderedDict[tuple, Attribution] = OrderedDict()
+        self._layers: list[tuple[str, tuple]] | None = None
         self.refresh()
 
     def refresh(self) -> None:
         """Forget cached maps and re-read the model's predictions (after its weights changed)."""
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
+        started = time.perf_counter()
         self.scores = predict(self.model, self.images, channels_last=self.channels_last,
                               output_index=self.output_index, batch_size=self.batch_size)
+        if self.seconds_per_pass is None:  # a first guess: a gradient pass costs about three forward passes
+            self.seconds_per_pass = 3 * (time.perf_counter() - started) / len(self.images)
         self.probabilities = softmax(self.scores)
         self.predicted = self.scores.argmax(axis=1)
+        self.weights = self._backend.identity()
 
     @property
     def num_classes(self) -> int:
         return self.scores.shape[1]
 
+    def weights_changed(self) -> bool:
+        """Whether the model's weights changed since the predictions were read."""
+        return self._backend.identity() != self.weights
+
     def _key(self, method: str, settings: Settings) -> tuple[tuple, int | None]:
         """(key without the resumable count, that count) for ``method`` under ``settings``."""
         chosen = get_method(method)
-        options = chosen.resolve(settings.option_dict)
+        options = chosen.resolve(settings.options_for(method))
         target = tuple(settings.target) if isinstance(settings.target, (list, tuple, np.ndarray)) else settings.target
         count = options.get(chosen.resumable) if chosen.resumable else None
         layer = settings.layer if chosen.reads == "layer" else None
@@ -107,17 +120,42 @@ class Explorer:
     def cached(self, method: str, settings: Settings) -> Attribution | None:
         """The cached attribution for ``method`` under ``settings``, if any."""
         key = self._key(method, settings)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
         return hit
 
     def _resumable(self, method: str, settings: Settings) -> Attribution | None:
+        """The cached run with the most samples below the asked count (same everything else)."""
         base, count = self._key(method, settings)
         if count is None:
             return None
-        smaller = [(c, a) for (b, c), a in self._cache.items() if b == base and c is not None and c < count]
+        with self._lock:
+            smaller = [(c, a) for (b, c), a in self._cache.items() if b == base and c is not None and c < count]
         return max(smaller, key=lambda item: item[0])[1] if smaller else None
+
+    def resume_point(self, method: str, settings: Settings) -> int | None:
+        """The sample count a computation of ``method`` would resume from, or None."""
+        previous = self._resumable(method, settings)
+        return None if previous is None else self._key_count(previous)
+
+    @staticmethod
+    def _key_count(result: Attribution) -> int:
+        chosen = get_method(result.method)
+        return int(result.options.get(chosen.resumable, result.nsamples))
+
+    def passes_needed(self, method: str, settings: Settings) -> int:
+        """Passes through the model that computing ``method`` now would take (0 when cached)."""
+        if self.cached(method, settings) is not None:
+            return 0
+        chosen = get_method(method)
+        options = chosen.resolve(settings.options_for(method))
+        total = chosen.passes(options, len(self.images))
+        start = self.resume_point(method, settings)
+        if start is not None:
+            total -= chosen.passes({**options, chosen.resumable: start}, len(self.images))
+        return max(int(total), 0)
 
     def compute(self, method: str, settings: Settings, progress: Callable | None = None,
                 cancel: Callable[[], bool] | None = None) -> Attribution:
@@ -132,9 +170,26 @@ class Explorer:
             target=list(target) if isinstance(target, (tuple, list)) else target,
             batch_size=self.batch_size, seed=self.seed, channels_last=self.channels_last,
             output_index=self.output_index, progress=progress, cancel=cancel, rng=self.rng,
-            resume_from=self._resumable(method, settings), **extra, **settings.option_dict,
+            resume_from=self._resumable(method, settings), **extra, **settings.options_for(method),
         )
-        self._cache[self._key(method, settings)] = result
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        if result.passes_done:
+            self.seconds_per_pass = result.seconds / result.passes_done
+        with self._lock:
+            self._cache[self._key(method, settings)] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return result
+
+    def spatial_layers(self) -> list[tuple[str, tuple]]:
+        """(name, output shape) of the layers whose output is a feature map with more than one position.
+
+        The candidates for a CAM's layer, in call order (one forward pass of one image).
+        """
+        if self._layers is None:
+            backend = self._backend
+            with backend.session():
+                shapes = backend.layer_shapes([backend.ops.asarray(self.images[:1])])
+            spatial = (lambda s: s[1:3]) if backend.default_channels_last else (lambda s: s[2:4])
+            self._layers = [(name, shape) for name, shape in shapes
+                            if len(shape) == 4 and np.prod(spatial(shape)) > 1]
+        return list(self._layers)

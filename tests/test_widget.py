@@ -1,12 +1,14 @@
-"""The panel, driven headlessly through its traits and controls."""
+"""The panel, driven headlessly through its traits and controls (the small CNN of tests/helpers.py)."""
 
 from __future__ import annotations
 
 import io
+import time
 
 import ipywidgets
 import numpy as np
 import pytest
+import traitlets
 
 import salwidget as sw
 
@@ -30,14 +32,20 @@ class PassCounter:
         self.images += inputs[0].shape[0]
 
 
-@pytest.fixture
-def panel(images):
+def make_panel(images, **options):
     model = make_torch_cnn()
-    widget = sw.SaliencyWidget(model, images, class_names=[f"c{i}" for i in range(5)], labels=[0, 1, 2, 3],
-                               methods=("vanilla", "smoothgrad"), nsamples=8, nintegration=4)
+    settings = dict(class_names=[f"c{i}" for i in range(5)], labels=[0, 1, 2, 3],
+                    methods=("vanilla", "smoothgrad"), nsamples=8, nintegration=4)
+    widget = sw.SaliencyWidget(model, images, **{**settings, **options})
     assert widget.wait(60)
     widget.counter = PassCounter(model)
+    widget.model = model
     return widget
+
+
+@pytest.fixture
+def panel(images):
+    return make_panel(images)
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -46,14 +54,15 @@ def decode(png: bytes) -> np.ndarray:
     return imread(io.BytesIO(png), format="png")
 
 
-def test_first_render_has_masks_png_and_status(panel, images):
+def test_first_render_has_masks_png_and_status(panel):
     assert set(panel.masks) == {"vanilla", "smoothgrad"}
     assert panel.masks["smoothgrad"].shape == (4, 16, 16)
     assert panel.results["smoothgrad"].nsamples == 8
     picture = decode(panel.to_png())
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0.05
     assert bytes(panel._image.value) == panel.to_png()
-    assert panel.status.startswith("done: vanilla, smoothgrad") and panel.error == ""
+    assert panel.status.startswith("Done in") and "Gradient, SmoothGrad (n=8)" in panel.status
+    assert panel.error == ""
 
 
 def test_masks_match_the_core(panel, images):
@@ -68,8 +77,8 @@ def test_look_only_change_makes_no_model_call_but_changes_the_png(panel):
     panel.overlay_alpha = 0.9
     panel.wait(10)
     assert panel.counter.images == 0
-    assert panel.to_png() != before
-    assert panel._cmap.value == "viridis"  # trait mirrored to the control
+    assert panel.to_png() != before and bytes(panel._image.value) == panel.to_png()
+    assert panel._look["cmap"].value == "viridis"  # trait mirrored to the control
 
 
 def test_adding_a_method_from_its_button_computes_only_that_method(panel):
@@ -81,21 +90,57 @@ def test_adding_a_method_from_its_button_computes_only_that_method(panel):
 
 
 def test_raising_samples_reuses_the_earlier_ones(panel):
-    panel._nsamples.value = 16  # the slider, as a user would
+    panel._option_controls[("smoothgrad", "nsamples")].value = 16  # the slider, as a user would
     panel.wait(60)
-    assert panel.nsamples == 16
+    assert panel.nsamples == 16 and panel.options["smoothgrad"]["nsamples"] == 16
     assert panel.counter.images == 4 + 4 * 8  # only the 8 new samples per image
-    fresh = sw.attribute(make_torch_cnn(), panel._explorer.images, "smoothgrad", nsamples=16, seed=0)
+    assert "resumed from n=8" in panel.status
+    fresh = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=16, seed=0)
     np.testing.assert_allclose(panel.results["smoothgrad"].raw, fresh.raw, rtol=1e-5, atol=1e-9)
 
 
-def test_going_back_to_an_earlier_setting_is_a_cache_hit(panel):
+def test_resume_starts_from_the_largest_cached_run(panel):
+    panel.nsamples = 12  # cached runs with 8 and 12 samples now
+    panel.wait(60)
+    panel.counter.images = 0
+    panel.nsamples = 14
+    panel.wait(60)
+    assert "resumed from n=12" in panel.status
+    assert panel.counter.images == 4 + 4 * 2  # 2 new samples from the 12-sample run, not 6 from the 8
+    fresh = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=14, seed=0)
+    np.testing.assert_allclose(panel.results["smoothgrad"].raw, fresh.raw, rtol=1e-5, atol=1e-9)
+
+
+def test_going_back_to_an_earlier_setting_is_a_cache_hit_and_says_so(panel):
     panel.nsamples = 12
     panel.wait(60)
     calls = panel.counter.images
     panel.nsamples = 8
     panel.wait(60)
     assert panel.counter.images == calls
+    assert panel.status == "Done: Gradient, SmoothGrad (n=8), all from the cache."
+
+
+def test_a_fast_computation_is_not_called_cached(panel, monkeypatch):
+    # The old status said "(cached)" whenever a run took under 0.05 s. Freeze the clock: 0 s runs.
+    monkeypatch.setattr(time, "perf_counter", lambda: 1000.0)
+    panel.target = 3
+    panel.wait(60)
+    assert panel.counter.images > 0  # really computed
+    assert "cache" not in panel.status and "cached" not in panel.status
+
+
+@pytest.mark.parametrize("name, value", [("stdev_spread", 0.3), ("baseline", 0.0)])
+def test_changing_an_option_that_shapes_the_map_recomputes_it(images, name, value):
+    method = "smoothgrad" if name == "stdev_spread" else "integrated"
+    panel = make_panel(images, methods=(method,))
+    before = panel.masks[method]
+    setattr(panel, name, value)
+    panel.wait(60)
+    assert panel.counter.images > 0
+    expected = sw.attribute(make_torch_cnn(), images, method, seed=0, nsamples=8, nintegration=4, **{name: value})
+    np.testing.assert_allclose(panel.masks[method], expected.grayscale(), atol=1e-6)
+    assert not np.allclose(panel.masks[method], before)
 
 
 def test_burst_of_changes_settles_on_the_last(panel):
@@ -107,6 +152,21 @@ def test_burst_of_changes_settles_on_the_last(panel):
     assert panel.results["smoothgrad"].stdev_spread == pytest.approx(0.3)
     # Stale work was dropped: far fewer passes than the 21 requests would need.
     assert panel.counter.images < 4 * sum(range(9, 30)) / 3
+    expected = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=29, stdev_spread=0.3, seed=0)
+    np.testing.assert_allclose(panel.masks["smoothgrad"], expected.grayscale(), atol=1e-6)
+
+
+def test_a_superseded_computation_stops_at_its_next_chunk(images, monkeypatch):
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=4)
+    panel.wait(60)
+    counter = PassCounter(model)
+    panel.nsamples = 400  # 1,600 passes in chunks of 4
+    time.sleep(0.5)
+    panel.nsamples = 3
+    panel.wait(60)
+    assert counter.images < 800  # the 400-sample run was cancelled early, not finished
+    assert panel.results["smoothgrad"].nsamples == 3
 
 
 def test_target_from_the_dropdown_changes_titles_and_maps(panel):
@@ -120,25 +180,25 @@ def test_target_from_the_dropdown_changes_titles_and_maps(panel):
     np.testing.assert_array_equal(panel.results["vanilla"].target, [other] * 4)
     assert not np.allclose(panel.masks["vanilla"], before)
     assert panel.to_png() != before_png
-    assert any("explains: c" in t for t in panel._row_titles(panel.results["vanilla"].target))
 
 
-def test_class_search_sets_the_target(panel):
-    panel._class_search.value = "c3"
+def test_error_shows_in_the_panel_with_its_traceback_and_clears_when_fixed(panel, caplog):
+    def broken(*args, **kwargs):
+        raise ValueError("the model broke")
+
+    explorer = panel._explorer()
+    explorer.compute = broken
+    panel.nsamples = 9
     panel.wait(60)
-    assert panel.target == 3
-    np.testing.assert_array_equal(panel.results["smoothgrad"].target, [3, 3, 3, 3])
-
-
-def test_error_shows_in_the_panel_and_clears_when_fixed(panel):
-    panel.target = 7
-    panel.wait(60)
-    assert "Target class 7 is out of range" in panel.error
-    assert "out of range" in panel._error.value and panel._error.layout.display == ""
-    panel.target = "predicted"
+    assert panel.error == "ValueError: the model broke"
+    assert "the model broke" in panel._error.value and panel._error.layout.display == ""
+    assert "Traceback" in panel.last_traceback and "in broken" in panel.last_traceback
+    assert any("in broken" in r.getMessage() for r in caplog.records if r.name == "salwidget")
+    del explorer.compute
+    panel.nsamples = 10
     panel.wait(60)
     assert panel.error == "" and panel._error.layout.display == "none"
-    assert panel.status.startswith("done")
+    assert panel.status.startswith("Done")
 
 
 def test_no_method_selected_is_an_error_not_a_crash(panel):
@@ -151,26 +211,18 @@ def test_no_method_selected_is_an_error_not_a_crash(panel):
 
 
 def test_progress_previews_arrive_before_the_full_count(images, monkeypatch):
-    import salwidget.widget as widget_module
+    import salwidget.panel.worker as worker
 
-    monkeypatch.setattr(widget_module, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(worker, "PREVIEW_INTERVAL_S", 0.0)
     model = make_torch_cnn()
     shown = []
     panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=40, batch_size=8)
     panel._image.observe(lambda change: shown.append(panel.status), names="value")
     panel.wait(60)
     previews = [s for s in shown if "passes" in s]
-    assert previews and previews[0].startswith("smoothgrad: 2 samples, 8/160 passes")
+    assert previews and previews[0].startswith("Computing SmoothGrad: 8/160 passes, n=2 so far")
     assert panel._progress.value == 100
-
-
-def test_png_snapshot_in_the_mime_bundle_decodes(panel):
-    import base64
-
-    bundle = panel._repr_mimebundle_()
-    assert "text/html" not in bundle
-    picture = decode(base64.b64decode(bundle["image/png"]))
-    assert picture.shape[:2] == decode(panel.to_png()).shape[:2]
+    assert not any("0 samples" in s or "n=0" in s for s in shown)
 
 
 def test_save_writes_the_png(panel, tmp_path):
@@ -189,9 +241,48 @@ def test_torch_and_keras_twins_give_the_same_masks(images):
         np.testing.assert_allclose(keras_panel.masks[method], torch_panel.masks[method], atol=2e-3)
 
 
-def test_one_target_per_image_from_python(panel):
-    panel.target = [4, 3, 2, 1]
+def test_output_index_picks_the_explained_output(images):
+    import torch
+
+    base = make_torch_cnn()
+
+    class LogitsAndFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = base
+
+        def forward(self, x):
+            return self.net(x), self.net[:4](x).mean(dim=(2, 3))  # (B, 5) logits, (B, 8) features
+
+    model = LogitsAndFeatures()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4, output_index=0,
+                              class_names=[f"c{i}" for i in range(5)])
+    assert panel.wait(60) and panel.error == ""
+    expected = sw.attribute(model, images, "smoothgrad", nsamples=4, seed=0, output_index=0)
+    np.testing.assert_allclose(panel.masks["smoothgrad"], expected.grayscale(), atol=1e-6)
+    assert panel._explorer().num_classes == 5
+    panel.target = 4
     panel.wait(60)
-    np.testing.assert_array_equal(panel.results["vanilla"].target, [4, 3, 2, 1])
-    assert panel._target.value == (4, 3, 2, 1)  # shown in the dropdown as its own entry
-    assert panel.error == ""
+    np.testing.assert_array_equal(panel.results["vanilla"].target, [4] * 4)
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        panel.target = 7  # 8 features, but the explained output has 5 classes
+
+
+def test_refresh_after_the_weights_change(panel, images):
+    import torch
+
+    with torch.no_grad():
+        panel.model[6].weight.mul_(-1)  # in place: the same tensors, new values
+        panel.model[6].bias.mul_(-1)
+    panel.target = 2
+    panel.wait(60)
+    assert "weights changed" in panel._notes.value
+    old_predicted = panel._explorer().predicted.copy()
+    panel.refresh()
+    panel.wait(60)
+    assert "weights changed" not in panel._notes.value
+    new_scores = sw.predict(panel.model, images)
+    np.testing.assert_array_equal(panel._explorer().predicted, new_scores.argmax(1))
+    assert not np.array_equal(old_predicted, new_scores.argmax(1))
+    expected = sw.attribute(panel.model, images, "smoothgrad", nsamples=8, seed=0, target=2)
+    np.testing.assert_allclose(panel.masks["smoothgrad"], expected.grayscale(), atol=1e-6)

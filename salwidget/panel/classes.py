@@ -1,0 +1,109 @@
+"""Class names for people: labels with indices, the class search, the grid's row titles."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class ClassNames:
+    """Names of the model's classes; an index stands in where no name is known.
+
+    Labels carry the index (``'crane (#134)'``) so that classes sharing a
+    name (ImageNet has two cranes) stay apart.
+    """
+
+    def __init__(self, names: Sequence[str] | None, num_classes: int):
+        self.names = [str(n) for n in names] if names is not None else None
+        self.num_classes = num_classes
+        counts = Counter(self.names or ())
+        self._duplicated = {n for n, c in counts.items() if c > 1}
+
+    def name(self, index: int) -> str:
+        if self.names is not None and 0 <= index < len(self.names):
+            return self.names[index]
+        return f"class {index}"
+
+    def label(self, index: int) -> str:
+        return f"{self.name(index)} (#{index})"
+
+    def suggestions(self) -> list[str]:
+        """What the search box suggests: each name, with its index where names repeat."""
+        if self.names is None:
+            return []
+        return [self.label(i) if n in self._duplicated else n for i, n in enumerate(self.names)]
+
+    def search(self, text: str) -> "Search":
+        """Classes matching ``text``: a suggestion or name in full, else every name containing it."""
+        text = text.strip()
+        if not text or self.names is None:
+            return Search(text, [], exact=False)
+        lowered = text.lower()
+        for i, suggestion in enumerate(self.suggestions()):
+            if suggestion.lower() == lowered or self.label(i).lower() == lowered:
+                return Search(text, [i], exact=True)
+        exact = [i for i, n in enumerate(self.names) if n.lower() == lowered]
+        if exact:
+            return Search(text, exact, exact=True)
+        return Search(text, [i for i, n in enumerate(self.names) if lowered in n.lower()], exact=False)
+
+    def target_label(self, target: Any) -> str:
+        """How the target dropdown names a target value."""
+        if target == "predicted":
+            return "Predicted class (per image)"
+        if isinstance(target, tuple):
+            return "per image: " + ", ".join(self.name(t) for t in target)
+        return self.label(int(target))
+
+
+@dataclass
+class Search:
+    text: str
+    matches: list[int]
+    exact: bool
+
+    def hint(self, classes: ClassNames) -> str:
+        """A line under the search box saying what happened."""
+        if not self.text:
+            return ""
+        if not self.matches:
+            return f"No class matches '{self.text}'."
+        if len(self.matches) == 1:
+            return f"Explaining {classes.label(self.matches[0])}."
+        shown = ", ".join(classes.label(i) for i in self.matches[:5]) + (", ..." if len(self.matches) > 5 else "")
+        if self.exact:
+            return f"{len(self.matches)} classes are called '{self.text}': {shown}. Pick one in the target list."
+        return f"{len(self.matches)} classes contain '{self.text}': {shown}. Type more, or pick one."
+
+
+def top_classes(probabilities: np.ndarray, k: int = 5) -> list[tuple[int, int, float]]:
+    """(class, image, probability) for each image's top ``k`` classes, each class once."""
+    seen, out = set(), []
+    for i, row in enumerate(probabilities):
+        for c in np.argsort(row)[::-1][:k]:
+            if int(c) not in seen:
+                seen.add(int(c))
+                out.append((int(c), i, float(row[c])))
+    return out
+
+
+def row_titles(classes: ClassNames, probabilities: np.ndarray, predicted: np.ndarray, target: np.ndarray | None,
+               labels: np.ndarray | None, first_index: int = 0) -> list[str]:
+    """Per image: its number, the true class, the prediction and, when different, the class explained."""
+    titles = []
+    single = probabilities.shape[1] == 1  # one logit: its sigmoid is the probability of class 0
+    for i, p in enumerate(predicted):
+        lines = [f"image {first_index + i + 1}"]
+        if labels is not None and labels[i] >= 0:
+            lines[0] += f", true: {classes.name(int(labels[i]))}"
+        if single:
+            lines.append(f"p({classes.name(0)}) = {probabilities[i, 0]:.2f} (sigmoid)")
+        else:
+            lines.append(f"pred: {classes.name(int(p))} ({probabilities[i, p]:.2f})")
+        if target is not None and int(target[i]) != int(p):
+            lines.append(f"explains: {classes.name(int(target[i]))} ({probabilities[i, target[i]]:.2f})")
+        titles.append("\n".join(lines))
+    return titles

@@ -1,0 +1,142 @@
+"""The panel's controls: standard ipywidgets, each with a tooltip, a CSS class and a usable width.
+
+Option controls are built from :class:`~salwidget.methods.Option` (kind,
+range, label, help), so a newly registered method brings its own controls.
+:func:`show_value` puts any accepted value on a control: a slider's range
+grows to hold it, a dropdown gains an entry for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..methods import Method, Option
+from .checks import VIEWS
+
+CMAPS = ("inferno", "magma", "viridis", "plasma", "cividis", "hot", "gray", "turbo", "jet")
+BASELINE_CHOICES = (("random uniform", "uniform"), ("black (0.0)", 0.0), ("blurred image", "blur"))
+SCALING_CHOICES = (("per image", "image"), ("per method, all images", "method"), ("shared by all maps", "shared"))
+SLIDER = dict(continuous_update=False, style={"description_width": "96px"})
+SLIDER_LAYOUT = dict(width="340px", min_width="260px")
+
+
+def wrap_row(children: list, **layout) -> widgets.HBox:
+    """A row that wraps onto more lines when the panel is narrow."""
+    return widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items="center", **layout))
+
+
+def named(control, name: str, tooltip: str):
+    """Give ``control`` its CSS class ``salwidget-<name>`` and a tooltip (never left unset: it shows as 'null')."""
+    control.add_class(f"salwidget-{name}")
+    control.tooltip = tooltip
+    return control
+
+
+def method_button(method: Method) -> widgets.ToggleButton:
+    tip = method.summary + (" Signed: positive and negative evidence." if method.signed else "")
+    if method.fails_sanity_check:
+        tip += " Fails the model-randomisation sanity check."
+    button = widgets.ToggleButton(description=method.label, layout=widgets.Layout(width="auto", min_width="110px"))
+    return named(button, f"method-{method.name}", tip)
+
+
+def option_control(method: Method, option: Option, value: Any):
+    """A control for one option of one method, showing ``value``."""
+    label = option.label or option.name
+    tip = option.help
+    if option.name == "baseline":
+        control = widgets.Dropdown(options=BASELINE_CHOICES, description=label, style=SLIDER["style"],
+                                   layout=widgets.Layout(width="280px"))
+    elif option.kind == "bool":
+        control = widgets.Checkbox(description=label, indent=False, layout=widgets.Layout(width="auto"))
+    elif option.kind == "choice":
+        control = widgets.Dropdown(options=list(option.choices), description=label, style=SLIDER["style"],
+                                   layout=widgets.Layout(width="280px"))
+    elif option.kind == "int":
+        low = int(option.minimum if option.minimum is not None else 0)
+        high = int(option.slider_max or option.maximum or max(4 * (option.default or 1), low + 10))
+        control = widgets.IntSlider(min=low, max=max(high, low + 1), step=int(option.step or 1), description=label,
+                                    layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER)
+    else:  # float
+        low = float(option.minimum if option.minimum is not None else 0.0)
+        high = float(option.slider_max or option.maximum or max(4 * (option.default or 1.0), low + 1.0))
+        step = float(option.step or (high - low) / 100)
+        control = widgets.FloatSlider(min=low, max=high, step=step, description=label, readout_format=".3g",
+                                      layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER)
+    show_value(control, value)
+    return named(control, f"option-{method.name}-{option.name}", tip)
+
+
+def show_value(control, value: Any) -> None:
+    """Show ``value`` on ``control``: extend a slider's range or add a dropdown entry when needed."""
+    if isinstance(control, (widgets.IntSlider, widgets.FloatSlider)):
+        with control.hold_trait_notifications():
+            if value > control.max:
+                control.max = value
+            if value < control.min:
+                control.min = value
+        control.value = value
+    elif isinstance(control, widgets.Dropdown):
+        if not any(same(value, v) for v in _option_values(control)):
+            control.options = list(_labelled(control.options)) + [(_label_for(value), value)]
+        control.value = next(v for v in _option_values(control) if same(value, v))
+    else:
+        control.value = value
+
+
+def _labelled(options) -> list:
+    return [o if isinstance(o, tuple) else (str(o), o) for o in options]
+
+
+def _option_values(control) -> list:
+    return [v for _, v in _labelled(control.options)]
+
+
+def set_choices(control: widgets.Dropdown, choices: list) -> None:
+    """Replace a dropdown's (label, value) choices, only when they differ (a change resets its value)."""
+    if _labelled(control.options) != list(choices):
+        value = control.value
+        control.options = choices
+        if any(same(value, v) for _, v in choices):
+            control.value = next(v for _, v in choices if same(value, v))
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, and not a word against a number ('uniform' is not 0.0)."""
+    return isinstance(a, str) == isinstance(b, str) and a == b
+
+
+def _label_for(value: Any) -> str:
+    return f"constant {value:g}" if isinstance(value, float) else str(value)
+
+
+def look_controls(cmap: str, percentile: float, alpha: float, cell_size: int) -> dict:
+    """The controls that change how maps look, never what is computed."""
+    return {
+        "cmap": named(widgets.Dropdown(options=list(CMAPS), description="colours", style=SLIDER["style"],
+                                       layout=widgets.Layout(width="240px")),
+                      "cmap", "Colour map of the magnitude maps (signed maps use a diverging map). No model call."),
+        "percentile": named(widgets.FloatSlider(min=90.0, max=100.0, step=0.1, description="clip at p",
+                                                layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
+                            "percentile", "Values above this percentile saturate the colour map. No model call."),
+        "scaling": named(widgets.Dropdown(options=SCALING_CHOICES, description="scale", style=SLIDER["style"],
+                                          layout=widgets.Layout(width="300px")),
+                         "scaling", "Which maps share one colour scale: each image alone, each method across its "
+                                    "images, or every map. No model call."),
+        "view": named(widgets.ToggleButtons(options=list(VIEWS), style={"button_width": "90px"},
+                                            tooltips=["Absolute values (|map|)",
+                                                      "Signed methods in a diverging colour map centred at 0"]),
+                      "view", "How signed methods (IG, Gradient x Input, ...) are shown. No model call."),
+        "overlay": named(widgets.Dropdown(description="overlay", style=SLIDER["style"],
+                                          layout=widgets.Layout(width="300px")),
+                         "overlay-method", "The method drawn over the image in the last column."),
+        "alpha": named(widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="opacity",
+                                           layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
+                       "overlay", "Opacity of the heatmap over the image. No model call."),
+        "cell_size": named(widgets.IntSlider(min=80, max=480, step=10, description="cell px",
+                                             layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
+                           "cell-size", "Size of each grid cell in pixels (the grid shrinks to the panel's width "
+                                        "down to 160 px per cell, then scrolls). No model call."),
+    }

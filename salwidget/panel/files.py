@@ -1,0 +1,64 @@
+"""Files in and out of the panel, without custom JavaScript.
+
+Downloads are ``<a download href="data:...">`` links in an HTML widget;
+uploads come from a ``FileUpload`` as bytes and are decoded with Pillow.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from ..attribution import Attribution
+
+RAW_LIMIT_BYTES = 32 * 2**20  # larger raw maps stay out of the .npz link (the grid's masks still go in)
+
+
+def maps_npz(results: dict[str, Attribution], masks: dict[str, np.ndarray], images: np.ndarray) -> tuple[bytes, bool]:
+    """(.npz bytes, whether the raw maps are in): per method ``raw_<m>``, ``mask_<m>``, ``target_<m>``."""
+    arrays: dict[str, Any] = {"images": images}
+    raw_bytes = sum(sum(np.asarray(r).nbytes for r in _raws(a)) for a in results.values())
+    with_raw = raw_bytes <= RAW_LIMIT_BYTES
+    for method, result in results.items():
+        if with_raw:
+            raws = _raws(result)
+            for i, raw in enumerate(raws):
+                arrays[f"raw_{method}" if len(raws) == 1 else f"raw_{method}_{i}"] = np.asarray(raw)
+        arrays[f"mask_{method}"] = masks[method]
+        arrays[f"target_{method}"] = np.asarray(result.target)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue(), with_raw
+
+
+def _raws(result: Attribution) -> tuple:
+    return result.raw if isinstance(result.raw, tuple) else (result.raw,)
+
+
+def download_links(png: bytes, npz: bytes | None, with_raw: bool = True) -> str:
+    """HTML with a link to the grid as PNG and one to the maps as .npz."""
+    links = [_link("saliency_grid.png", "image/png", png, "Grid (PNG)",
+                   "The grid as shown, as a PNG file.")]
+    if npz is not None:
+        what = "raw maps, shown masks and targets" if with_raw else "shown masks and targets (raw maps too large)"
+        links.append(_link("saliency_maps.npz", "application/octet-stream", npz, "Maps (.npz)",
+                           f"NumPy archive of the {what}, per method; load with numpy.load."))
+    return "<span class='salwidget-downloads'>Download: " + " &middot; ".join(links) + "</span>"
+
+
+def _link(name: str, mime: str, data: bytes, text: str, title: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return (f"<a download='{name}' href='data:{mime};base64,{encoded}' title='{html.escape(title)}' "
+            f"class='salwidget-download-{name.rsplit('.', 1)[1]}'>{text}</a>")
+
+
+def decode_picture(content: Any) -> np.ndarray:
+    """An uploaded file's bytes as an RGB picture (H, W, 3) uint8."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(content))) as picture:
+        return np.asarray(picture.convert("RGB"))

@@ -1,0 +1,906 @@
+"""``SaliencyWidget``: the Jupyter panel, a view over traits.
+
+Standard ipywidgets 8 only (no custom JavaScript), so it works wherever
+ipywidgets do: JupyterLab, Notebook 7, Voila, VS Code, Colab. Every control
+mirrors a trait; a value the panel cannot honour is refused at assignment
+with a ``TraitError`` (from Python) or shown in the panel (from a control),
+and nothing changes. Computing happens in one worker thread
+(:mod:`salwidget.panel.worker`); drawing in :mod:`salwidget.panel.view`.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any, Callable, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+
+from ..backends import get_backend
+from ..errors import SaliencyError
+from ..explorer import Explorer, Settings
+from ..inputs import prepare_inputs
+from ..methods import all_methods, get_method
+from ..visualize import to_display_image
+from . import checks, controls
+from .classes import ClassNames, row_titles, top_classes
+from .files import decode_picture, download_links, maps_npz
+from .method_options import CLASSIC_OPTIONS, broadcast, default_options, first_value, shown_options
+from .snapshot import Snapshot
+from .status import done_status, estimate_status, progress_status
+from .view import COMPUTING, DONE, FAILED, STOPPED, GridView, Look, Picture
+from .worker import Job, Worker, run_job
+
+DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
+COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
+LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
+MIN_CELL_PX = 160  # the grid shrinks with the panel's width down to this many pixels per cell, then scrolls
+GAP_WARNING = 0.1  # completeness gap, as a share of f(x) - f(baseline), above which the panel warns
+SANITY_NOTE = ("fails the model-randomisation sanity check (Adebayo et al. 2018): its map barely changes when "
+               "the model's weights are randomised, so it shows the image's edges more than the model's reasons.")
+
+
+def _classic_property(name: str) -> property:
+    def getter(self):
+        return first_value(self.options, name, self.methods)
+
+    def setter(self, value):
+        self.options = broadcast(self.options, name, value, self.methods)
+
+    return property(getter, setter, doc=f"``{name}`` of every method that has it (reads the first selected one's).")
+
+
+class SaliencyWidget(widgets.VBox):
+    """An interactive grid of saliency maps for a batch of images.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or Keras model
+    images : array or tensor
+        A model-ready batch, as :func:`salwidget.attribute` takes it.
+    class_names : sequence of str, optional
+        Names of the model's classes (titles, target list and class search).
+    labels : sequence of int, optional
+        True classes, shown in the titles.
+    methods : sequence of str
+        Methods shown side by side (any of ``salwidget.METHODS``).
+    display_images : array, optional
+        The same images as a person sees them (uint8 or [0, 1], RGB or grey,
+        channels last) when the model input is normalised. By default each
+        image is scaled to [0, 1] for display.
+    channels_last : bool, optional
+        Layout of ``images``.
+    seed : int, default 0
+        Seed of every noisy or random computation: a setting always gives
+        the same maps.
+    nsamples, nintegration, stdev_spread, magnitude, baseline : optional
+        Start values for every method that has that option.
+    options : dict, optional
+        Start values per method, ``{method: {option: value}}``.
+    target : 'predicted', int or sequence of int
+    preprocess : callable, optional
+        Turns an uploaded picture, an RGB ``uint8`` array (H, W, 3), into one
+        model-ready image shaped like ``images[0]`` (or a pair: that and the
+        picture to display). With it the panel shows an upload button.
+    page_size : int, default 6
+        Images per page; only the visible page is computed.
+    batch_size, output_index, rng
+        As for :func:`salwidget.attribute`.
+
+    Notes
+    -----
+    Every trait below is mirrored both ways with its control. ``nsamples``,
+    ``nintegration``, ``stdev_spread``, ``magnitude`` and ``baseline`` are
+    shortcuts into :attr:`options`: setting one sets it for every method
+    that has it.
+    """
+
+    methods = traitlets.Tuple(help="Methods shown side by side, in this order, e.g. ('vanilla', 'smoothgrad').")
+    options = traitlets.Dict(help="Each method's options, {method: {option: value}}; assigning a partial dict "
+                                  "updates only the entries given.")
+    target = traitlets.Any("predicted", help="'predicted', a class index, or one class index per image.")
+    layer = traitlets.Any(None, allow_none=True, help="The layer CAMs read: None picks it automatically.")
+    cmap = traitlets.Unicode("inferno", help="Matplotlib colour map of magnitude maps.")
+    percentile = traitlets.Float(99.0, help="Clip percentile: values above it saturate the colour map.")
+    scaling = traitlets.Unicode("image", help="One colour scale per 'image', per 'method' (all its images), "
+                                              "or 'shared' by every map.")
+    view = traitlets.Unicode("magnitude", help="'magnitude', or 'signed': signed methods in a diverging map.")
+    overlay_method = traitlets.Unicode(None, allow_none=True, help="The method drawn over the image, or None.")
+    overlay_alpha = traitlets.Float(0.5, help="Opacity of the heatmap over the image.")
+    cell_size = traitlets.Int(200, help="Pixels per grid cell.")
+    page = traitlets.Int(0, help="The page of images shown (0-based).")
+    page_size = traitlets.Int(6, help="Images per page.")
+    enlarged = traitlets.Any(None, allow_none=True, help="(image row, column) shown at full resolution, or None.")
+    confirm_seconds = traitlets.Float(20.0, help="Runs estimated to take longer wait for the Compute button "
+                                                 "(or wait()); float('inf') never asks.")
+    error = traitlets.Unicode("", help="The message shown in the panel, or '' when all is well.")
+    status = traitlets.Unicode("", help="The status line: what is computing, what was done, what it cost.")
+    last_traceback = traitlets.Unicode("", help="The full traceback of the last error (also logged).")
+
+    nsamples = _classic_property("nsamples")
+    nintegration = _classic_property("nintegration")
+    stdev_spread = _classic_property("stdev_spread")
+    magnitude = _classic_property("magnitude")
+    baseline = _classic_property("baseline")
+
+    def __init__(
+        self,
+        model: Any,
+        images: Any,
+        *,
+        class_names: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+        methods: Sequence[str] = DEFAULT_METHODS,
+        display_images: Any = None,
+        channels_last: bool | None = None,
+        seed: int = 0,
+        nsamples: int | None = 16,
+        nintegration: int | None = 16,
+        stdev_spread: float | None = None,
+        magnitude: bool | None = None,
+        baseline: Any = None,
+        options: dict | None = None,
+        target: Any = "predicted",
+        preprocess: Callable | None = None,
+        page_size: int = 6,
+        batch_size: int | str = "auto",
+        output_index: int | None = None,
+        rng: str = "device",
+        **kwargs,
+    ):
+        self.page_size = page_size
+        backend = get_backend(model)
+        inputs, layout, _ = prepare_inputs(images, channels_last, backend.default_channels_last)
+        self._model, self._images, self._channels_last = model, inputs[0], layout
+        self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
+        shown = display_images if display_images is not None else self._images
+        self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
+        self._labels = None if labels is None else np.asarray(labels).reshape(-1)
+        self._preprocess = preprocess
+        self._explorers: dict[int, Explorer] = {}
+        explorer = self._explorer(0)
+        self._classes = ClassNames(class_names, explorer.num_classes)
+        self._worker = Worker()
+        self._view = GridView()
+        self._snapshot = Snapshot()
+        self._picture = Picture(b"")
+        self._png, self._results, self._masks = b"", {}, {}
+        self._npz: tuple | None = None
+        self._held: Job | None = None
+        self._offered: list[int] = []  # classes a search offered in the target list (duplicated names)
+        self._group_boxes: dict[str, tuple] = {}
+        self._job_started = 0.0
+        self._syncing = False
+        self._closed = False
+        self._build_controls()
+        super().__init__(children=self._layout_children(), **kwargs)
+        self.add_class("salwidget-panel")
+        given = dict(nsamples=nsamples, nintegration=nintegration, stdev_spread=stdev_spread, magnitude=magnitude,
+                     baseline=baseline)
+        start = default_options(given)
+        self.options = start  # one by one: each validator sees the values set before it
+        self.methods = tuple(methods)
+        self.options = options or {}
+        self.overlay_method = self.methods[-1] if self.methods else None
+        self.target = target
+        self._show_traits()
+        self.observe(self._on_compute_change, names=list(COMPUTE_TRAITS))
+        self.observe(self._on_look_change, names=list(LOOK_TRAITS))
+        self.observe(self._on_page_size_change, names="page_size")
+        self.observe(self._on_error_change, names="error")
+        self.observe(self._on_status_change, names="status")
+        self._request()
+
+    # ------------------------------------------------------------------ pages
+    @property
+    def num_pages(self) -> int:
+        return max(1, -(-len(self._images) // self.page_size))
+
+    def _page_slice(self, page: int | None = None) -> slice:
+        page = self.page if page is None else page
+        return slice(page * self.page_size, min((page + 1) * self.page_size, len(self._images)))
+
+    def _explorer(self, page: int | None = None) -> Explorer:
+        """The page's explorer (its own cache of maps), made on first visit."""
+        page = self.page if page is None else page
+        if page not in self._explorers:
+            self._explorers[page] = Explorer(self._model, self._images[self._page_slice(page)],
+                                             channels_last=self._channels_last, **self._explorer_options)
+        return self._explorers[page]
+
+    # --------------------------------------------------------------- validation
+    @traitlets.validate("methods")
+    def _valid_methods(self, proposal):
+        names = checks.check_methods(proposal["value"])
+        if self.options:
+            checks.check_options({}, self.options, names)
+        return names
+
+    @traitlets.validate("options")
+    def _valid_options(self, proposal):
+        return checks.check_options(proposal["value"], self.options, self.methods)
+
+    @traitlets.validate("target")
+    def _valid_target(self, proposal):
+        return checks.check_target(proposal["value"], self._classes.num_classes, len(self._images))
+
+    @traitlets.validate("layer")
+    def _valid_layer(self, proposal):
+        value = proposal["value"]
+        if value is None:
+            return None
+        try:
+            return get_backend(self._model).layer_name(value)
+        except SaliencyError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    @traitlets.validate("cmap")
+    def _valid_cmap(self, proposal):
+        return checks.check_cmap(proposal["value"])
+
+    @traitlets.validate("percentile")
+    def _valid_percentile(self, proposal):
+        return checks.check_number("percentile", proposal["value"], 0.0, 100.0, low_open=True)
+
+    @traitlets.validate("overlay_alpha")
+    def _valid_overlay_alpha(self, proposal):
+        return checks.check_number("overlay_alpha", proposal["value"], 0.0, 1.0)
+
+    @traitlets.validate("scaling")
+    def _valid_scaling(self, proposal):
+        return checks.check_choice("scaling", proposal["value"], checks.SCALINGS)
+
+    @traitlets.validate("view")
+    def _valid_view(self, proposal):
+        return checks.check_choice("view", proposal["value"], checks.VIEWS)
+
+    @traitlets.validate("overlay_method")
+    def _valid_overlay_method(self, proposal):
+        value = proposal["value"]
+        if value is not None and value not in self.methods:
+            raise traitlets.TraitError(f"overlay_method must be None or one of the methods shown {self.methods}; "
+                                       f"got {value!r}.")
+        return value
+
+    @traitlets.validate("cell_size")
+    def _valid_cell_size(self, proposal):
+        value = checks.check_int("cell_size", proposal["value"], 32)
+        if value > 2000:
+            raise traitlets.TraitError(f"cell_size must be at most 2000 pixels; got {value}.")
+        return value
+
+    @traitlets.validate("page_size")
+    def _valid_page_size(self, proposal):
+        return checks.check_int("page_size", proposal["value"], 1)
+
+    @traitlets.validate("page")
+    def _valid_page(self, proposal):
+        value = checks.check_int("page", proposal["value"], 0)
+        if value >= self.num_pages:
+            raise traitlets.TraitError(f"page must be below {self.num_pages} (pages of {self.page_size} images); "
+                                       f"got {value}.")
+        return value
+
+    @traitlets.validate("enlarged")
+    def _valid_enlarged(self, proposal):
+        value = proposal["value"]
+        if value is None:
+            return None
+        rows = self._page_slice().stop - self._page_slice().start
+        columns = ("image", "overlay", *self.methods)
+        if (not isinstance(value, (tuple, list)) or len(value) != 2 or not isinstance(value[0], (int, np.integer))
+                or not 0 <= value[0] < rows or value[1] not in columns):
+            raise traitlets.TraitError(f"enlarged must be None or (row, column) with row < {rows} and column one of "
+                                       f"{columns}; got {value!r}.")
+        return (int(value[0]), value[1])
+
+    @traitlets.validate("confirm_seconds")
+    def _valid_confirm_seconds(self, proposal):
+        value = proposal["value"]
+        if checks.is_number(value) and value == float("inf"):
+            return float(value)
+        return checks.check_number("confirm_seconds", value, 0.0)
+
+    # ----------------------------------------------------------------- controls
+    def _build_controls(self) -> None:
+        self._method_buttons = {m.name: controls.method_button(m) for m in all_methods()}
+        for button in self._method_buttons.values():
+            button.observe(self._on_method_button_change, names="value")
+        self._option_controls: dict[tuple[str, str], Any] = {}
+        self._groups = widgets.VBox(layout=widgets.Layout(margin="2px 0"))
+        self._layer = controls.named(widgets.Dropdown(options=[("automatic", None)], description="CAM layer",
+                                                      style=controls.SLIDER["style"],
+                                                      layout=widgets.Layout(width="420px")),
+                                     "layer", "The layer class activation maps read: automatic (the last layer "
+                                              "with a spatial output) or any layer with one.")
+        self._layer.observe(self._on_layer_change, names="value")
+        self._layer_row = controls.wrap_row([self._layer])
+        self._target = controls.named(widgets.Dropdown(description="explain", style=controls.SLIDER["style"],
+                                                       layout=widgets.Layout(width="440px")),
+                                      "target", "The class whose score is explained: each image's prediction, or "
+                                                "one class for all images (top classes listed; search for others).")
+        self._target.observe(self._on_target_change, names="value")
+        self._search = controls.named(widgets.Combobox(placeholder="search a class, press Enter",
+                                                       options=self._classes.suggestions(), ensure_option=False,
+                                                       continuous_update=False,
+                                                       layout=widgets.Layout(width="260px")),
+                                      "class-search", "Type a class name and press Enter: a unique match becomes "
+                                                      "the target; duplicated names show their indices.")
+        self._search.layout.display = "" if self._classes.names else "none"
+        self._search.observe(self._on_search_change, names="value")
+        self._search_hint = controls.named(widgets.HTML(), "search-hint", "What the class search found.")
+        self._look = controls.look_controls(self.cmap, self.percentile, self.overlay_alpha, self.cell_size)
+        for trait, control in self._look_pairs():
+            control.observe(self._on_look_control_change, names="value")
+        self._compute = controls.named(widgets.Button(description="Compute", icon="play", button_style="primary",
+                                                      layout=widgets.Layout(width="110px", display="none")),
+                                       "compute", "Start the long computation described in the status line.")
+        self._compute.on_click(self._on_compute_click)
+        self._stop = controls.named(widgets.Button(description="Stop", icon="stop", disabled=True,
+                                                   layout=widgets.Layout(width="90px")),
+                                    "stop", "Stop the computation after its current chunk; maps done so far stay.")
+        self._stop.on_click(self._on_stop_click)
+        self._progress = controls.named(widgets.IntProgress(min=0, max=100, layout=widgets.Layout(width="160px")),
+                                        "progress", "Progress of the current computation.")
+        self._status = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")),
+                                      "status", "What the panel is doing, and what it did.")
+        self._notes = controls.named(widgets.HTML(), "notes", "Warnings about the maps shown.")
+        self._error = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error",
+                                     "The last error; the full traceback is in w.last_traceback.")
+        self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(width="100%", height="auto")),
+                                     "grid", "One row per image; the image, one column per method, the overlay. "
+                                             "Colour bars say how each column is scaled.")
+        self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow_x="auto", width="100%"))
+        self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
+                                                   layout=widgets.Layout(width="110px")),
+                                    "previous-page", "Show the previous page of images.")
+        self._next = controls.named(widgets.Button(description="Next", icon="arrow-right",
+                                                   layout=widgets.Layout(width="110px")),
+                                    "next-page", "Show the next page of images (computed when shown).")
+        self._prev.on_click(self._on_prev_click)
+        self._next.on_click(self._on_next_click)
+        self._page_label = controls.named(widgets.Label(), "page", "Which images are shown.")
+        self._pager = controls.wrap_row([self._prev, self._page_label, self._next])
+        self._enlarge = controls.named(widgets.Dropdown(description="enlarge", style=controls.SLIDER["style"],
+                                                        layout=widgets.Layout(width="360px")),
+                                       "enlarge", "Show one cell of the grid at full resolution.")
+        self._enlarge.observe(self._on_enlarge_change, names="value")
+        self._cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")),
+                                    "cell", "The chosen cell at full resolution.")
+        self._cell_caption = controls.named(widgets.HTML(), "cell-caption", "What the enlarged cell shows.")
+        self._cell_box = widgets.VBox([self._cell_caption, self._cell], layout=widgets.Layout(display="none"))
+        self._upload = controls.named(widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
+                                                         layout=widgets.Layout(width="150px")),
+                                      "upload", "Add your own pictures: they go through the preprocess function "
+                                                "and appear on the last page.")
+        self._upload.layout.display = "" if self._preprocess is not None else "none"
+        self._upload.observe(self._on_upload_change, names="value")
+        self._downloads = controls.named(widgets.HTML(), "downloads", "Save the grid as PNG or the maps as .npz.")
+
+    def _look_pairs(self) -> list[tuple[str, Any]]:
+        return [("cmap", self._look["cmap"]), ("percentile", self._look["percentile"]),
+                ("scaling", self._look["scaling"]), ("view", self._look["view"]),
+                ("overlay_method", self._look["overlay"]), ("overlay_alpha", self._look["alpha"]),
+                ("cell_size", self._look["cell_size"])]
+
+    def _layout_children(self) -> list:
+        # The Evaluate view (deletion/insertion curves, sanity checks) will sit beside this one.
+        return [
+            controls.wrap_row(list(self._method_buttons.values())),
+            self._groups,
+            controls.wrap_row([self._target, self._search, self._search_hint]),
+            controls.wrap_row([control for _, control in self._look_pairs()]),
+            controls.wrap_row([self._compute, self._stop, self._progress, self._status]),
+            self._notes,
+            self._error,
+            self._grid_box,
+            self._pager,
+            controls.wrap_row([self._enlarge, self._upload, self._downloads]),
+            self._cell_box,
+        ]
+
+    def _show_groups(self) -> None:
+        """A box per selected method (its name, note and options), rebuilt only when what it shows changes."""
+        boxes = []
+        for name in self.methods:
+            method = get_method(name)
+            shown = tuple(o.name for o in shown_options(method, self.options[name]))
+            if self._group_boxes.get(name, (None,))[0] != shown:
+                self._group_boxes[name] = (shown, self._group_box(method, shown))
+            boxes.append(self._group_boxes[name][1])
+        if any(get_method(m).reads == "layer" for m in self.methods):
+            boxes.append(self._layer_row)
+        if tuple(self._groups.children) != tuple(boxes):
+            self._groups.children = boxes
+
+    def _group_box(self, method, shown: tuple[str, ...]) -> widgets.VBox:
+        items = []
+        for option in (method.option(n) for n in shown):
+            key = (method.name, option.name)
+            if key not in self._option_controls:
+                control = controls.option_control(method, option, self.options[method.name][option.name])
+                control.observe(lambda change, key=key: self._on_option_control_change(key, change), names="value")
+                self._option_controls[key] = control
+            items.append(self._option_controls[key])
+        note = f" <span style='color:#8a5300'>&#9888; {html.escape(SANITY_NOTE)}</span>" if method.fails_sanity_check else ""
+        empty = "" if items or note else " <span style='color:#777'>(no options)</span>"
+        header = controls.named(widgets.HTML(f"<b>{html.escape(method.label)}</b>{note}{empty}"),
+                                f"group-{method.name}", method.summary)
+        return widgets.VBox([header, controls.wrap_row(items)], layout=widgets.Layout(margin="0 0 4px 0"))
+
+    def _show_traits(self) -> None:
+        """Put every trait's value on its control (controls always show the traits)."""
+        self._syncing = True
+        try:
+            for name, button in self._method_buttons.items():
+                button.value = name in self.methods
+            self._show_groups()
+            for (method, option), control in self._option_controls.items():
+                controls.show_value(control, self.options[method][option])
+            controls.set_choices(self._look["overlay"],
+                                 [("none", None)] + [(get_method(m).label, m) for m in self.methods])
+            for trait, control in self._look_pairs():
+                controls.show_value(control, getattr(self, trait))
+            self._show_layer()
+            self._show_target()
+            self._show_pages()
+            self._show_enlarge_choices()
+        finally:
+            self._syncing = False
+
+    def _show_layer(self) -> None:
+        if any(get_method(m).reads == "layer" for m in self.methods) and len(self._layer.options) == 1:
+            try:
+                layers = self._explorer(0).spatial_layers()
+            except Exception as exc:  # the CAM itself will say what is wrong when it runs
+                layers = []
+                self.error = f"Could not list the model's layers: {exc}"
+            self._layer.options = [("automatic", None)] + [(f"{n} {tuple(s[1:])}", n) for n, s in layers]
+        controls.show_value(self._layer, self.layer)
+
+    def _show_target(self) -> None:
+        explorer, first = self._explorer(), self._page_slice().start
+        choices = [(self._classes.target_label("predicted"), "predicted")]
+        for c, i, p in top_classes(explorer.probabilities):
+            choices.append((f"{self._classes.label(c)}; image {first + i + 1}: {p:.2f}", c))
+        known = [v for _, v in choices]
+        choices += [(self._classes.label(c), c) for c in self._offered if c not in known]
+        if not any(controls.same(self.target, v) for _, v in choices):
+            choices.append((self._classes.target_label(self.target), self.target))
+        controls.set_choices(self._target, choices)
+        controls.show_value(self._target, self.target)
+        text = self._classes.suggestions()[self.target] if isinstance(self.target, int) and self._classes.names else ""
+        if self._search.value != text:
+            self._search.value = text
+
+    def _show_pages(self) -> None:
+        part = self._page_slice()
+        self._page_label.value = f"images {part.start + 1}-{part.stop} of {len(self._images)}"
+        self._prev.disabled = self.page == 0
+        self._next.disabled = self.page >= self.num_pages - 1
+        self._pager.layout.display = "" if self.num_pages > 1 else "none"
+
+    def _show_enlarge_choices(self) -> None:
+        part = self._page_slice()
+        columns = [("image", "image")] + [(get_method(m).label, m) for m in self.methods]
+        if self.overlay_method is not None:
+            columns.append(("overlay", "overlay"))
+        choices = [("none", None)] + [(f"image {part.start + r + 1}: {label}", (r, key))
+                                      for r in range(part.stop - part.start) for label, key in columns]
+        value = self.enlarged if self.enlarged in [v for _, v in choices] else None
+        controls.set_choices(self._enlarge, choices)
+        self._enlarge.value = value
+
+    # ------------------------------------------------------------ from controls
+    def _set_from_control(self, control, apply: Callable[[], None], shown: Any) -> None:
+        """Apply a control's change; if the panel cannot honour it, put the control back and say why."""
+        if self._syncing:
+            return
+        try:
+            apply()
+        except traitlets.TraitError as exc:
+            self.error = str(exc)
+            self._syncing = True
+            try:
+                controls.show_value(control, shown())
+            finally:
+                self._syncing = False
+
+    def _on_method_button_change(self, change) -> None:
+        button = change["owner"]
+        name = next(m for m, b in self._method_buttons.items() if b is button)
+        wanted = (*self.methods, name) if change["new"] else tuple(m for m in self.methods if m != name)
+        self._set_from_control(button, lambda: setattr(self, "methods", wanted), lambda: name in self.methods)
+
+    def _on_option_control_change(self, key: tuple[str, str], change) -> None:
+        method, option = key
+        self._set_from_control(change["owner"], lambda: setattr(self, "options", {method: {option: change["new"]}}),
+                               lambda: self.options[method][option])
+
+    def _on_look_control_change(self, change) -> None:
+        trait = next(t for t, c in self._look_pairs() if c is change["owner"])
+        self._set_from_control(change["owner"], lambda: setattr(self, trait, change["new"]),
+                               lambda: getattr(self, trait))
+
+    def _on_layer_change(self, change) -> None:
+        self._set_from_control(self._layer, lambda: setattr(self, "layer", change["new"]), lambda: self.layer)
+
+    def _on_target_change(self, change) -> None:
+        if change["new"] is not None:
+            self._set_from_control(self._target, lambda: setattr(self, "target", change["new"]), lambda: self.target)
+
+    def _on_search_change(self, change) -> None:
+        if self._syncing:
+            return
+        found = self._classes.search(change["new"])
+        if len(found.matches) == 1:
+            self.target = found.matches[0]
+        elif found.exact:  # a duplicated name: offer each in the target list
+            self._offered = [*self._offered, *[c for c in found.matches if c not in self._offered]]
+            self._show_traits()
+        self._search_hint.value = html.escape(found.hint(self._classes))
+
+    def _on_enlarge_change(self, change) -> None:
+        self._set_from_control(self._enlarge, lambda: setattr(self, "enlarged", change["new"]), lambda: self.enlarged)
+
+    def _on_prev_click(self, button) -> None:
+        if self.page > 0:
+            self.page -= 1
+
+    def _on_next_click(self, button) -> None:
+        if self.page < self.num_pages - 1:
+            self.page += 1
+
+    def _on_stop_click(self, button) -> None:
+        self.stop()
+
+    def _on_compute_click(self, button) -> None:
+        self._start_held()
+
+    def _on_upload_change(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        try:
+            pictures = [decode_picture(f["content"]) for f in files]
+            self.add_pictures(pictures)
+        except Exception as exc:  # a bad file or preprocess: said in the panel, the panel goes on
+            self._show_error(exc)
+        finally:
+            self._syncing = True
+            try:
+                self._upload.value = ()
+            finally:
+                self._syncing = False
+
+    # -------------------------------------------------------------- from traits
+    def _on_compute_change(self, change) -> None:
+        if change["name"] == "methods":
+            if self.overlay_method not in self.methods:
+                self.overlay_method = self.methods[-1] if self.methods else None
+            if self.enlarged is not None and self.enlarged[1] not in ("image", "overlay", *self.methods):
+                self.enlarged = None
+        if change["name"] == "page":
+            with self._worker.lock:
+                self._view.clear()
+            self.enlarged = None
+        self._show_traits()
+        self.error = ""
+        self._request()
+
+    def _on_look_change(self, change) -> None:
+        self._show_traits()
+        if change["name"] == "enlarged":
+            with self._worker.lock:
+                self._show_cell()
+            return
+        with self._worker.lock:
+            if self._view.results:
+                self._render()
+
+    def _on_page_size_change(self, change) -> None:
+        self._explorers.clear()
+        with self.hold_trait_notifications():
+            self.page = 0
+        self._show_traits()
+        self._request()
+
+    def _on_status_change(self, change) -> None:
+        self._status.value = html.escape(change["new"])
+
+    def _on_error_change(self, change) -> None:
+        message = change["new"]
+        self._error.value = f"<span style='color:#b00020'><b>Error:</b> {html.escape(message)}</span>"
+        self._error.layout.display = "" if message else "none"
+
+    # ---------------------------------------------------------------- computing
+    def _settings(self) -> Settings:
+        part = self._page_slice()
+        target = self.target[part] if isinstance(self.target, tuple) else self.target
+        return Settings(tuple(self.methods), {m: dict(self.options[m]) for m in self.methods}, target, self.layer)
+
+    def _request(self) -> None:
+        """Compute the current settings, or hold a long run for the Compute button."""
+        if self._closed:
+            return
+        job = Job(self._explorer(), self._settings())
+        costs, seconds = self._estimate(job)
+        if seconds > self.confirm_seconds:
+            self._worker.cancel()
+            with self._worker.lock:
+                self._held = job
+                self._view.select(job.settings.methods)
+                self.status = estimate_status(costs, seconds)
+                self._compute.layout.display = ""
+                self._stop.disabled = True
+                if self._view.results:
+                    self._render()
+            return
+        self._held = None
+        self._compute.layout.display = "none"
+        self._submit(job)
+
+    def _estimate(self, job: Job) -> tuple[list, float]:
+        costs = []
+        for method in job.settings.methods:
+            try:
+                costs.append((method, job.explorer.passes_needed(method, job.settings)))
+            except SaliencyError:
+                costs.append((method, 0))
+        return costs, sum(p for _, p in costs) * (job.explorer.seconds_per_pass or 0.0)
+
+    def _submit(self, job: Job) -> None:
+        self._stop.disabled = False
+        self._worker.submit(lambda generation: run_job(self._worker, generation, job, self))
+
+    def _start_held(self) -> None:
+        job, self._held = self._held, None
+        if job is not None:
+            self._compute.layout.display = "none"
+            self._submit(job)
+
+    # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
+    def begin(self, job: Job) -> None:
+        self._job_started = _now()
+        self._view.select(job.settings.methods)
+        self._progress.value = 0
+        if not all(job.explorer.cached(m, job.settings) is not None for m in job.settings.methods):
+            self.status = "Computing..."
+            self._render()
+
+    def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
+        index = list(self._view.columns).index(method)
+        self._progress.value = int(100 * (index + done / total) / len(self._view.columns))
+        self.status = progress_status(method, partial, done, total, _now() - self._job_started)
+        if draw:
+            self._view.set(method, partial, COMPUTING, f"{done}/{total}")
+            self._render()
+
+    def column_done(self, outcome) -> None:
+        self._view.set(outcome.method, outcome.result, DONE)
+        if outcome.how != "cached" and not self._view.complete:
+            self._render()
+
+    def finish(self, outcomes, seconds: float) -> None:
+        self._progress.value = 100
+        self.error = ""
+        self.status = done_status(outcomes, seconds, self._explorer().device)
+        self._stop.disabled = True
+        self._render()
+
+    def fail(self, exc: Exception, details: str) -> None:
+        self._view.mark(FAILED)
+        self._show_error(exc, details)
+        self.status = "Failed: see the message below."
+        self._stop.disabled = True
+        if self._view.results:
+            self._render()
+
+    def _show_error(self, exc: Exception, details: str | None = None) -> None:
+        import traceback
+
+        self.last_traceback = details or "".join(traceback.format_exception(exc))
+        self.error = str(exc) if isinstance(exc, SaliencyError) else f"{type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------ drawing
+    def _look_now(self) -> Look:
+        return Look(self.cmap, self.percentile, self.scaling, self.view, self.overlay_method, self.overlay_alpha,
+                    self.cell_size)
+
+    def _render(self) -> None:
+        """Draw the grid as it stands (call under the worker's lock)."""
+        part = self._page_slice()
+        results = self._view.results
+        target = next(iter(results.values())).target if results else None
+        explorer = self._explorer()
+        titles = row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
+                            None if self._labels is None else self._labels[part], part.start)
+        picture = self._view.draw(self._look_now(), self._display[part], titles)
+        self._picture = picture
+        columns = 1 + len(self._view.columns) + (self.overlay_method is not None)
+        natural = columns * (self.cell_size + 8) + 8
+        self._image.layout.max_width = f"{natural}px"
+        self._image.layout.min_width = f"{min(natural, columns * min(MIN_CELL_PX, self.cell_size))}px"
+        self._image.value = picture.png
+        if picture.complete:
+            self._png, self._results, self._masks = picture.png, self._view.results, picture.masks
+            self._show_downloads()
+            self._notes.value = self._notes_html()
+            self._snapshot.set(picture.png)
+        self._show_cell()
+
+    def _show_downloads(self) -> None:
+        key = tuple(id(r) for r in self._results.values()) + (self.view, self.scaling, self.percentile)
+        if self._npz is None or self._npz[0] != key:
+            npz, with_raw = maps_npz(self._results, self._masks, self._display[self._page_slice()])
+            self._npz = (key, npz, with_raw)
+        self._downloads.value = download_links(self._png, self._npz[1], self._npz[2])
+
+    def _show_cell(self) -> None:
+        if self.enlarged is None or not self._picture.png:
+            self._cell_box.layout.display = "none"
+            return
+        row, column = self.enlarged
+        try:
+            png, caption = self._view.cell(self._picture, self._look_now(), self._display[self._page_slice()],
+                                           row, column)
+        except KeyError:
+            png, caption = b"", "not computed yet"
+        self._cell.value = png
+        self._cell_caption.value = html.escape(caption)
+        self._cell_box.layout.display = ""
+
+    def _notes_html(self) -> str:
+        notes = [f"{get_method(m).label} {SANITY_NOTE}" for m in self.methods if get_method(m).fails_sanity_check]
+        for result in self._results.values():
+            gap = completeness_gap(result)
+            if gap is not None and gap[0] > GAP_WARNING:
+                notes.append(f"{get_method(result.method).label}: the completeness gap reaches {gap[0]:.0%} of "
+                             f"f(x) - f(baseline) (image {self._page_slice().start + gap[1] + 1}); more path steps "
+                             "make the map more faithful.")
+        if self._explorer().weights_changed():
+            notes.append("The model's weights changed since its predictions were read: call w.refresh() to update "
+                         "the titles and the target list (maps are always computed with the current weights).")
+        return "".join(f"<div style='color:#8a5300'>&#9888; {html.escape(n)}</div>" for n in notes)
+
+    # --------------------------------------------------------------- public API
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the panel shows the current settings; False on timeout.
+
+        A run held for the Compute button (longer than ``confirm_seconds``)
+        starts now: waiting for it says you want it.
+        """
+        if self._held is not None:
+            self._start_held()
+        finished = self._worker.wait(timeout)
+        self._snapshot.publish()  # on the main thread: a notebook saved now holds the grid
+        return finished
+
+    def stop(self) -> None:
+        """Stop the computation after its current chunk (the Stop button); finished maps stay."""
+        self._worker.cancel()
+        with self._worker.lock:
+            self._held = None
+            self._compute.layout.display = "none"
+            self._view.mark(STOPPED)
+            self.status = "Stopped. Change a setting to compute again."
+            self._stop.disabled = True
+            if self._view.results:
+                self._render()
+
+    def refresh(self) -> None:
+        """Re-read the model's predictions and forget cached maps, after its weights changed.
+
+        Until then the titles, the target list and 'predicted' targets of
+        maps already on screen are those of the weights at the last refresh;
+        maps computed later always use the current weights (the cache knows the
+        weights, so it never serves maps of other weights), and the panel
+        notes when the weights have changed.
+        """
+        for explorer in self._explorers.values():
+            explorer.refresh()
+        with self._worker.lock:
+            self._view.clear()
+        self._show_traits()
+        self._request()
+
+    def add_pictures(self, pictures: Sequence[np.ndarray]) -> None:
+        """Add pictures (RGB uint8 (H, W, 3)) through ``preprocess`` and show the page of the first one."""
+        if self._preprocess is None:
+            raise SaliencyError("Pass preprocess= to SaliencyWidget to add pictures: it turns a picture into a "
+                                "model-ready image.")
+        inputs, shown = [], []
+        for picture in pictures:
+            made = self._preprocess(picture)
+            x, display = made if isinstance(made, tuple) else (made, None)
+            x = np.asarray(x, dtype=self._images.dtype)
+            if x.shape != self._images.shape[1:]:
+                raise SaliencyError(f"preprocess returned shape {x.shape}; the panel's images are "
+                                    f"{self._images.shape[1:]}. Return one image without the batch axis.")
+            inputs.append(x)
+            shown.append(to_display_image((display if display is not None else x)[None],
+                                          channels_last=True if display is not None else self._channels_last)[0])
+        self.add_images(np.stack(inputs), np.stack(shown))
+
+    def add_images(self, images: np.ndarray, display_images: np.ndarray | None = None) -> None:
+        """Append model-ready ``images`` (and how they look) to the panel; show the page of the first one."""
+        images = np.asarray(images, dtype=self._images.dtype)
+        first = len(self._images)
+        shown = (to_display_image(images, channels_last=self._channels_last) if display_images is None
+                 else to_display_image(display_images, channels_last=True))
+        self._images = np.concatenate([self._images, images])
+        self._display = np.concatenate([self._display, shown])
+        if self._labels is not None:
+            self._labels = np.concatenate([self._labels, np.full(len(images), -1)])
+        page = first // self.page_size
+        self._explorers = {p: e for p, e in self._explorers.items() if p < page}
+        with self.hold_trait_notifications():
+            if isinstance(self.target, tuple):
+                self.target = "predicted"
+            self.page = page
+        with self._worker.lock:
+            self._view.clear()
+        self._show_traits()
+        self._request()
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """Method -> (B, H, W) maps of the visible page as last shown complete: in [0, 1], or [-1, 1] for
+        signed methods in the 'signed' view."""
+        return dict(self._masks)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """Method -> the :class:`~salwidget.Attribution` of the visible page, as last shown complete."""
+        return dict(self._results)
+
+    def to_png(self) -> bytes:
+        """PNG bytes of the last complete grid."""
+        return bytes(self._png)
+
+    def to_npz(self) -> bytes:
+        """The maps of the last complete grid as .npz bytes (``raw_<method>``, ``mask_<method>``, ...)."""
+        return maps_npz(self._results, self._masks, self._display[self._page_slice()])[0]
+
+    def save(self, path) -> None:
+        """Write the last complete grid to ``path`` as PNG."""
+        with open(path, "wb") as handle:
+            handle.write(self.to_png())
+
+    def close(self) -> None:
+        self._closed = True
+        self._worker.shutdown()
+        self._snapshot.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return (f"SaliencyWidget(images={len(self._images)}, methods={tuple(self.methods)}, "
+                f"target={self.target!r})")
+
+    def _ipython_display_(self) -> None:
+        # The panel, then its snapshot: a PNG output that static viewers show (see panel/snapshot.py).
+        from IPython.display import display
+
+        display(super()._repr_mimebundle_(), raw=True)
+        self._snapshot.display()
+
+
+def completeness_gap(result) -> tuple[float, int] | None:
+    """(largest |delta| / |f(x) - f(baseline)|, its image) for a result with a completeness gap, else None."""
+    if result.delta is None:
+        return None
+    delta = np.asarray(result.delta, np.float64).reshape(-1)
+    raws = result.raw if isinstance(result.raw, tuple) else (result.raw,)
+    total = sum(np.asarray(r, np.float64).reshape(len(delta), -1).sum(axis=1) for r in raws)
+    change = np.abs(total - delta)
+    share = np.abs(delta) / np.maximum(change, 1e-12)
+    worst = int(np.argmax(share))
+    return float(share[worst]), worst
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()

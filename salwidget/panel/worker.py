@@ -1,0 +1,163 @@
+"""The panel's computing: one worker thread, generations, cancel, atomic publishing.
+
+Every request gets a generation number; a newer request makes older ones
+stale. Stale work stops at the engine's next chunk (its ``cancel`` hook asks
+:meth:`Worker.is_stale`), and nothing it produces reaches the screen:
+:meth:`Worker.publish` checks the generation and draws under one lock, so no
+stale preview can land between a check and a draw, and look-only redraws
+(taken under the same lock) are never overwritten by older pictures.
+
+:func:`run_job` is the work of one request, written against a small
+interface (``explorer.cached/compute/resume_point`` and a sink with
+``begin/progress/column_done/finish/fail``) so tests can drive it with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import AttributionCancelled, SaliencyError
+
+logger = logging.getLogger("salwidget")
+PREVIEW_INTERVAL_S = 0.25
+
+
+@dataclass
+class Job:
+    """One request: the page's explorer and the settings to compute."""
+
+    explorer: Any
+    settings: Any
+
+
+@dataclass
+class Outcome:
+    """What happened to one method's map: 'cached', 'computed' or 'resumed' (from ``resumed_from`` samples)."""
+
+    method: str
+    how: str
+    result: Any
+    resumed_from: int | None = None
+
+
+class Worker:
+    """Runs requests one at a time in a worker thread (see the module docstring)."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self._changed = threading.Condition(self.lock)
+        self.generation = 0
+        self.settled = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salwidget")
+
+    def submit(self, task: Callable[[int], None]) -> int:
+        """Run ``task(generation)`` after the work already queued; older generations become stale."""
+        with self.lock:
+            self.generation += 1
+            generation = self.generation
+        self._executor.submit(self._run, generation, task)
+        return generation
+
+    def _run(self, generation: int, task: Callable[[int], None]) -> None:
+        try:
+            if not self.is_stale(generation):
+                task(generation)
+        except Exception:  # a task shows its own errors; this is a last resort, never silent
+            logger.exception("salwidget: unexpected error in the panel's worker")
+        finally:
+            self.settle(generation)
+
+    def is_stale(self, generation: int) -> bool:
+        return generation != self.generation
+
+    def publish(self, generation: int, draw: Callable[[], None]) -> bool:
+        """Run ``draw`` under the lock if ``generation`` is still current; whether it ran."""
+        with self.lock:
+            if generation != self.generation:
+                return False
+            draw()
+            return True
+
+    def settle(self, generation: int) -> None:
+        with self.lock:
+            if generation == self.generation:
+                self.settled = generation
+                self._changed.notify_all()
+
+    def cancel(self) -> int:
+        """Make every request stale and settle at once (the Stop button); the new generation."""
+        with self.lock:
+            self.generation += 1
+            self.settled = self.generation
+            self._changed.notify_all()
+            return self.generation
+
+    @property
+    def busy(self) -> bool:
+        return self.settled != self.generation
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latest request has settled; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while self.settled != self.generation:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def shutdown(self) -> None:
+        self.cancel()
+        self._executor.shutdown(wait=False)
+
+
+def run_job(worker: Worker, generation: int, job: Job, sink: Any, preview_interval: float | None = None) -> None:
+    """Compute every method of ``job`` in order, publishing previews, columns and the end to ``sink``."""
+    interval = PREVIEW_INTERVAL_S if preview_interval is None else preview_interval
+    started = time.perf_counter()
+    settings, explorer = job.settings, job.explorer
+    outcomes: list[Outcome] = []
+    try:
+        if not settings.methods:
+            raise SaliencyError("No method selected: pick at least one.")
+        worker.publish(generation, lambda: sink.begin(job))
+        for method in settings.methods:
+            if worker.is_stale(generation):
+                return
+            outcome = _one_method(worker, generation, explorer, settings, method, sink, interval)
+            outcomes.append(outcome)
+            worker.publish(generation, lambda: sink.column_done(outcome))
+        worker.publish(generation, lambda: sink.finish(outcomes, time.perf_counter() - started))
+    except AttributionCancelled:
+        return
+    except Exception as exc:  # shown in the panel; the panel keeps working
+        if worker.is_stale(generation):
+            return
+        details = traceback.format_exc()
+        logger.error("salwidget: computing %s failed\n%s", ", ".join(settings.methods), details)
+        worker.publish(generation, lambda: sink.fail(exc, details))
+
+
+def _one_method(worker, generation, explorer, settings, method, sink, interval) -> Outcome:
+    hit = explorer.cached(method, settings)
+    if hit is not None:
+        return Outcome(method, "cached", hit)
+    resumed = explorer.resume_point(method, settings)
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int, partial) -> None:
+        now = time.perf_counter()
+        draw = done < total and now - last[0] >= interval
+        if draw:
+            last[0] = now
+        worker.publish(generation, lambda: sink.progress(method, partial, done, total, draw))
+
+    result = explorer.compute(method, settings, progress, lambda: worker.is_stale(generation))
+    return Outcome(method, "computed" if resumed is None else "resumed", result, resumed)
