@@ -62,7 +62,7 @@ def test_blur_ig_matches_pair(torch_cnn, images, steps, max_sigma, grad_step, sq
 
 
 def test_blur_ig_keras_twin_matches_torch(torch_cnn, images):
-    options = dict(target=TARGETS, nsamples=10, max_sigma=6.0)
+    options = dict(target=TARGETS, nsamples=6, max_sigma=6.0)
     ours = sw.attribute(torch_cnn, images, "blur_ig", **options).raw
     keras_maps = sw.attribute(keras_twin(torch_cnn), images.transpose(0, 2, 3, 1), "blur_ig", **options).raw
     np.testing.assert_allclose(keras_maps.transpose(0, 3, 1, 2), ours, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
