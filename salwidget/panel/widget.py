@@ -666,7 +666,11 @@ class SaliencyWidget(widgets.VBox):
         self._job_started = _now()
         self._view.select(job.settings.methods)
         self._progress.value = 0
-        if not all(job.explorer.cached(m, job.settings) is not None for m in job.settings.methods):
+        hits = {m: job.explorer.cached(m, job.settings) for m in job.settings.methods}
+        for method, hit in hits.items():
+            if hit is not None:  # shown as done at once, never flashed as pending
+                self._view.set(method, hit, DONE)
+        if not self._view.complete:
             self.status = "Computing..."
             self._render()
 
