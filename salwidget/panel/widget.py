@@ -352,7 +352,7 @@ class SaliencyWidget(widgets.VBox):
         self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(width="100%", height="auto")),
                                      "grid", "One row per image; the image, one column per method, the overlay. "
                                              "Colour bars say how each column is scaled.")
-        self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow_x="auto", width="100%"))
+        self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow="auto", width="100%"))
         self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
                                                    layout=widgets.Layout(width="110px")),
                                     "previous-page", "Show the previous page of images.")
@@ -540,7 +540,7 @@ class SaliencyWidget(widgets.VBox):
         elif found.exact:  # a duplicated name: offer each in the target list
             self._offered = [*self._offered, *[c for c in found.matches if c not in self._offered]]
             self._show_traits()
-        self._search_hint.value = html.escape(found.hint(self._classes))
+        self._search_hint.value = html.escape(found.hint(self._classes), quote=False)
 
     def _on_enlarge_change(self, change) -> None:
         self._set_from_control(self._enlarge, lambda: setattr(self, "enlarged", change["new"]), lambda: self.enlarged)
@@ -608,7 +608,7 @@ class SaliencyWidget(widgets.VBox):
         self._request()
 
     def _on_status_change(self, change) -> None:
-        self._status.value = html.escape(change["new"])
+        self._status.value = html.escape(change["new"], quote=False)
 
     def _on_error_change(self, change) -> None:
         message = change["new"]

@@ -1,0 +1,333 @@
+"""What a user meets in the panel: options from the registry, tooltips, layout, cost, downloads, search,
+pages, uploads, notes."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import re
+import time
+
+import ipywidgets
+import numpy as np
+import pytest
+import traitlets
+
+import salwidget as sw
+from salwidget.methods import base as registry
+from salwidget.methods.gradients import Vanilla
+
+from .helpers import make_torch_cnn
+
+
+@pytest.fixture(autouse=True)
+def close_widgets():
+    yield
+    ipywidgets.Widget.close_all()
+
+
+def make(images, **options):
+    settings = dict(methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4)
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, **{**settings, **options})
+    assert panel.wait(60)
+    return panel
+
+
+def walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from walk(child)
+
+
+def decode(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+# ------------------------------------------------------------------ options and notes from the registry
+class ScaledGradient(Vanilla):
+    """A method registered by a test: the panel must show it and its option without any change."""
+
+    name = "scaled_gradient_test"
+    label = "Scaled gradient"
+    summary = "The gradient times a constant (a test method)."
+    order = 999
+    fails_sanity_check = True
+    options = (registry.Option("factor", 2.0, "What the gradient is multiplied by.", kind="float", minimum=0.0,
+                               slider_max=10.0, step=0.5, label="factor"),)
+
+    def group_map(self, ctx, m, summed, start, baseline):
+        return summed * self_factor(ctx)
+
+
+def self_factor(ctx):
+    return ctx.options["factor"]
+
+
+@pytest.fixture
+def extra_method():
+    method = registry.register(ScaledGradient())
+    yield method
+    del registry._REGISTRY[method.name]
+
+
+def test_a_newly_registered_method_brings_its_button_options_and_note(images, extra_method):
+    panel = make(images, methods=("vanilla",))
+    assert "scaled_gradient_test" in panel._method_buttons
+    assert ("scaled_gradient_test", "factor") not in panel._option_controls  # only selected methods' options
+    panel._method_buttons["scaled_gradient_test"].value = True
+    assert panel.wait(60)
+    slider = panel._option_controls[("scaled_gradient_test", "factor")]
+    assert slider.description == "factor" and slider.tooltip == "What the gradient is multiplied by."
+    headers = [w.value for w in walk(panel) if isinstance(w, ipywidgets.HTML) and "Scaled gradient" in w.value]
+    assert headers and "sanity check" in headers[0]
+    assert "sanity check" in panel._notes.value
+    slider.value = 5.0
+    assert panel.wait(60)
+    np.testing.assert_allclose(panel.results["scaled_gradient_test"].raw, 5.0 * panel.results["vanilla"].raw,
+                               rtol=1e-5)
+
+
+def test_options_are_grouped_under_each_selected_method(images):
+    panel = make(images, methods=("smoothgrad", "integrated"))
+    groups = [[c.description for c in box.children[1].children] for box in panel._groups.children]
+    assert groups == [["samples", "noise", "squared"], ["steps", "baseline", "quadrature"]]
+    assert "<b>SmoothGrad</b>" in panel._groups.children[0].children[0].value
+    panel.methods = ("integrated",)
+    assert len(panel._groups.children) == 1
+
+
+def test_a_cam_gets_a_layer_control_and_its_column_names_the_layer(images):
+    panel = make(images, methods=("vanilla",))
+    assert panel._layer_row not in panel._groups.children
+    panel.methods = ("vanilla", "gradcam")
+    assert panel._layer_row in panel._groups.children
+    choices = [value for _, value in panel._layer.options]
+    assert choices[0] is None and choices[1:] == ["0", "1", "2", "3"]  # the layers with a spatial output
+    assert panel.wait(60) and panel.results["gradcam"].layer == "3"  # automatic: the last one
+    panel._layer.value = "1"
+    assert panel.layer == "1" and panel.wait(60)
+    assert panel.results["gradcam"].layer == "1"
+    expected = sw.attribute(make_torch_cnn(), images, "gradcam", layer="1", seed=0)
+    np.testing.assert_allclose(panel.results["gradcam"].raw, expected.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_an_ig_completeness_gap_is_noted_with_the_fix(images):
+    panel = make(images, methods=("integrated",), nintegration=2)
+    assert "completeness gap reaches" in panel._notes.value and "more path steps" in panel._notes.value
+    panel.nintegration = 16
+    assert panel.wait(60) and "completeness gap" not in panel._notes.value
+
+
+# ------------------------------------------------------------------ tooltips and layout
+def test_every_control_has_a_tooltip_and_every_row_wraps(images):
+    panel = make(images, methods=("smoothgrad", "integrated", "gradcam"))
+    panel.wait(60)
+    controls = [w for w in walk(panel) if isinstance(w, (ipywidgets.ValueWidget, ipywidgets.Button))]
+    assert len(controls) > 20
+    missing = [w for w in controls if not w.tooltip or w.tooltip == "null"]
+    assert not missing, missing
+    rows = [w for w in walk(panel) if type(w) is ipywidgets.HBox]
+    assert rows and all(r.layout.flex_flow == "row wrap" for r in rows)
+    sliders = [w for w in controls if isinstance(w, (ipywidgets.IntSlider, ipywidgets.FloatSlider))]
+    assert sliders and all(int(s.layout.min_width.rstrip("px")) >= 200 for s in sliders)
+
+
+def test_the_grid_fills_the_width_but_keeps_cells_of_at_least_160_px(images):
+    panel = make(images)
+    layout = panel._image.layout
+    columns = 1 + 2 + 1
+    assert layout.width == "100%" and int(layout.max_width.rstrip("px")) == columns * 208 + 8
+    assert int(layout.min_width.rstrip("px")) == columns * 160
+    assert panel._grid_box.layout.overflow == "auto"
+    panel.cell_size = 100  # the user asks for small cells: then they may be small
+    assert int(layout.min_width.rstrip("px")) == columns * 100
+
+
+# ------------------------------------------------------------------ cost: estimate, confirm, stop
+def test_a_long_run_waits_for_the_compute_button_with_its_estimate(images):
+    panel = make(images, confirm_seconds=0.0)
+    panel._explorer().seconds_per_pass = 0.01
+    panel.nsamples = 30
+    time.sleep(0.2)
+    assert panel.status.startswith("This needs 104 passes (SmoothGrad 104)")  # 26 new samples x 4 images
+    assert "about 1 s" in panel.status and "press Compute" in panel.status
+    assert panel._compute.layout.display == "" and panel.results["smoothgrad"].nsamples == 4
+    panel._compute.click()
+    assert panel.wait(60) and panel.results["smoothgrad"].nsamples == 30
+    assert panel._compute.layout.display == "none"
+
+
+def test_the_seconds_per_pass_come_from_the_last_result(images):
+    panel = make(images)
+    result = panel.results["smoothgrad"]
+    assert panel._explorer().seconds_per_pass == pytest.approx(result.seconds / result.passes_done)
+
+
+def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
+    panel = make(images, batch_size=4)
+    panel.nsamples = 2000
+    time.sleep(0.5)
+    assert not panel._stop.disabled
+    panel._stop.click()
+    assert panel.wait(1)
+    assert panel.status.startswith("Stopped")
+    assert panel._stop.disabled
+    assert panel.results["smoothgrad"].nsamples == 4  # the last complete grid stays
+    panel.nsamples = 5
+    assert panel.wait(60) and panel.results["smoothgrad"].nsamples == 5
+
+
+# ------------------------------------------------------------------ downloads
+def test_the_download_links_hold_the_grid_png_and_the_maps(images):
+    panel = make(images)
+    links = dict(re.findall(r"download='([^']+)' href='data:[^;]+;base64,([^']+)'", panel._downloads.value))
+    assert set(links) == {"saliency_grid.png", "saliency_maps.npz"}
+    assert base64.b64decode(links["saliency_grid.png"]) == panel.to_png()
+    maps = np.load(io.BytesIO(base64.b64decode(links["saliency_maps.npz"])))
+    np.testing.assert_array_equal(maps["raw_smoothgrad"], panel.results["smoothgrad"].raw)
+    np.testing.assert_array_equal(maps["mask_vanilla"], panel.masks["vanilla"])
+    np.testing.assert_array_equal(maps["target_vanilla"], panel.results["vanilla"].target)
+    before = panel._downloads.value
+    panel.cmap = "viridis"
+    assert panel._downloads.value != before  # rebuilt with the grid
+
+
+# ------------------------------------------------------------------ classes
+@pytest.fixture
+def named(images):
+    names = ["crane", "tiger cat", "crane", "tiger", "cat"]
+    return make(images, class_names=names, methods=("vanilla",))
+
+
+def test_class_search_acts_on_a_unique_match(named):
+    named._search.value = "tiger c"  # Enter: one class contains it
+    assert named.target == 1 and "Explaining tiger cat (#1)" in named._search_hint.value
+    assert named._target.value == 1 and named._search.value == "tiger cat"
+    assert named.wait(60)
+    np.testing.assert_array_equal(named.results["vanilla"].target, [1] * 4)
+
+
+def test_class_search_says_when_several_or_none_match(named):
+    named._search.value = "tig"
+    assert "2 classes contain 'tig'" in named._search_hint.value and named.target == "predicted"
+    named._search.value = "zebra"
+    assert named._search_hint.value == "No class matches 'zebra'."
+    named._search.value = "tiger"  # a full name wins over the names containing it
+    assert named.target == 3
+
+
+def test_duplicate_names_show_their_indices_and_stay_apart(named):
+    assert "crane (#0)" in named._search.options and "crane (#2)" in named._search.options
+    named._search.value = "crane"
+    assert "2 classes are called 'crane': crane (#0), crane (#2)" in named._search_hint.value
+    assert named.target == "predicted"
+    labels = [label for label, _ in named._target.options]
+    assert any(l.startswith("crane (#0)") for l in labels) and any(l.startswith("crane (#2)") for l in labels)
+    named._search.value = "crane (#2)"
+    assert named.target == 2
+
+
+def test_the_search_box_follows_the_target_dropdown(named):
+    named._target.value = next(v for _, v in named._target.options if v == 4 or v == 0)
+    expected = "cat" if named.target == 4 else "crane (#0)"
+    assert named._search.value == expected
+    named.target = "predicted"
+    assert named._search.value == ""
+
+
+# ------------------------------------------------------------------ pages and uploads
+def test_only_the_visible_page_is_computed_and_each_page_keeps_its_cache(images):
+    five = np.concatenate([images, images[:1] * 0.5])
+    panel = make(five, page_size=2)
+    assert panel.num_pages == 3 and panel._pager.layout.display == ""
+    assert panel.results["smoothgrad"].raw.shape[0] == 2
+    assert panel._page_label.value == "images 1-2 of 5"
+    panel._next.click()
+    assert panel.page == 1 and panel.wait(60)
+    expected = sw.attribute(make_torch_cnn(), five[2:4], "smoothgrad", nsamples=4, seed=0)
+    np.testing.assert_allclose(panel.results["smoothgrad"].raw, expected.raw, rtol=1e-5, atol=1e-8)
+    panel.page = 2
+    assert panel.wait(60) and panel.results["smoothgrad"].raw.shape[0] == 1
+    assert panel._next.disabled
+    panel.page = 0
+    assert panel.wait(60) and panel.status.endswith("all from the cache.")
+    with pytest.raises(traitlets.TraitError):
+        panel.page = 3
+
+
+NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def small_preprocess(picture: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(picture).resize((16, 16)), np.float32).transpose(2, 0, 1) / 255
+
+
+def png_bytes(colour) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_an_uploaded_picture_joins_the_grid(images):
+    panel = make(images, preprocess=small_preprocess, page_size=6, methods=("vanilla",))
+    assert panel._upload.layout.display == ""
+    before = decode(panel.to_png())
+    content = png_bytes((250, 10, 10))
+    panel._upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
+                            "content": memoryview(content), "last_modified": NOW},)
+    assert panel.wait(60) and panel.error == ""
+    assert panel.results["vanilla"].raw.shape[0] == 5 and panel._upload.value == ()
+    after = decode(panel.to_png())
+    assert after.shape[0] > before.shape[0]  # a fifth row
+    np.testing.assert_allclose(panel._display[4], np.full((16, 16, 3), [250, 10, 10]) / 255, atol=0.01)
+    expected = sw.attribute(make_torch_cnn(), panel._images, "vanilla", seed=0)
+    np.testing.assert_allclose(panel.results["vanilla"].raw[4], expected.raw[4], rtol=1e-5, atol=1e-8)
+
+
+def test_an_upload_the_preprocess_cannot_take_is_an_error_in_the_panel(images):
+    panel = make(images, preprocess=lambda picture: np.zeros((3, 8, 8), np.float32), methods=("vanilla",))
+    content = png_bytes((0, 0, 0))
+    panel._upload.value = ({"name": "x.png", "type": "image/png", "size": len(content),
+                            "content": memoryview(content), "last_modified": NOW},)
+    assert "preprocess returned shape (3, 8, 8)" in panel.error
+    panel._upload.value = ({"name": "x.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"),
+                            "last_modified": NOW},)
+    assert "cannot identify image file" in panel.error
+    assert len(panel._images) == 4
+
+
+def test_without_preprocess_there_is_no_upload_button(images):
+    panel = make(images)
+    assert panel._upload.layout.display == "none"
+
+
+# ------------------------------------------------------------------ titles
+def test_a_single_logit_model_is_shown_with_its_sigmoid(images, monkeypatch):
+    import torch
+    from salwidget import render
+
+    model = make_torch_cnn(num_classes=1)
+    with torch.no_grad():
+        model[6].bias += 2.0  # a logit outside [0, 1], which would read as a probability
+    titles = []
+    original = render.GridRenderer.render
+    monkeypatch.setattr(render.GridRenderer, "render",
+                        lambda self, columns, row_titles=None: titles.append(row_titles) or original(self, columns,
+                                                                                                     row_titles))
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla",), class_names=["defect"])
+    assert panel.wait(60) and panel.error == ""
+    logit = model(torch.as_tensor(images)).detach().numpy()[0, 0]
+    assert f"p(defect) = {1 / (1 + np.exp(-logit)):.2f} (sigmoid)" in titles[-1][0]
+
+
+def test_status_uses_labels_and_no_zero_counts(images):
+    panel = make(images, methods=("vanilla", "gradcam", "integrated"))
+    assert "Gradient, Grad-CAM @ 3, Integrated Gradients (4 steps)" in panel.status
+    assert "vanilla" not in panel.status and "0 samples" not in panel.status and "n=0" not in panel.status
