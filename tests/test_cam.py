@@ -226,6 +226,25 @@ def test_scorecam_equals_pytorch_grad_cam_with_half_pixel_upsampling(torch_cnn, 
     close(a.raw, grad_cam_reference(grad_cam_lib, grad_cam_lib.ScoreCAM, torch_cnn, "3", images, a.target))
 
 
+def relu_cnn_with_dead_channels():
+    """The test CNN with ReLU after its second conv, three of whose 8 channels never fire."""
+    model = make_torch_cnn()
+    model[3] = torch.nn.ReLU()
+    with torch.no_grad():
+        model[2].bias[:3] = -100.0
+    return model
+
+
+def test_scorecam_shares_one_pass_among_an_images_constant_channels(images, grad_cam_lib, half_pixel_upsampling):
+    model = relu_cnn_with_dead_channels()
+    a = sw.attribute(model, images, "scorecam", layer="3")
+    features = hooked_output(model, "3", torch.as_tensor(images)).flatten(2)
+    constant = (features.amax(-1) == features.amin(-1)).numpy()  # (B, C)
+    assert constant[:, :3].all()
+    assert a.passes_total == (~constant).sum() + constant.any(axis=1).sum()
+    close(a.raw, grad_cam_reference(grad_cam_lib, grad_cam_lib.ScoreCAM, model, "3", images, a.target))
+
+
 def test_scorecam_does_not_depend_on_the_chunk_size_and_reports_progress(torch_cnn, images):
     seen = []
     small = sw.attribute(torch_cnn, images, "scorecam", batch_size=1,
@@ -271,6 +290,18 @@ def test_torch_and_keras_twins_give_the_same_cam(twin, images, method):
     a = sw.attribute(torch_model, images, method)
     b = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method)
     assert (a.layer, b.layer) == ("3", keras_model.layers[2].name)
+    close(b.raw, a.raw, rtol=1e-4)
+
+
+def test_keras_scorecam_with_constant_channels_equals_torch(images):
+    import keras
+
+    torch_model = relu_cnn_with_dead_channels()
+    keras_model = keras_twin(torch_model)
+    keras_model.layers[2].activation = keras.activations.relu
+    a = sw.attribute(torch_model, images, "scorecam", batch_size=2)
+    b = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), "scorecam", batch_size=3)
+    assert a.passes_total == b.passes_total < 4 * 8
     close(b.raw, a.raw, rtol=1e-4)
 
 

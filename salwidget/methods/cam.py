@@ -101,28 +101,32 @@ def _channels_last_layers(ctx: RunContext) -> bool:
     return ctx.backend.framework == "tensorflow"
 
 
+def _grid(n: int, height: int, width: int) -> tuple[int, int] | None:
+    """(h, w) with ``h * w == n`` and ``h / w == height / width``, if there is one."""
+    h = int(round(math.sqrt(n * height / width))) if n > 0 else 0
+    if h >= 1 and n % h == 0 and h * width == (n // h) * height:
+        return h, n // h
+    return None
+
+
 def token_grid(tokens: int, size: tuple[int, int], prefix: int | None, layer: str, shape: tuple) -> tuple[int, int, int]:
     """(prefix, h, w) such that ``tokens - prefix == h * w`` with ``h / w`` the input's aspect ratio."""
     height, width = size
-    tries = AUTO_PREFIXES if prefix is None else (prefix,)
-    for dropped in tries:
-        n = tokens - dropped
-        if n < 1:
-            continue
-        h = int(round(math.sqrt(n * height / width)))
-        if h >= 1 and n % h == 0 and h * width == (n // h) * height:
-            return dropped, h, n // h
-    dropped_words = "dropping 0, 1 or 2 leading class/prefix tokens" if prefix is None else f"dropping {prefix} prefix token(s)"
-    grid = "a perfect square" if height == width else f"an h x w grid with h / w = {height} / {width}"
+    for dropped in AUTO_PREFIXES if prefix is None else (prefix,):
+        grid = _grid(tokens - dropped, height, width)
+        if grid is not None:
+            return (dropped, *grid)
+    dropping = "dropping 0, 1 or 2 leading class/prefix tokens" if prefix is None else f"dropping {prefix} prefix token(s)"
+    wanted = "a perfect square" if height == width else f"an h x w grid with h / w = {height} / {width}"
     hint = ""
-    for extra in range(0, min(tokens, 16)):  # name the prefix count that would work, if a small one does
-        n = tokens - extra
-        h = int(round(math.sqrt(n * height / width)))
-        if h >= 1 and n % h == 0 and h * width == (n // h) * height:
-            hint = f" Dropping {extra} token(s) would leave {h} x {n // h}: pass prefix_tokens={extra} if the model has that many."
+    for extra in range(min(tokens, 16)):  # name a small prefix count that would work, if one does
+        grid = _grid(tokens - extra, height, width)
+        if grid is not None:
+            hint = (f" Dropping {extra} token(s) would leave {grid[0]} x {grid[1]}: pass prefix_tokens={extra} "
+                    "if the model has that many.")
             break
     raise SaliencyError(
-        f"Layer {layer!r} outputs {tokens} tokens (shape {shape}); after {dropped_words} the rest is not {grid}, "
+        f"Layer {layer!r} outputs {tokens} tokens (shape {shape}); after {dropping} the rest is not {wanted}, "
         f"so it cannot be folded into the image's grid.{hint} For other layouts (Swin, ...) pass reshape=f, "
         "a function from the layer's output to (B, C, h, w) in torch or (B, h, w, C) in Keras."
     )
@@ -230,6 +234,14 @@ class ClassActivationMap(Method):
     output = "layer"
     signed = False
     options = (RESHAPE, PREFIX_TOKENS)
+
+    def resolve(self, given: dict) -> dict:
+        options = super().resolve(given)
+        if options["reshape"] is not None and not callable(options["reshape"]):
+            raise SaliencyError(
+                f"reshape must be a function from the layer's output to a feature map; got {options['reshape']!r}."
+            )
+        return options
 
     def pick_layer(self, ctx: RunContext, layer: Any) -> str:
         if ctx.spatial_size is None:
@@ -401,13 +413,30 @@ class LayerCAM(ClassActivationMap):
 
 @dataclass
 class ScoreState:
-    flat: Any  # (C * B, h, w): channel k of image b at row k * B + b (the pass order)
+    flat: Any  # (C * B, h, w): channel k of image b at row k * B + b
     scores: Any  # (C * B,) target scores of the masked inputs, -inf where not yet run
     channels: int
+    rows: np.ndarray  # the rows that get a masked pass of their own (not constant), channel-major
+    blank_images: np.ndarray  # images with constant channels: one pass each, input 0 masked by zeros
+    constant_rows: dict  # image -> its constant channels' rows, which share that pass's score
     done: int = 0
+
+    @property
+    def passes(self) -> int:
+        return len(self.blank_images) + len(self.rows)
 
 
 class ScoreCAM(ClassActivationMap):
+    """Score-CAM, one forward pass per channel and image.
+
+    A channel that is constant on an image (a ReLU's dead channel: half of
+    EfficientNet-Lite0's last feature map) has the mask 0 whatever its value,
+    so all such channels of an image share one pass: the input masked by zeros.
+    The weights are exactly those of running every channel (where references
+    upsample a constant, float rounding can leave it not quite constant and
+    their normalisation then blows that up; mathematically the mask is 0).
+    """
+
     name = "scorecam"
     order = 73
     label = "Score-CAM"
@@ -419,38 +448,53 @@ class ScoreCAM(ClassActivationMap):
         return GRADCAM._layer_map(ctx, points, images, layer)
 
     def start(self, ctx: RunContext, resume: Any = None) -> ScoreState:
-        ops = ctx.ops
+        ops, batch = ctx.ops, ctx.batch
         parts = []
-        for s in range(0, ctx.batch, ctx.chunk):  # forward passes only: cheap next to the masked ones
+        for s in range(0, batch, ctx.chunk):  # forward passes only: cheap next to the masked ones
             activation, _ = ctx.backend.layer_activations([x[s : s + ctx.chunk] for x in ctx.inputs], ctx.layer)
             parts.append(feature_map(ctx, activation, ctx.layer))
         a = ops.concat(parts)
-        batch, channels, h, w = (int(d) for d in a.shape)
+        channels, h, w = (int(d) for d in a.shape[1:])
         flat = ops.reshape(ops.transpose(a, (1, 0, 2, 3)), (channels * batch, h, w))
-        return ScoreState(flat, ops.full((channels * batch,), -np.inf), channels)
+        constant = ops.numpy(ops.row_max(flat) == ops.row_min(flat))
+        images = np.arange(channels * batch) % batch
+        constant_rows = {b: np.nonzero(constant & (images == b))[0] for b in range(batch)}
+        blank = np.array([b for b in range(batch) if len(constant_rows[b])], np.int64)
+        return ScoreState(flat, ops.full((channels * batch,), -np.inf), channels, np.nonzero(~constant)[0],
+                          blank, constant_rows)
 
     def passes_left(self, ctx: RunContext, state: ScoreState) -> int:
-        return state.channels * ctx.batch - state.done
+        return state.passes - state.done
 
     def stages(self, ctx: RunContext, state: ScoreState) -> Iterator[Stage]:
         if self.passes_left(ctx, state) > 0:
-            total = state.channels * ctx.batch
-            yield Stage(total, lambda start, stop: self._run_masked(ctx, state, start, stop), cost=FORWARD_COST)
+            yield Stage(state.passes, lambda start, stop: self._run_masked(ctx, state, start, stop), cost=FORWARD_COST)
 
     def _run_masked(self, ctx: RunContext, state: ScoreState, start: int, stop: int) -> None:
-        ops = ctx.ops
-        rows = np.arange(start, stop)
-        images = rows % ctx.batch
+        """Passes ``start..stop-1``: first one per image with constant channels, then one per other row."""
+        ops, batch = ctx.ops, ctx.batch
         height, width = ctx.spatial_size
-        masks = ops.resize(ops.take(state.flat, rows), (height, width))
-        low = ops.per_row(ops.row_min(masks), masks)
-        high = ops.per_row(ops.row_max(masks), masks)
-        masks = (masks - low) / (high - low + 1e-8)
-        shape = (len(rows), height, width, 1) if ctx.channels_last else (len(rows), 1, height, width)
-        points = [ops.take(ctx.inputs[0], images) * ops.reshape(masks, shape)]
+        picks = np.arange(start, stop)
+        blanks = state.blank_images[picks[picks < len(state.blank_images)]]
+        rows = state.rows[picks[picks >= len(state.blank_images)] - len(state.blank_images)]
+        images = np.concatenate([blanks, rows % batch])
+        masks = []
+        if len(blanks):
+            masks.append(ops.zeros((len(blanks), height, width)))
+        if len(rows):
+            resized = ops.resize(ops.take(state.flat, rows), (height, width))
+            low = ops.per_row(ops.row_min(resized), resized)
+            high = ops.per_row(ops.row_max(resized), resized)
+            masks.append((resized - low) / (high - low + 1e-8))
+        shape = (len(images), height, width, 1) if ctx.channels_last else (len(images), 1, height, width)
+        points = [ops.take(ctx.inputs[0], images) * ops.reshape(ops.concat(masks), shape)]
         points += [ops.take(x, images) for x in ctx.inputs[1:]]
         scores = ctx.target_scores(ctx.backend.outputs(points), images)
-        state.scores = ops.put(state.scores, rows, scores)
+        if len(rows):
+            state.scores = ops.put(state.scores, rows, scores[len(blanks):])
+        for i, image in enumerate(blanks.tolist()):
+            shared = state.constant_rows[image]
+            state.scores = ops.put(state.scores, shared, ops.take(scores, np.full(len(shared), i)))
         state.done += stop - start
 
     def _maps(self, ctx: RunContext, state: ScoreState):
