@@ -29,7 +29,8 @@ scorecam   ``ReLU(sum_k w_k A_k)``, ``w = softmax_k(s_k)``, ``s_k`` the target's
            cancels; it normalises before upsampling. pytorch-grad-cam upsamples
            with aligned corners; half-pixel centres are what torch's default
            and ``tf.image.resize`` share.) One forward pass per channel and
-           image, run in chunks by the engine (progress, cancel, bounded memory).
+           image (the channels constant on an image share one: their mask is
+           0), run in chunks by the engine (progress, cancel, bounded memory).
 =========  ==============================================================
 
 The layer: ``layer=None`` takes the last layer (in call order) whose output is
