@@ -8,6 +8,8 @@ decorrelate, Guided Backprop does not) and against scipy/scikit-image.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ from salwidget.evaluation.curves import ranking
 from salwidget.evaluation.sanity import compare
 from salwidget.visualize import resize_bilinear
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import keras_twin
 
 
 # ----------------------------------------------------------------- references
@@ -209,7 +211,7 @@ def test_random_order_is_seeded_differs_from_a_map_and_a_faithful_map_beats_it(i
     ("randm", "'random'"),
 ])
 def test_a_saliency_map_that_does_not_fit_the_images_is_an_error(torch_cnn, images, maps, words):
-    with pytest.raises(SaliencyError, match=__import__("re").escape(words)):
+    with pytest.raises(SaliencyError, match=re.escape(words)):
         sw.deletion_insertion(torch_cnn, images, maps)
 
 
@@ -230,7 +232,7 @@ def test_an_attribution_of_other_images_is_an_error(torch_cnn, images):
     (dict(deletion_value=float("nan")), "finite"),
 ])
 def test_bad_options_are_errors(torch_cnn, images, tied_maps, kwargs, words):
-    with pytest.raises(SaliencyError, match=__import__("re").escape(words)):
+    with pytest.raises(SaliencyError, match=re.escape(words)):
         sw.deletion_insertion(torch_cnn, images, tied_maps, **kwargs)
 
 
@@ -333,7 +335,7 @@ def test_sanity_progress_counts_every_computation_and_cancel_stops(torch_cnn, im
     (dict(nsample=3), "nsamples"),
 ])
 def test_bad_sanity_options_are_errors(torch_cnn, images, kwargs, words):
-    with pytest.raises(SaliencyError, match=__import__("re").escape(words)):
+    with pytest.raises(SaliencyError, match=re.escape(words)):
         sw.sanity_check(torch_cnn, images, "vanilla", **kwargs)
 
 
