@@ -229,13 +229,14 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
     chunks are sized to the free memory (results do not depend on the size).
     """
     done = 0
-    measure = request.batch_size == "auto"
+    auto = measure = request.batch_size == "auto"
     for stage in stages:
         start = 0
         while start < stage.passes:
             if request.cancel is not None and request.cancel():
                 raise AttributionCancelled("Attribution cancelled by the caller.")
-            per_chunk = max(1, int(round(ctx.chunk / stage.cost)))
+            # 'auto' fits more cheap (forward-only) passes in a chunk; a given batch_size is a hard cap.
+            per_chunk = max(1, int(round(ctx.chunk / stage.cost))) if auto else ctx.chunk
             # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2.
             remaining = stage.passes - start
             stop = start + -(-remaining // -(-remaining // per_chunk))

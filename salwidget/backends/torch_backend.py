@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import zlib
 from contextlib import contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
 
@@ -27,6 +28,7 @@ from .base import model_call_error, not_differentiable, unknown_layer
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
 _CPU_CHUNK_SECONDS = 0.04
+_RANDOMIZE_STREAM = 5
 _LAYOUT_HINT = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
 
 
@@ -542,13 +544,23 @@ class TorchBackend:
 
 
 def _randomize(shadow: torch.nn.Module, original: torch.nn.Module, names: Sequence[str], seed: int) -> None:
-    """Give the shadow's modules ``names`` freshly initialised weights of their own."""
+    """Give the shadow's modules ``names`` freshly initialised weights of their own.
+
+    Each module's initialiser (``reset_parameters``) runs on a deep copy, so
+    the user's tensors are never written, under a seed derived from ``seed``
+    and the module's name (not ``seed`` itself: a model built after
+    ``torch.manual_seed(seed)`` would get its own weights back); the global
+    random state of the CPU and the model's GPU is restored afterwards.
+    """
+    from ..randomness import derive_key
+
     shadow_modules = dict(shadow.named_modules())
     original_modules = dict(original.named_modules())
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
+    device, _ = model_device_and_dtype(original)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
         for name in names:
+            torch.manual_seed(derive_key(seed, _RANDOMIZE_STREAM, zlib.crc32(name.encode()), 0))
             fresh = copy.deepcopy(original_modules[name])  # new tensors: the user's stay untouched
             for module in fresh.modules():
                 if hasattr(module, "reset_parameters"):
@@ -556,5 +568,3 @@ def _randomize(shadow: torch.nn.Module, original: torch.nn.Module, names: Sequen
             target = shadow_modules[name]
             for key, value in fresh._parameters.items():
                 target._parameters[key] = None if value is None else value.detach()
-    finally:
-        torch.random.set_rng_state(state)
