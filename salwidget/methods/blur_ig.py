@@ -15,7 +15,9 @@ matrix unit does far faster than a long convolution. The forward difference
 ``blur(sigma + grad_step) - blur(sigma)`` is formed from the differences of
 the matrices (computed in float64 on the host), so it keeps its precision in
 float32 where subtracting two blurred float32 images would not (PAIR loses
-it that way on float32 images: give it float64 images to compare).
+it that way on float32 images: give it float64 images to compare). The
+products cost O(H + W) per pixel whatever the sigma: fine for images up to a
+few hundred pixels a side.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class BlurIG(SampledGradients):
     signed = True
     options = (
         nsamples_option("Path steps (PAIR uses 100); cost grows linearly.", default=50, label="steps"),
-        Option("max_sigma", 50.0, "The strongest blur (pixels), where the path starts; larger blurs cost more "
-               "device time per step.", kind="float", minimum=0.1, maximum=1000.0, label="max blur",
+        Option("max_sigma", 50.0, "The strongest blur (pixels), where the path starts; any value costs the "
+               "same (blurs are matrix products).", kind="float", minimum=0.1, maximum=1000.0, label="max blur",
                slider_max=100.0, step=1.0),
         Option("grad_step", 0.01, "Sigma step of the finite difference that measures how the blur changes.",
                kind="float", minimum=1e-6, maximum=10.0, label="sigma step", slider_max=1.0, step=0.01),
