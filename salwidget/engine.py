@@ -334,7 +334,7 @@ def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backen
         delta=output.extras.get("delta"),
         method=method.name,
         label=method.label,
-        signed=method.signed,
+        signed=method.is_signed(options),
         kind=method.output,
         layer=ctx.layer,
         options=dict(options),

@@ -130,3 +130,12 @@ def test_multi_input_maps_are_multiplied_by_their_own_difference():
     np.testing.assert_allclose(a.raw[0], wa[[0, 2]] * x, rtol=1e-5)
     np.testing.assert_allclose(a.raw[1], wb[[0, 2]] * y, rtol=1e-5)
     np.testing.assert_allclose(a.delta, 0, atol=1e-5)
+
+
+def test_a_map_is_signed_unless_its_samples_are_squared(tiny_images):
+    model = linear_model()
+    assert sw.attribute(model, tiny_images, "integrated", nsamples=3).signed
+    assert not sw.attribute(model, tiny_images, "smoothgrad", nsamples=2).signed
+    assert sw.attribute(model, tiny_images, "smoothgrad", nsamples=2, magnitude=False).signed
+    assert not sw.attribute(model, tiny_images, "smooth_integrated", nsamples=2, nintegration=2).signed
+    assert sw.attribute(model, tiny_images, "smooth_integrated", nsamples=2, nintegration=2, magnitude=False).signed

@@ -230,6 +230,10 @@ class Method:
                 parts.append((option.name, _hashable(options[option.name])))
         return tuple(parts)
 
+    def is_signed(self, options: dict) -> bool:
+        """Whether maps made with ``options`` carry a meaningful sign (squared maps do not)."""
+        return self.signed
+
     def pick_layer(self, ctx: RunContext, layer: Any) -> str:
         """For ``reads == 'layer'``: the name of the layer to read (``layer`` as the user gave it, or None)."""
         if layer is None:

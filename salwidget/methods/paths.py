@@ -130,6 +130,11 @@ class SmoothIntegrated(_StraightPath):
     name = "smooth_integrated"
     label = "SmoothGrad + IG"
     order = 40
+    signed = False  # by default: squared (magnitude) samples
+
+    def is_signed(self, options: dict) -> bool:
+        return not options["magnitude"]
+
     summary = "SmoothGrad whose samples are IG maps, each integrated from its own noisy copy of the image."
     options = (
         nsamples_option("Noise samples per image (the first is the clean image); each costs nintegration passes."),

@@ -18,6 +18,9 @@ class SmoothGrad(SampledGradients):
     options = (_NSAMPLES, STDEV_SPREAD, MAGNITUDE)
     resumable = "nsamples"
 
+    def is_signed(self, options: dict) -> bool:
+        return not options["magnitude"]
+
     def sampling(self, options: dict) -> Sampling:
         reduction = "mean_square" if options["magnitude"] else "mean"
         return Sampling(options["nsamples"], 1, np.ones(1), np.ones(1), reduction, noisy=True)
