@@ -11,7 +11,6 @@ fewer, and maps computed before the weights changed are not served after.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -81,7 +80,7 @@ class Explorer:
         self.cache_size = cache_size
         self.output_index = output_index
         self.rng = rng
-        self.seconds_per_pass: float | None = None  # measured by the last computation
+        self.seconds_per_pass: float | None = None  # measured by the last computation; None before any
         self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
         self._cache: OrderedDict[tuple, Attribution] = OrderedDict()
         self._layers: list[tuple[str, tuple]] | None = None
@@ -91,11 +90,8 @@ class Explorer:
         """Forget cached maps and re-read the model's predictions (after its weights changed)."""
         with self._lock:
             self._cache.clear()
-        started = time.perf_counter()
         self.scores = predict(self.model, self.images, channels_last=self.channels_last,
                               output_index=self.output_index, batch_size=self.batch_size)
-        if self.seconds_per_pass is None:  # a first guess: a gradient pass costs about three forward passes
-            self.seconds_per_pass = 3 * (time.perf_counter() - started) / len(self.images)
         self.probabilities = softmax(self.scores)
         self.predicted = self.scores.argmax(axis=1)
         self.weights = self._backend.identity()

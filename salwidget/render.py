@@ -77,11 +77,17 @@ def colorize(values: np.ndarray, cmap: str, vmin: float = 0.0, vmax: float = 1.0
 
 
 def overlay(images: np.ndarray, masks: np.ndarray, cmap: str, alpha: float, vmin: float = 0.0) -> np.ndarray:
-    """Blend colour-mapped masks (B, H, W) in [vmin, 1] onto RGB images (B, H, W, 3)."""
+    """Blend colour-mapped masks (B, H, W) in [vmin, 1] onto RGB images (B, H, W, 3).
+
+    Signed masks (``vmin < 0``) are blended in proportion to their strength.
+    """
     coloured = colorize(masks, cmap, vmin, 1.0).astype(np.float32) / 255
     if images.shape[1:3] != masks.shape[1:3]:
         images = _resize_nearest(images, masks.shape[1:3])
-    return np.clip((1 - alpha) * images + alpha * coloured, 0, 1).astype(np.float32)
+    # Signed maps: zero is the colour map's white, so blend by strength (its square root: weak evidence
+    # stays visible) and let the picture show where there is none.
+    weight = alpha * np.sqrt(np.abs(masks))[..., None] if vmin < 0 else alpha
+    return np.clip((1 - weight) * images + weight * coloured, 0, 1).astype(np.float32)
 
 
 def _resize_nearest(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -207,8 +213,10 @@ class GridRenderer:
         draw.rectangle([start - 1, top - 1, start + length, top + BAR_PX], outline="#555555")
         small = _font(FONT_PX - 1)
         for value, label in bar.ticks:
-            x = start + (value - bar.vmin) / (bar.vmax - bar.vmin) * (length - 1)
+            share = (value - bar.vmin) / (bar.vmax - bar.vmin)
+            x = start + share * (length - 1)
             draw.line([x, top + BAR_PX, x, top + BAR_PX + 3], fill="#555555")
-            draw.text((x, top + BAR_PX + 4), label, fill="black", font=small, anchor="ma")
+            anchor = "la" if share <= 0 else "ra" if share >= 1 else "ma"  # end labels stay under the bar
+            draw.text((x, top + BAR_PX + 4), label, fill="black", font=small, anchor=anchor)
         draw.multiline_text((left + self.cell_px / 2, top + BAR_PX + 4 + LINE_PX), caption, fill="#333333",
                             font=small, anchor="ma", align="center", spacing=LINE_PX - FONT_PX + 1)

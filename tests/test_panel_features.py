@@ -81,6 +81,8 @@ def test_a_newly_registered_method_brings_its_button_options_and_note(images, ex
     assert panel.wait(60)
     slider = panel._option_controls[("scaled_gradient_test", "factor")]
     assert slider.description == "factor" and slider.tooltip == "What the gradient is multiplied by."
+    assert ('title="The gradient times a constant (a test method)."'
+            in panel._group_boxes["scaled_gradient_test"][1].children[0].value)
     headers = [w.value for w in walk(panel) if isinstance(w, ipywidgets.HTML) and "Scaled gradient" in w.value]
     assert headers and "sanity check" in headers[0]
     assert "sanity check" in panel._notes.value
@@ -92,9 +94,12 @@ def test_a_newly_registered_method_brings_its_button_options_and_note(images, ex
 
 def test_options_are_grouped_under_each_selected_method(images):
     panel = make(images, methods=("smoothgrad", "integrated"))
-    groups = [[c.description for c in box.children[1].children] for box in panel._groups.children]
+    def name(view):  # a slider's description, or the label beside a dropdown or checkbox
+        return view.description if hasattr(view, "min") else re.sub("<[^>]+>", "", view.children[0].value)
+
+    groups = [[name(v) for v in box.children[1].children] for box in panel._groups.children]
     assert groups == [["samples", "noise", "squared"], ["steps", "baseline", "quadrature"]]
-    assert "<b>SmoothGrad</b>" in panel._groups.children[0].children[0].value
+    assert ">SmoothGrad</b>" in panel._groups.children[0].children[0].value
     panel.methods = ("integrated",)
     assert len(panel._groups.children) == 1
 
@@ -105,7 +110,7 @@ def test_a_cam_gets_a_layer_control_and_its_column_names_the_layer(images):
     panel.methods = ("vanilla", "gradcam")
     assert panel._layer_row in panel._groups.children
     choices = [value for _, value in panel._layer.options]
-    assert choices[0] is None and choices[1:] == ["0", "1", "2", "3"]  # the layers with a spatial output
+    assert panel._layer.label == "automatic" and choices[1:] == ["0", "1", "2", "3"]  # layers with a spatial output
     assert panel.wait(60) and panel.results["gradcam"].layer == "3"  # automatic: the last one
     panel._layer.value = "1"
     assert panel.layer == "1" and panel.wait(60)
@@ -115,22 +120,50 @@ def test_a_cam_gets_a_layer_control_and_its_column_names_the_layer(images):
 
 
 def test_an_ig_completeness_gap_is_noted_with_the_fix(images):
-    panel = make(images, methods=("integrated",), nintegration=2)
-    assert "completeness gap reaches" in panel._notes.value and "more path steps" in panel._notes.value
-    panel.nintegration = 16
+    import torch
+
+    class Cubes(torch.nn.Module):  # f = sum(x^3): two IG steps from 0 give 1.5 f, a 50 % gap
+        def forward(self, x):
+            total = (x ** 3).sum(dim=(1, 2, 3))
+            return torch.stack([total, -total], dim=1)
+
+    panel = sw.SaliencyWidget(Cubes(), images, methods=("integrated",), nintegration=2, baseline=0.0)
+    assert panel.wait(60)
+    assert "completeness gap reaches 50% of f(x) - f(baseline)" in panel._notes.value
+    assert "more path steps" in panel._notes.value
+    panel.nintegration = 64
     assert panel.wait(60) and "completeness gap" not in panel._notes.value
+
+
+def test_the_gap_of_an_image_whose_score_barely_moves_is_not_judged():
+    from salwidget.attribution import Attribution
+    from salwidget.panel.notes import completeness_gap
+
+    raw = np.zeros((2, 1, 2, 2), np.float32)
+    raw[0] = 1.0  # image 0: f(x) - f(b) = 4 - 0.4 = 3.6
+    raw[1] = 0.0005  # image 1: sum 0.002, f(x) - f(b) = 0.002 - 0.001: nothing moved
+    scores = np.array([[5.0, -5.0], [4.0, -6.0]], np.float32)
+    result = Attribution(raw=raw, delta=np.array([0.4, 0.001]), scores=scores, method="integrated")
+    share, image = completeness_gap(result)
+    assert image == 0 and share == pytest.approx(0.4 / 3.6)
 
 
 # ------------------------------------------------------------------ tooltips and layout
 def test_every_control_has_a_tooltip_and_every_row_wraps(images):
     panel = make(images, methods=("smoothgrad", "integrated", "gradcam"))
     panel.wait(60)
-    controls = [w for w in walk(panel) if isinstance(w, (ipywidgets.ValueWidget, ipywidgets.Button))]
+    # Interactive controls; not Images (ipywidgets 8.1 cannot draw an Image with a tooltip), nor text.
+    controls = [w for w in walk(panel) if isinstance(w, (ipywidgets.ValueWidget, ipywidgets.Button))
+                and not isinstance(w, (ipywidgets.Image, ipywidgets.HTML, ipywidgets.Label))]
     assert len(controls) > 20
     missing = [w for w in controls if not w.tooltip or w.tooltip == "null"]
     assert not missing, missing
-    rows = [w for w in walk(panel) if type(w) is ipywidgets.HBox]
+    unset = [w for w in walk(panel) if hasattr(w, "description") and w.tooltip is None]
+    assert not unset, unset  # ipywidgets would write them as title="null"
+    rows = [w for w in walk(panel) if type(w) is ipywidgets.HBox and "salwidget-field" not in w._dom_classes]
     assert rows and all(r.layout.flex_flow == "row wrap" for r in rows)
+    labels = [w for w in walk(panel) if "salwidget-label" in getattr(w, "_dom_classes", ())]
+    assert labels and all('title="' in label.value for label in labels)  # the label shows the tooltip too
     sliders = [w for w in controls if isinstance(w, (ipywidgets.IntSlider, ipywidgets.FloatSlider))]
     assert sliders and all(int(s.layout.min_width.rstrip("px")) >= 200 for s in sliders)
 
@@ -167,7 +200,7 @@ def test_the_seconds_per_pass_come_from_the_last_result(images):
 
 
 def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
-    panel = make(images, batch_size=4)
+    panel = make(images, batch_size=4, confirm_seconds=float("inf"))  # never held for the Compute button
     panel.nsamples = 2000
     time.sleep(0.5)
     assert not panel._stop.disabled

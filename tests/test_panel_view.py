@@ -119,7 +119,7 @@ def test_columns_stay_put_while_a_new_method_computes(images, monkeypatch):
 
     monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("vanilla", "smoothgrad"), nsamples=4,
-                              batch_size=4)
+                              batch_size=4, confirm_seconds=float("inf"))  # never held for the Compute button
     assert panel.wait(60)
     overlay = panel.overlay_method
     drawn = []

@@ -214,7 +214,8 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
     from salwidget import render
 
     monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)
-    panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=2, batch_size=4)
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=2, batch_size=4,
+                              confirm_seconds=float("inf"))  # never held for the Compute button
     assert panel.wait(60)
     drawn_with, rendering = {}, threading.Event()
     original = render.GridRenderer.render

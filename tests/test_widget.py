@@ -158,7 +158,8 @@ def test_burst_of_changes_settles_on_the_last(panel):
 
 def test_a_superseded_computation_stops_at_its_next_chunk(images, monkeypatch):
     model = make_torch_cnn()
-    panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=4)
+    panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=4,
+                              confirm_seconds=float("inf"))  # never held for the Compute button
     panel.wait(60)
     counter = PassCounter(model)
     panel.nsamples = 400  # 1,600 passes in chunks of 4

@@ -8,6 +8,7 @@ grows to hold it, a dropdown gains an entry for it.
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as widgets
@@ -22,15 +23,42 @@ SLIDER = dict(continuous_update=False, style={"description_width": "96px"})
 SLIDER_LAYOUT = dict(width="340px", min_width="260px")
 
 
+LABEL_WIDTH = "96px"
+
+
 def wrap_row(children: list, **layout) -> widgets.HBox:
     """A row that wraps onto more lines when the panel is narrow."""
-    return widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items="center", **layout))
+    row = widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", align_items="center", **layout))
+    row.add_class("salwidget-row")
+    return row
 
 
-def named(control, name: str, tooltip: str):
-    """Give ``control`` its CSS class ``salwidget-<name>`` and a tooltip (never left unset: it shows as 'null')."""
-    control.add_class(f"salwidget-{name}")
+def labelled(control, label: str, tooltip: str) -> widgets.HBox:
+    """``control`` with ``label`` on its left, both showing ``tooltip`` on hover.
+
+    ipywidgets 8.1 shows the tooltip of a Dropdown, Checkbox or Text only when
+    it has no description, so the description becomes a label of its own.
+    """
+    control.description = ""
     control.tooltip = tooltip
+    caption = widgets.HTML(f"<span title=\"{html.escape(tooltip)}\">{html.escape(label)}</span>",
+                           layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH))
+    named(caption, "label", None)
+    box = widgets.HBox([caption, control], layout=widgets.Layout(align_items="center", margin="0 8px 0 0"))
+    box.add_class("salwidget-field")
+    return box
+
+
+def named(control, name: str, tooltip: str | None):
+    """Give ``control`` its CSS class ``salwidget-<name>`` and a tooltip.
+
+    ipywidgets 8.1 writes an unset tooltip of a described widget (HTML,
+    Label, ...) as ``title="null"``: those get '' at least. Widgets without a
+    description (``Image``) get none: an Image with a tooltip fails to render.
+    """
+    control.add_class(f"salwidget-{name}")
+    if hasattr(control, "description"):
+        control.tooltip = tooltip or ""
     return control
 
 
@@ -42,19 +70,20 @@ def method_button(method: Method) -> widgets.ToggleButton:
     return named(button, f"method-{method.name}", tip)
 
 
-def option_control(method: Method, option: Option, value: Any):
-    """A control for one option of one method, showing ``value``."""
+def option_control(method: Method, option: Option, value: Any) -> tuple[Any, Any]:
+    """(control, what to place in the panel) for one option of one method, showing ``value``."""
     label = option.label or option.name
-    tip = option.help
-    if option.name == "baseline":
-        control = widgets.Dropdown(options=BASELINE_CHOICES, description=label, style=SLIDER["style"],
-                                   layout=widgets.Layout(width="280px"))
-    elif option.kind == "bool":
-        control = widgets.Checkbox(description=label, indent=False, layout=widgets.Layout(width="auto"))
-    elif option.kind == "choice":
-        control = widgets.Dropdown(options=list(option.choices), description=label, style=SLIDER["style"],
-                                   layout=widgets.Layout(width="280px"))
-    elif option.kind == "int":
+    name, tip = f"option-{method.name}-{option.name}", option.help
+    if option.name == "baseline" or option.kind == "choice":
+        choices = BASELINE_CHOICES if option.name == "baseline" else list(option.choices)
+        control = named(widgets.Dropdown(options=choices, layout=widgets.Layout(width="170px")), name, tip)
+        show_value(control, value)
+        return control, labelled(control, label, tip)
+    if option.kind == "bool":
+        control = named(widgets.Checkbox(indent=False, layout=widgets.Layout(width="auto")), name, tip)
+        show_value(control, value)
+        return control, labelled(control, label, tip)
+    if option.kind == "int":
         low = int(option.minimum if option.minimum is not None else 0)
         high = int(option.slider_max or option.maximum or max(4 * (option.default or 1), low + 10))
         control = widgets.IntSlider(min=low, max=max(high, low + 1), step=int(option.step or 1), description=label,
@@ -66,11 +95,22 @@ def option_control(method: Method, option: Option, value: Any):
         control = widgets.FloatSlider(min=low, max=high, step=step, description=label, readout_format=".3g",
                                       layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER)
     show_value(control, value)
-    return named(control, f"option-{method.name}-{option.name}", tip)
+    named(control, name, tip)  # a slider shows its tooltip on its description
+    return control, control
+
+
+NONE = "(none)"  # a dropdown's stand-in for None: ipywidgets reads a None value as "nothing selected"
+
+
+def chosen(value: Any) -> Any:
+    """A dropdown's value as the trait takes it (``NONE`` -> None)."""
+    return None if isinstance(value, str) and value == NONE else value
 
 
 def show_value(control, value: Any) -> None:
     """Show ``value`` on ``control``: extend a slider's range or add a dropdown entry when needed."""
+    if value is None and isinstance(control, widgets.Dropdown):
+        value = NONE
     if isinstance(control, (widgets.IntSlider, widgets.FloatSlider)):
         with control.hold_trait_notifications():
             if value > control.max:
@@ -112,31 +152,34 @@ def _label_for(value: Any) -> str:
     return f"constant {value:g}" if isinstance(value, float) else str(value)
 
 
-def look_controls(cmap: str, percentile: float, alpha: float, cell_size: int) -> dict:
-    """The controls that change how maps look, never what is computed."""
+def look_controls() -> dict[str, tuple[Any, Any]]:
+    """The controls that change how maps look, never what is computed: name -> (control, what to place)."""
+
+    def dropdown(name, label, tip, width, **kwargs):
+        control = named(widgets.Dropdown(layout=widgets.Layout(width=width), **kwargs), name, tip)
+        return control, labelled(control, label, tip)
+
+    def slider(kind, name, tip, **kwargs):
+        control = named(kind(layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER, **kwargs), name, tip)
+        return control, control
+
+    view = named(widgets.ToggleButtons(options=list(VIEWS), style={"button_width": "110px"},
+                                       tooltips=["Absolute values (|map|)",
+                                                 "Signed methods in a diverging colour map centred at 0"]),
+                 "view", "How signed methods (IG, Gradient x Input, ...) are shown. No model call.")
     return {
-        "cmap": named(widgets.Dropdown(options=list(CMAPS), description="colours", style=SLIDER["style"],
-                                       layout=widgets.Layout(width="240px")),
-                      "cmap", "Colour map of the magnitude maps (signed maps use a diverging map). No model call."),
-        "percentile": named(widgets.FloatSlider(min=90.0, max=100.0, step=0.1, description="clip at p",
-                                                layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
-                            "percentile", "Values above this percentile saturate the colour map. No model call."),
-        "scaling": named(widgets.Dropdown(options=SCALING_CHOICES, description="scale", style=SLIDER["style"],
-                                          layout=widgets.Layout(width="300px")),
-                         "scaling", "Which maps share one colour scale: each image alone, each method across its "
-                                    "images, or every map. No model call."),
-        "view": named(widgets.ToggleButtons(options=list(VIEWS), style={"button_width": "90px"},
-                                            tooltips=["Absolute values (|map|)",
-                                                      "Signed methods in a diverging colour map centred at 0"]),
-                      "view", "How signed methods (IG, Gradient x Input, ...) are shown. No model call."),
-        "overlay": named(widgets.Dropdown(description="overlay", style=SLIDER["style"],
-                                          layout=widgets.Layout(width="300px")),
-                         "overlay-method", "The method drawn over the image in the last column."),
-        "alpha": named(widgets.FloatSlider(min=0.0, max=1.0, step=0.05, description="opacity",
-                                           layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
-                       "overlay", "Opacity of the heatmap over the image. No model call."),
-        "cell_size": named(widgets.IntSlider(min=80, max=480, step=10, description="cell px",
-                                             layout=widgets.Layout(**SLIDER_LAYOUT), **SLIDER),
-                           "cell-size", "Size of each grid cell in pixels (the grid shrinks to the panel's width "
-                                        "down to 160 px per cell, then scrolls). No model call."),
+        "cmap": dropdown("cmap", "colours", "Colour map of the magnitude maps (signed maps use a diverging map). "
+                                            "No model call.", "140px", options=list(CMAPS)),
+        "percentile": slider(widgets.FloatSlider, "percentile", "Values above this percentile saturate the colour "
+                             "map. No model call.", min=90.0, max=100.0, step=0.1, description="clip at p"),
+        "scaling": dropdown("scaling", "scale", "Which maps share one colour scale: each image alone, each method "
+                            "across its images, or every map. No model call.", "200px", options=SCALING_CHOICES),
+        "view": (view, view),
+        "overlay": dropdown("overlay-method", "overlay", "The method drawn over the image in the last column.",
+                            "200px"),
+        "alpha": slider(widgets.FloatSlider, "overlay", "Opacity of the heatmap over the image. No model call.",
+                        min=0.0, max=1.0, step=0.05, description="opacity"),
+        "cell_size": slider(widgets.IntSlider, "cell-size", "Size of each grid cell in pixels (the grid shrinks to "
+                            "the panel's width down to 160 px per cell, then scrolls). No model call.",
+                            min=80, max=480, step=10, description="cell px"),
     }

@@ -27,6 +27,7 @@ from ..visualize import to_display_image
 from . import checks, controls
 from .classes import ClassNames, row_titles, top_classes
 from .files import decode_picture, download_links, maps_npz
+from .notes import SANITY_NOTE, notes_html
 from .method_options import CLASSIC_OPTIONS, broadcast, default_options, first_value, shown_options
 from .snapshot import Snapshot
 from .status import done_status, estimate_status, progress_status
@@ -37,9 +38,6 @@ DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
 COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 MIN_CELL_PX = 160  # the grid shrinks with the panel's width down to this many pixels per cell, then scrolls
-GAP_WARNING = 0.1  # completeness gap, as a share of f(x) - f(baseline), above which the panel warns
-SANITY_NOTE = ("fails the model-randomisation sanity check (Adebayo et al. 2018): its map barely changes when "
-               "the model's weights are randomised, so it shows the image's edges more than the model's reasons.")
 
 
 def _classic_property(name: str) -> property:
@@ -310,17 +308,16 @@ class SaliencyWidget(widgets.VBox):
             button.observe(self._on_method_button_change, names="value")
         self._option_controls: dict[tuple[str, str], Any] = {}
         self._groups = widgets.VBox(layout=widgets.Layout(margin="2px 0"))
-        self._layer = controls.named(widgets.Dropdown(options=[("automatic", None)], description="CAM layer",
-                                                      style=controls.SLIDER["style"],
-                                                      layout=widgets.Layout(width="420px")),
-                                     "layer", "The layer class activation maps read: automatic (the last layer "
-                                              "with a spatial output) or any layer with one.")
+        self._option_views: dict[tuple[str, str], Any] = {}
+        tip = "The layer class activation maps read: automatic (the last layer with a spatial output) or any one."
+        self._layer = controls.named(widgets.Dropdown(options=[("automatic", controls.NONE)],
+                                                      layout=widgets.Layout(width="320px")), "layer", tip)
         self._layer.observe(self._on_layer_change, names="value")
-        self._layer_row = controls.wrap_row([self._layer])
-        self._target = controls.named(widgets.Dropdown(description="explain", style=controls.SLIDER["style"],
-                                                       layout=widgets.Layout(width="440px")),
-                                      "target", "The class whose score is explained: each image's prediction, or "
-                                                "one class for all images (top classes listed; search for others).")
+        self._layer_row = controls.wrap_row([controls.labelled(self._layer, "CAM layer", tip)])
+        tip = ("The class whose score is explained: each image's prediction, or one class for all images "
+               "(the top classes are listed; search for any other).")
+        self._target = controls.named(widgets.Dropdown(layout=widgets.Layout(width="340px")), "target", tip)
+        self._target_view = controls.labelled(self._target, "explain", tip)
         self._target.observe(self._on_target_change, names="value")
         self._search = controls.named(widgets.Combobox(placeholder="search a class, press Enter",
                                                        options=self._classes.suggestions(), ensure_option=False,
@@ -330,8 +327,10 @@ class SaliencyWidget(widgets.VBox):
                                                       "the target; duplicated names show their indices.")
         self._search.layout.display = "" if self._classes.names else "none"
         self._search.observe(self._on_search_change, names="value")
-        self._search_hint = controls.named(widgets.HTML(), "search-hint", "What the class search found.")
-        self._look = controls.look_controls(self.cmap, self.percentile, self.overlay_alpha, self.cell_size)
+        self._search_hint = controls.named(widgets.HTML(), "search-hint", None)
+        looks = controls.look_controls()
+        self._look = {name: control for name, (control, _) in looks.items()}
+        self._look_views = [view for _, view in looks.values()]
         for trait, control in self._look_pairs():
             control.observe(self._on_look_control_change, names="value")
         self._compute = controls.named(widgets.Button(description="Compute", icon="play", button_style="primary",
@@ -344,14 +343,11 @@ class SaliencyWidget(widgets.VBox):
         self._stop.on_click(self._on_stop_click)
         self._progress = controls.named(widgets.IntProgress(min=0, max=100, layout=widgets.Layout(width="160px")),
                                         "progress", "Progress of the current computation.")
-        self._status = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")),
-                                      "status", "What the panel is doing, and what it did.")
-        self._notes = controls.named(widgets.HTML(), "notes", "Warnings about the maps shown.")
-        self._error = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error",
-                                     "The last error; the full traceback is in w.last_traceback.")
+        self._status = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")), "status", None)
+        self._notes = controls.named(widgets.HTML(), "notes", None)
+        self._error = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error", None)
         self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(width="100%", height="auto")),
-                                     "grid", "One row per image; the image, one column per method, the overlay. "
-                                             "Colour bars say how each column is scaled.")
+                                     "grid", None)
         self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow="auto", width="100%"))
         self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
                                                    layout=widgets.Layout(width="110px")),
@@ -361,15 +357,14 @@ class SaliencyWidget(widgets.VBox):
                                     "next-page", "Show the next page of images (computed when shown).")
         self._prev.on_click(self._on_prev_click)
         self._next.on_click(self._on_next_click)
-        self._page_label = controls.named(widgets.Label(), "page", "Which images are shown.")
+        self._page_label = controls.named(widgets.Label(), "page", None)
         self._pager = controls.wrap_row([self._prev, self._page_label, self._next])
-        self._enlarge = controls.named(widgets.Dropdown(description="enlarge", style=controls.SLIDER["style"],
-                                                        layout=widgets.Layout(width="360px")),
-                                       "enlarge", "Show one cell of the grid at full resolution.")
+        tip = "Show one cell of the grid at full resolution, every pixel of the map."
+        self._enlarge = controls.named(widgets.Dropdown(layout=widgets.Layout(width="280px")), "enlarge", tip)
+        self._enlarge_view = controls.labelled(self._enlarge, "enlarge", tip)
         self._enlarge.observe(self._on_enlarge_change, names="value")
-        self._cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")),
-                                    "cell", "The chosen cell at full resolution.")
-        self._cell_caption = controls.named(widgets.HTML(), "cell-caption", "What the enlarged cell shows.")
+        self._cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")), "cell", None)
+        self._cell_caption = controls.named(widgets.HTML(), "cell-caption", None)
         self._cell_box = widgets.VBox([self._cell_caption, self._cell], layout=widgets.Layout(display="none"))
         self._upload = controls.named(widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
                                                          layout=widgets.Layout(width="150px")),
@@ -377,7 +372,7 @@ class SaliencyWidget(widgets.VBox):
                                                 "and appear on the last page.")
         self._upload.layout.display = "" if self._preprocess is not None else "none"
         self._upload.observe(self._on_upload_change, names="value")
-        self._downloads = controls.named(widgets.HTML(), "downloads", "Save the grid as PNG or the maps as .npz.")
+        self._downloads = controls.named(widgets.HTML(), "downloads", None)
 
     def _look_pairs(self) -> list[tuple[str, Any]]:
         return [("cmap", self._look["cmap"]), ("percentile", self._look["percentile"]),
@@ -390,14 +385,14 @@ class SaliencyWidget(widgets.VBox):
         return [
             controls.wrap_row(list(self._method_buttons.values())),
             self._groups,
-            controls.wrap_row([self._target, self._search, self._search_hint]),
-            controls.wrap_row([control for _, control in self._look_pairs()]),
+            controls.wrap_row([self._target_view, self._search, self._search_hint]),
+            controls.wrap_row(self._look_views),
             controls.wrap_row([self._compute, self._stop, self._progress, self._status]),
             self._notes,
             self._error,
             self._grid_box,
             self._pager,
-            controls.wrap_row([self._enlarge, self._upload, self._downloads]),
+            controls.wrap_row([self._enlarge_view, self._upload, self._downloads]),
             self._cell_box,
         ]
 
@@ -420,14 +415,15 @@ class SaliencyWidget(widgets.VBox):
         for option in (method.option(n) for n in shown):
             key = (method.name, option.name)
             if key not in self._option_controls:
-                control = controls.option_control(method, option, self.options[method.name][option.name])
+                control, view = controls.option_control(method, option, self.options[method.name][option.name])
                 control.observe(lambda change, key=key: self._on_option_control_change(key, change), names="value")
-                self._option_controls[key] = control
-            items.append(self._option_controls[key])
+                self._option_controls[key], self._option_views[key] = control, view
+            items.append(self._option_views[key])
         note = f" <span style='color:#8a5300'>&#9888; {html.escape(SANITY_NOTE)}</span>" if method.fails_sanity_check else ""
         empty = "" if items or note else " <span style='color:#777'>(no options)</span>"
-        header = controls.named(widgets.HTML(f"<b>{html.escape(method.label)}</b>{note}{empty}"),
-                                f"group-{method.name}", method.summary)
+        title = html.escape(method.summary, quote=True)
+        header = controls.named(widgets.HTML(f"<b title=\"{title}\">{html.escape(method.label)}</b>{note}{empty}"),
+                                f"group-{method.name}", None)
         return widgets.VBox([header, controls.wrap_row(items)], layout=widgets.Layout(margin="0 0 4px 0"))
 
     def _show_traits(self) -> None:
@@ -440,7 +436,7 @@ class SaliencyWidget(widgets.VBox):
             for (method, option), control in self._option_controls.items():
                 controls.show_value(control, self.options[method][option])
             controls.set_choices(self._look["overlay"],
-                                 [("none", None)] + [(get_method(m).label, m) for m in self.methods])
+                                 [("none", controls.NONE)] + [(get_method(m).label, m) for m in self.methods])
             for trait, control in self._look_pairs():
                 controls.show_value(control, getattr(self, trait))
             self._show_layer()
@@ -457,7 +453,7 @@ class SaliencyWidget(widgets.VBox):
             except Exception as exc:  # the CAM itself will say what is wrong when it runs
                 layers = []
                 self.error = f"Could not list the model's layers: {exc}"
-            self._layer.options = [("automatic", None)] + [(f"{n} {tuple(s[1:])}", n) for n, s in layers]
+            self._layer.options = [("automatic", controls.NONE)] + [(f"{n} {tuple(s[1:])}", n) for n, s in layers]
         controls.show_value(self._layer, self.layer)
 
     def _show_target(self) -> None:
@@ -487,11 +483,11 @@ class SaliencyWidget(widgets.VBox):
         columns = [("image", "image")] + [(get_method(m).label, m) for m in self.methods]
         if self.overlay_method is not None:
             columns.append(("overlay", "overlay"))
-        choices = [("none", None)] + [(f"image {part.start + r + 1}: {label}", (r, key))
+        choices = [("none", controls.NONE)] + [(f"image {part.start + r + 1}: {label}", (r, key))
                                       for r in range(part.stop - part.start) for label, key in columns]
         value = self.enlarged if self.enlarged in [v for _, v in choices] else None
         controls.set_choices(self._enlarge, choices)
-        self._enlarge.value = value
+        controls.show_value(self._enlarge, value)
 
     # ------------------------------------------------------------ from controls
     def _set_from_control(self, control, apply: Callable[[], None], shown: Any) -> None:
@@ -521,11 +517,12 @@ class SaliencyWidget(widgets.VBox):
 
     def _on_look_control_change(self, change) -> None:
         trait = next(t for t, c in self._look_pairs() if c is change["owner"])
-        self._set_from_control(change["owner"], lambda: setattr(self, trait, change["new"]),
+        self._set_from_control(change["owner"], lambda: setattr(self, trait, controls.chosen(change["new"])),
                                lambda: getattr(self, trait))
 
     def _on_layer_change(self, change) -> None:
-        self._set_from_control(self._layer, lambda: setattr(self, "layer", change["new"]), lambda: self.layer)
+        self._set_from_control(self._layer, lambda: setattr(self, "layer", controls.chosen(change["new"])),
+                               lambda: self.layer)
 
     def _on_target_change(self, change) -> None:
         if change["new"] is not None:
@@ -543,7 +540,8 @@ class SaliencyWidget(widgets.VBox):
         self._search_hint.value = html.escape(found.hint(self._classes), quote=False)
 
     def _on_enlarge_change(self, change) -> None:
-        self._set_from_control(self._enlarge, lambda: setattr(self, "enlarged", change["new"]), lambda: self.enlarged)
+        self._set_from_control(self._enlarge, lambda: setattr(self, "enlarged", controls.chosen(change["new"])),
+                               lambda: self.enlarged)
 
     def _on_prev_click(self, button) -> None:
         if self.page > 0:
@@ -649,7 +647,11 @@ class SaliencyWidget(widgets.VBox):
                 costs.append((method, job.explorer.passes_needed(method, job.settings)))
             except SaliencyError:
                 costs.append((method, 0))
-        return costs, sum(p for _, p in costs) * (job.explorer.seconds_per_pass or 0.0)
+        # Seconds per pass as measured by the page's last computation (another page's before it has one);
+        # nothing is held before any measurement.
+        rates = [job.explorer.seconds_per_pass] + [e.seconds_per_pass for e in self._explorers.values()]
+        rate = next((r for r in rates if r), 0.0)
+        return costs, sum(p for _, p in costs) * rate
 
     def _submit(self, job: Job) -> None:
         self._stop.disabled = False
@@ -731,7 +733,8 @@ class SaliencyWidget(widgets.VBox):
         if picture.complete:
             self._png, self._results, self._masks = picture.png, self._view.results, picture.masks
             self._show_downloads()
-            self._notes.value = self._notes_html()
+            self._notes.value = notes_html(self.methods, self._results, self._page_slice().start,
+                                           self._explorer().weights_changed())
             self._snapshot.set(picture.png)
         self._show_cell()
 
@@ -756,19 +759,6 @@ class SaliencyWidget(widgets.VBox):
         self._cell_caption.value = html.escape(caption)
         self._cell_box.layout.display = ""
 
-    def _notes_html(self) -> str:
-        notes = [f"{get_method(m).label} {SANITY_NOTE}" for m in self.methods if get_method(m).fails_sanity_check]
-        for result in self._results.values():
-            gap = completeness_gap(result)
-            if gap is not None and gap[0] > GAP_WARNING:
-                notes.append(f"{get_method(result.method).label}: the completeness gap reaches {gap[0]:.0%} of "
-                             f"f(x) - f(baseline) (image {self._page_slice().start + gap[1] + 1}); more path steps "
-                             "make the map more faithful.")
-        if self._explorer().weights_changed():
-            notes.append("The model's weights changed since its predictions were read: call w.refresh() to update "
-                         "the titles and the target list (maps are always computed with the current weights).")
-        return "".join(f"<div style='color:#8a5300'>&#9888; {html.escape(n)}</div>" for n in notes)
-
     # --------------------------------------------------------------- public API
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the panel shows the current settings; False on timeout.
@@ -789,10 +779,10 @@ class SaliencyWidget(widgets.VBox):
             self._held = None
             self._compute.layout.display = "none"
             self._view.mark(STOPPED)
-            self.status = "Stopped. Change a setting to compute again."
-            self._stop.disabled = True
             if self._view.results:
                 self._render()
+            self._stop.disabled = True
+            self.status = "Stopped. Change a setting to compute again."
 
     def refresh(self) -> None:
         """Re-read the model's predictions and forget cached maps, after its weights changed.
@@ -889,19 +879,6 @@ class SaliencyWidget(widgets.VBox):
 
         display(super()._repr_mimebundle_(), raw=True)
         self._snapshot.display()
-
-
-def completeness_gap(result) -> tuple[float, int] | None:
-    """(largest |delta| / |f(x) - f(baseline)|, its image) for a result with a completeness gap, else None."""
-    if result.delta is None:
-        return None
-    delta = np.asarray(result.delta, np.float64).reshape(-1)
-    raws = result.raw if isinstance(result.raw, tuple) else (result.raw,)
-    total = sum(np.asarray(r, np.float64).reshape(len(delta), -1).sum(axis=1) for r in raws)
-    change = np.abs(total - delta)
-    share = np.abs(delta) / np.maximum(change, 1e-12)
-    worst = int(np.argmax(share))
-    return float(share[worst]), worst
 
 
 def _now() -> float:

@@ -1,4 +1,5 @@
-"""Servers and a browser for the UI tests: JupyterLab and Voila on 127.0.0.1, Debian's Chromium."""
+"""Servers and a browser for the UI tests: JupyterLab (the quickstart) and Voila (the app) on 127.0.0.1, Debian's
+Chromium."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def voila_url(tmp_path_factory):
     port = free_port()
     server = _start(
         [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         "quickstart.ipynb"],
+         "app.ipynb"],
         workdir, {}, workdir.parent / "voila.log",
     )
     try:
@@ -108,7 +109,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context = browser.new_context(viewport={"width": 1900, "height": 1100}, accept_downloads=True)
     page = context.new_page()
     yield page
     context.close()
