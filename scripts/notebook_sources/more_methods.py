@@ -121,7 +121,7 @@ CELLS = [
         "- Guided IG's steps run one after another (each needs the previous gradient); the images of a batch "
         "share each step's pass. Its feature selection between passes is host numpy work.\n"
         "- Blur IG's `max_sigma` sets the strongest blur; the blurs are matrix products on the model's device.\n"
-        "- XRAI's segmentation (Felzenszwalb at six scales) and ranking are host work, about a second per "
+        "- XRAI's segmentation (Felzenszwalb at six scales) and ranking are host work, about 1.5 s per "
         "224 x 224 picture.\n"
         "- Expected Gradients draws each sample's reference from `references=` (default: the other images of "
         "the batch), every reference once per round, so `nsamples` a multiple of the number of references "
