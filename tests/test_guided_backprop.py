@@ -222,3 +222,43 @@ def test_tensorflow_callable_without_layers_is_refused(images):
 
     with pytest.raises(SaliencyError, match="Keras model with layers"):
         sw.attribute(Plain(), images.transpose(0, 2, 3, 1), "guided_backprop")
+
+
+def test_keras_functional_model_with_a_nested_model_matches_torch():
+    import keras
+
+    rng = np.random.default_rng(3)
+    inputs = keras.Input((8, 8, 3))
+    first = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+    inner = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same"), keras.layers.ReLU()])
+    dense = keras.layers.Dense(3)
+    h = first(inputs)
+    merged = keras.layers.Activation("relu")(keras.layers.Add()([h, inner(h)]))
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(merged)))
+    for layer in (first, inner.layers[0], dense):
+        layer.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.5 for w in layer.get_weights()])
+
+    class Twin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.dense = torch.nn.Linear(4, 3)
+            with torch.no_grad():
+                for conv, layer in ((self.first, first), (self.second, inner.layers[0])):
+                    kernel, bias = layer.get_weights()
+                    conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1)))
+                    conv.bias.copy_(torch.from_numpy(bias))
+                kernel, bias = dense.get_weights()
+                self.dense.weight.copy_(torch.from_numpy(kernel.T))
+                self.dense.bias.copy_(torch.from_numpy(bias))
+
+        def forward(self, x):
+            h = torch.relu(self.first(x))
+            return self.dense(torch.relu(h + torch.relu(self.second(h))).mean((2, 3)))
+
+    x = rng.uniform(size=(2, 3, 8, 8)).astype(np.float32)
+    expected = sw.attribute(Twin().eval(), x, "guided_backprop", target=[0, 2]).raw
+    guided = sw.attribute(model, x.transpose(0, 2, 3, 1), "guided_backprop", target=[0, 2]).raw
+    np.testing.assert_allclose(guided.transpose(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    plain = sw.attribute(model, x.transpose(0, 2, 3, 1), "vanilla", target=[0, 2]).raw
+    assert np.abs(plain - guided).max() > 0.05 * np.abs(guided).max()
