@@ -1,21 +1,27 @@
 """Grad-CAM and Score-CAM: salwidget against pytorch-grad-cam and torchcam on EfficientNet-Lite0 (224 x 224).
 
-    python benchmarks/cam.py                          # the defaults below: about 5 minutes on 2 CPU cores
+    python benchmarks/cam.py        # the defaults: about 5 minutes on 2 idle CPU cores
     python benchmarks/cam.py --rounds 5 --images 8 --score-rounds 2
 
 Every comparison alternates its contenders round by round in one process and
 reports medians; ratios are contender time / salwidget time (> 1: salwidget is
 faster). Each library gets its own copy of the model (their hooks stay on
 their copy) and is called as its documentation shows, extractor made per call.
-All explain the same class at the same layer (the one salwidget picks, which
-is also torchcam's locate_candidate_layer). pytorch-grad-cam's and torchcam's
-time includes their normalise-and-resize; salwidget's includes its clean
-forward pass (targets) that the others skip when given targets.
+All explain the same class at the same layer: net._bn1 (1,280 x 7 x 7), called
+once per forward pass. The automatic layer (salwidget's and torchcam's
+locate_candidate_layer) is net._swish, the ReLU6 after it, but that module is
+called twice (stem and head): salwidget and torchcam read its last call,
+pytorch-grad-cam silently reads the first (the 112 x 112 stem), so it would
+time other work. One more Score-CAM row runs salwidget at net._swish, where
+about half the channels are constant on a picture and share one pass.
+pytorch-grad-cam's and torchcam's time includes their normalise-and-resize;
+salwidget's includes its clean forward pass (targets) that the others skip
+when given targets.
 
 Score-CAM's peak memory is measured in a fresh process per row (VmHWM above
-the loaded model), at a 320-channel layer so each row takes seconds:
-salwidget's masked inputs exist a chunk at a time; pytorch-grad-cam builds
-all of them at once.
+the loaded model), at a 24- and a 320-channel layer so each row takes seconds:
+salwidget's masked inputs exist a chunk at a time, so its peak follows the
+chunk, not the channels; pytorch-grad-cam builds all of them at once.
 
 Needs torchcam and grad-cam (pip install torchcam; pip install --no-deps grad-cam
 ttach opencv-python-headless). pytorch-grad-cam imports a few torchvision names;
@@ -30,15 +36,17 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM draws progress bars
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from run import alternate, machine, table  # noqa: E402,I001 (same folder)
 import salwidget as sw  # noqa: E402
 from salwidget import models  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*no positive evidence")  # a zero map is still timed work
 
 
 def import_grad_cam():
@@ -103,6 +111,19 @@ def torchcam_run(model, x, cls, targets, layer, batch_size=None):
     return run
 
 
+def score_cam_passes(model, x, layer) -> int:
+    """salwidget's Score-CAM passes at ``layer``: one per channel that is not constant on its image, plus
+    one per image for its constant channels (read from the layer's last call)."""
+    seen = {}
+    hook = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: seen.update(a=o))
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    hook.remove()
+    flat = seen["a"].flatten(2)
+    constant = flat.amax(-1) == flat.amin(-1)
+    return int((~constant).sum() + constant.any(dim=1).sum())
+
+
 def compare(title, contenders: dict, rounds: int, warmup: bool, per: int) -> None:
     medians = alternate(contenders, rounds, warmup=warmup)
     ours = medians["salwidget"]
@@ -139,17 +160,19 @@ print(status("VmHWM") - base)
 """
 
 
-def memory(layer: str, target: int) -> None:
+def memory(layers: list[str], target: int) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     rows = []
-    # salwidget's batch_size counts gradient passes; forward-only masked passes run three times as many per chunk.
-    for tool, chunk, masked in [("salwidget", 8, 24), ("salwidget", 32, 96), ("pytorch-grad-cam", 16, 16),
-                                ("torchcam", 32, 32)]:
+    # Each tool's masked inputs per forward call (salwidget: a given batch_size caps every call).
+    runs = [(layer, tool, chunk) for layer in layers
+            for tool, chunk in [("salwidget", 16), ("pytorch-grad-cam", 16), ("torchcam", 32)]]
+    runs.append((layers[-1], "salwidget", 64))
+    for layer, tool, chunk in runs:
         out = subprocess.run([sys.executable, "-c", MEMORY_SNIPPET, tool, layer, str(chunk), str(target), here],
                              capture_output=True, text=True, check=True).stdout
-        rows.append((tool, masked, f"{float(out.split()[-1]):.0f}"))
-    table(f"Score-CAM peak memory above the loaded model, 1 image, layer {layer} (MB)", rows,
-          ("tool", "masked inputs per forward call", "MB"))
+        rows.append((layer, tool, chunk, f"{float(out.split()[-1]):.0f}"))
+    table("Score-CAM peak memory above the loaded model, 1 image (MB)", rows,
+          ("layer", "tool", "masked inputs per forward call", "MB"))
 
 
 def main() -> None:
@@ -158,7 +181,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="Grad-CAM images")
     parser.add_argument("--score-rounds", type=int, default=1)
     parser.add_argument("--score-images", type=int, default=1)
-    parser.add_argument("--memory-layer", default="net._blocks.15")
+    parser.add_argument("--layer", default="net._bn1", help="the layer every contender reads (see above)")
+    parser.add_argument("--memory-layers", nargs="+", default=["net._blocks.1", "net._blocks.15"],
+                        help="layers for the memory table (24 and 320 channels by default: seconds per row)")
     parser.add_argument("--skip", nargs="*", default=(), choices=("gradcam", "scorecam", "memory"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -166,25 +191,29 @@ def main() -> None:
     names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "camera"]
     x = models.sample_images((names * 4)[: max(args.images, args.score_images)]).transpose(0, 3, 1, 2).copy()
     targets = sw.predict(model, x).argmax(1)
-    layer = sw.attribute(model, x[:1], "gradcam").layer
-    print(f"machine: {machine()}\nlayer: {layer} (torchcam's candidate too)")
+    auto = sw.attribute(model, x[:1], "gradcam").layer
+    layer = args.layer
+    print(f"machine: {machine()}\nlayer: {layer} (the automatic one: {auto})")
 
     if "gradcam" not in args.skip:
         xs, ts = x[: args.images], targets[: args.images]
-        compare(f"Grad-CAM, {args.images} images", {
-            "salwidget": salwidget_run(model, xs, "gradcam", ts),
+        compare(f"Grad-CAM, {args.images} images, layer {layer}", {
+            "salwidget": salwidget_run(model, xs, "gradcam", ts, layer),
             "pytorch-grad-cam": grad_cam_run(model, xs, "GradCAM", ts, layer),
             "torchcam": torchcam_run(model, xs, "GradCAM", ts, layer),
         }, args.rounds, warmup=True, per=args.images)
     if "scorecam" not in args.skip:
         xs, ts = x[: args.score_images], targets[: args.score_images]
-        compare(f"Score-CAM, {args.score_images} image(s), 1,280 channels: 1,280 masked passes per image", {
-            "salwidget": salwidget_run(model, xs, "scorecam", ts),
+        passes = score_cam_passes(model, xs, auto)
+        compare(f"Score-CAM, {args.score_images} image(s), layer {layer}: 1,280 masked passes per image", {
+            "salwidget": salwidget_run(model, xs, "scorecam", ts, layer),
             "pytorch-grad-cam (batch 16)": grad_cam_run(model, xs, "ScoreCAM", ts, layer),
             "torchcam (batch 32)": torchcam_run(model, xs, "ScoreCAM", ts, layer),
+            f"salwidget at {auto} ({passes // args.score_images} passes per image)":
+                salwidget_run(model, xs, "scorecam", ts, auto),
         }, args.score_rounds, warmup=False, per=args.score_images)
     if "memory" not in args.skip:
-        memory(args.memory_layer, int(targets[0]))
+        memory(args.memory_layers, int(targets[0]))
 
 
 if __name__ == "__main__":
