@@ -1,6 +1,7 @@
 """Grad-CAM and Score-CAM: salwidget against pytorch-grad-cam and torchcam on EfficientNet-Lite0 (224 x 224).
 
-    python benchmarks/cam.py        # the defaults: about 5 minutes on 2 idle CPU cores
+    python benchmarks/cam.py                        # all: Score-CAM's 4 x 1,280 passes dominate (minutes)
+    python benchmarks/cam.py --skip scorecam memory  # Grad-CAM only: about a minute
     python benchmarks/cam.py --rounds 5 --images 8 --score-rounds 2
 
 Every comparison alternates its contenders round by round in one process and
