@@ -46,8 +46,10 @@ def main() -> None:
         nbformat.write(notebook, path)
         print("wrote", path)
         if not args.no_execute:
+            # No widget state in the file (megabytes of images): the panel leaves a PNG snapshot instead.
             subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                            "--inplace", str(path)], check=True, cwd=HERE)
+                            "--inplace", "--ExecutePreprocessor.store_widget_state=False", str(path)],
+                           check=True, cwd=HERE)
             print("executed", path)
 
 

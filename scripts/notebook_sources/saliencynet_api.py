@@ -35,7 +35,8 @@ CELLS = [
     ),
     new_markdown_cell(
         "Several inputs and outputs: `outputs[i]` is the mask of `model_inputs[i]`; with several model "
-        "outputs the gradient is that of the sum of each output's target score."
+        "outputs, input i is differentiated through output i's target score, as FastEstimator pairs them "
+        "(`pairing=\"sum\"` differentiates the sum of every output's score instead)."
     ),
     new_code_cell(
         "# NBVAL_CHECK_OUTPUT\n"
