@@ -629,12 +629,10 @@ class SaliencyWidget(widgets.VBox):
             self._worker.cancel()
             with self._worker.lock:
                 self._held = job
-                self._view.select(job.settings.methods)
-                self.status = estimate_status(costs, seconds)
+                self._stage(job)
                 self._compute.layout.display = ""
                 self._stop.disabled = True
-                if self._view.results:
-                    self._render()
+                self.status = estimate_status(costs, seconds)  # after the grid: the status tells it is drawn
             return
         self._held = None
         self._compute.layout.display = "none"
@@ -664,17 +662,22 @@ class SaliencyWidget(widgets.VBox):
             self._submit(job)
 
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
-    def begin(self, job: Job) -> None:
-        self._job_started = _now()
+    def _stage(self, job: Job) -> None:
+        """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
         self._view.select(job.settings.methods)
-        self._progress.value = 0
-        hits = {m: job.explorer.cached(m, job.settings) for m in job.settings.methods}
-        for method, hit in hits.items():
-            if hit is not None:  # shown as done at once, never flashed as pending
+        for method in job.settings.methods:
+            hit = job.explorer.cached(method, job.settings)
+            if hit is not None:
                 self._view.set(method, hit, DONE)
         if not self._view.complete:
-            self.status = "Computing..."
             self._render()
+
+    def begin(self, job: Job) -> None:
+        self._job_started = _now()
+        self._progress.value = 0
+        self._stage(job)
+        if not self._view.complete:
+            self.status = "Computing..."
 
     def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
         index = list(self._view.columns).index(method)
@@ -690,11 +693,11 @@ class SaliencyWidget(widgets.VBox):
             self._render()
 
     def finish(self, outcomes, seconds: float) -> None:
+        self._render()
         self._progress.value = 100
         self.error = ""
-        self.status = done_status(outcomes, seconds, self._explorer().device)
         self._stop.disabled = True
-        self._render()
+        self.status = done_status(outcomes, seconds, self._explorer().device)  # after the grid it describes
 
     def fail(self, exc: Exception, details: str) -> None:
         self._view.mark(FAILED)

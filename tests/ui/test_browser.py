@@ -30,14 +30,15 @@ def pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def wait_until(predicate, timeout_s: float = 120, interval_s: float = 0.2):
+def wait_until(predicate, timeout_s: float = 120, interval_s: float = 0.2, page=None):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
+    seen = f"; status: {status(page)!r}" if page is not None else ""
+    raise AssertionError(f"condition not met in {timeout_s} s{seen}")
 
 
 def status(page) -> str:
@@ -82,7 +83,7 @@ def colour_bars(picture: np.ndarray, cmap: str) -> int:
 
 def check_panel_at(page, width: int, screenshot) -> None:
     """At this width: every control usable, nothing sticking out, no 'null' tooltip, a title on each control."""
-    page.set_viewport_size({"width": width, "height": 1100})
+    page.set_viewport_size({"width": width, "height": 1600})  # the whole panel in view for its screenshot
     page.wait_for_timeout(600)
     problems = page.evaluate(
         """(selector) => {
@@ -195,7 +196,8 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     wait_until(lambda: status(page).startswith("Stopped"), 30)
     page.locator(PANEL).first.screenshot(path=str(screenshots / "03-lab-stopped.png"))
     type_into_slider(page, "option-smoothgrad-nsamples", 16)  # back to the cached maps
-    wait_until(lambda: status(page).startswith("Done"), 120)
+    wait_until(lambda: status(page).startswith("Done"), 120, page=page)
+    run_cell(page, "w.confirm_seconds = 600.0")
 
     # 3. The PNG download is the grid.
     with page.expect_download() as download:
@@ -208,9 +210,10 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     search = page.locator(".salwidget-class-search input").first
     search.fill("goldfish")
     search.press("Enter")
-    wait_until(lambda: "goldfish" in page.locator(".salwidget-target select").first.evaluate(
-        "e => e.options[e.selectedIndex].text"), 30)
-    wait_until(lambda: status(page).startswith("Done") and grid_png(page) != before, 240)
+    search.press("Tab")  # leaving the box commits too, should the suggestion list have taken the Enter
+    target = page.locator(".salwidget-target select").first
+    wait_until(lambda: "goldfish" in target.evaluate("e => e.options[e.selectedIndex].text"), 30, page=page)
+    wait_until(lambda: status(page).startswith("Done") and grid_png(page) != before, 240, page=page)
     page.locator(PANEL).first.screenshot(path=str(screenshots / "04-lab-search.png"))
 
     # 5. A value the panel cannot honour, from Python: refused in the cell, the panel goes on.
