@@ -11,6 +11,7 @@ from .methods import CLASSIC, all_methods
 def demo(out: str, methods: list[str], images: list[str], nsamples: int, nintegration: int) -> None:
     """Explain the bundled EfficientNet-Lite0 on scikit-image's pictures; save the grid."""
     from . import SaliencyWidget, models
+    from .explorer import softmax
 
     model, class_names = models.efficientnet_lite0()
     pictures = models.sample_images(images)
@@ -20,9 +21,10 @@ def demo(out: str, methods: list[str], images: list[str], nsamples: int, nintegr
     if panel.error:
         raise SystemExit(f"error: {panel.error}")
     panel.save(out)
-    for i, (picture, result) in enumerate(zip(images, panel.results[methods[0]].target)):
-        p = panel._explorer.probabilities[i, result]
-        print(f"{picture}: {class_names[result]} ({p:.2f})")
+    first = panel.results[methods[0]]
+    probabilities = softmax(first.scores)
+    for i, (picture, result) in enumerate(zip(images, first.target)):
+        print(f"{picture}: {class_names[result]} ({probabilities[i, result]:.2f})")
     print(f"{panel.status}\nwrote {out}")
     panel.close()
 

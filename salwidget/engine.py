@@ -62,6 +62,7 @@ class Request:
     progress: ProgressFn | None = None
     cancel: Callable[[], bool] | None = None
     resume_from: Attribution | None = None
+    fuse: bool = False  # the target is the prediction of the only output: a single-pass method may fuse
 
 
 def attribute(
@@ -166,7 +167,8 @@ def attribute(
     ).items() if v is not None}
     resolved = chosen.resolve({**given, **options})
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
-    request = Request(chosen, resolved, batch_size, seed, rng, layer, None, (), progress, cancel, resume_from)
+    request = Request(chosen, resolved, batch_size, seed, rng, layer, None, (), progress, cancel, resume_from,
+                      fuse=target is None and output_index is None)
 
     def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
         return {choose_output(clean, output_index): target}
@@ -181,37 +183,49 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     targets reported are those of the first output picked."""
     started = time.perf_counter() if started is None else started
     method = request.method
+    targets_np: dict[int, np.ndarray] = {}
     chunk = _check_batch_size(request.batch_size, backend, inputs)
     seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else int(request.seed)
     rng = check_rng(request.rng)
 
+    # A single-pass method explaining the prediction reads the clean outputs from its own pass.
+    fused = request.fuse and method.single_pass(request.options)
     with backend.session(randomize=request.randomize, seed=seed, variant=method.variant(request.options)):
         ops = backend.ops
         device_inputs = [ops.asarray(x) for x in inputs]
-        clean = [ops.numpy(o).astype(np.float32, copy=False) for o in _forward_in_chunks(backend, device_inputs, chunk)]
-        targets_np = {}
-        for index, user_target in pick_targets(clean).items():
-            check_output(clean[index], index, len(inputs[0]))
-            out = clean[index]
-            targets_np[index] = prepare_target(user_target, len(out), out.shape[1], out.argmax(axis=1))
-        out_index = next(iter(targets_np))
+        if fused:
+            clean_pass, targets_np, targets, out_index, scores = CleanPass(len(inputs[0])), {}, {0: None}, 0, None
+        else:
+            clean_pass = None
+            clean = [ops.numpy(o).astype(np.float32, copy=False) for o in _forward_in_chunks(backend, device_inputs, chunk)]
+            for index, user_target in pick_targets(clean).items():
+                check_output(clean[index], index, len(inputs[0]))
+                out = clean[index]
+                targets_np[index] = prepare_target(user_target, len(out), out.shape[1], out.argmax(axis=1))
+            out_index = next(iter(targets_np))
+            targets, scores = {o: ops.asarray(t, "int") for o, t in targets_np.items()}, clean[out_index]
         ctx = RunContext(
             backend=backend, ops=ops, inputs=device_inputs, host_inputs=inputs, channels_last=layout,
-            targets={o: ops.asarray(t, "int") for o, t in targets_np.items()}, targets_np=targets_np,
-            output_index=out_index, scores=clean[out_index], options=request.options, seed=seed,
-            draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout), pairing=request.pairing, chunk=chunk,
+            targets=targets, targets_np=targets_np, output_index=out_index, scores=scores,
+            options=request.options, seed=seed, draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout),
+            pairing=request.pairing, chunk=chunk, clean=clean_pass,
             low=[ops.row_min(x) for x in device_inputs], high=[ops.row_max(x) for x in device_inputs],
         )
         if method.reads == "layer":
             ctx.layer = method.pick_layer(ctx, request.layer)
-        key = result_key(method, request.options, targets_np, seed, rng, out_index, request.pairing, ctx.layer,
-                         backend, inputs, request.randomize)
-        state = method.start(ctx, _resumable(request.resume_from, key))
+
+        def key() -> str:
+            return result_key(method, request.options, ctx.targets_np, seed, rng, out_index, request.pairing,
+                              ctx.layer, backend, inputs, request.randomize)
+
+        state = method.start(ctx, None if fused else _resumable(request.resume_from, key()))
         total = method.passes_left(ctx, state)
 
         def make_result(output: MethodOutput, done: int, complete: bool) -> Attribution:
+            if fused:
+                clean_pass.publish(ctx)
             return _result(method, ctx, output, several, backend, started, seed, done, max(total, done),
-                           complete, key, state if complete else None)
+                           complete, key() if complete else None, state if complete else None)
 
         def report(done: int) -> None:
             if request.progress is not None:  # the preview's maps are reduced on the device, fetched if read
@@ -220,6 +234,37 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
         done = _schedule(method.stages(ctx, state), ctx, backend, request, report)
         result = make_result(method.finish(ctx, state), done, True)
     return result
+
+
+class CleanPass:
+    """The clean outputs of a single-pass method, gathered from its own passes.
+
+    Its passes explain each row's argmax (targets None); this keeps the rows'
+    outputs on the device and, when a result is made, publishes the scores and
+    the predicted targets to the context as the separate clean forward would.
+    """
+
+    def __init__(self, batch: int):
+        self.batch, self.parts, self.count = batch, [], None
+
+    def record(self, ctx: RunContext, outputs, images: np.ndarray) -> None:
+        if self.count is None:  # the first chunk: what the clean forward would have checked
+            self.count = len(outputs)
+            choose_output(outputs, None)
+            check_output(outputs[0], 0, len(images))
+        self.parts.append((np.asarray(images), outputs[0]))
+
+    def publish(self, ctx: RunContext) -> None:
+        if not self.parts:
+            return
+        scores = None
+        for images, rows in self.parts:
+            values = ctx.ops.numpy(rows).astype(np.float32, copy=False)
+            if scores is None:
+                scores = np.zeros((self.batch, values.shape[1]), np.float32)
+            scores[images] = values
+        ctx.scores = scores
+        ctx.targets_np = {0: scores.argmax(axis=1)}
 
 
 def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None]) -> int:

@@ -117,13 +117,14 @@ def prepare_target(target: Any, batch: int, num_classes: int, predicted: np.ndar
     return values
 
 
-def check_output(output: np.ndarray, index: int, batch: int) -> None:
-    """Raise unless a model output is (batch, num_classes) scores."""
-    if output.ndim != 2 or output.shape[0] != batch:
+def check_output(output: np.ndarray, index: int, batch: int | None) -> None:
+    """Raise unless a model output is (batch, num_classes) scores (any batch when None)."""
+    if len(output.shape) != 2 or (batch is not None and output.shape[0] != batch):
+        shown = tuple(output.shape)
         raise SaliencyError(
-            f"Model output {index} has shape {tuple(output.shape)}; salwidget needs "
-            f"(batch, num_classes) = ({batch}, C) class scores (logits). Wrap the model so it "
-            "returns one score per class, e.g. pool a segmentation map over its pixels."
+            f"Model output {index} has shape {shown}; salwidget needs "
+            f"(batch, num_classes) = ({batch if batch is not None else 'B'}, C) class scores (logits). Wrap the "
+            "model so it returns one score per class, e.g. pool a segmentation map over its pixels."
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import SaliencyError
+from ..inputs import check_output
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
@@ -177,6 +178,10 @@ class TFOps:
         return tf.nn.softmax(tensor, axis=axis)
 
     @staticmethod
+    def argmax(tensor, axis: int = -1) -> tf.Tensor:
+        return tf.argmax(tensor, axis=axis, output_type=tf.int64)
+
+    @staticmethod
     def argsort(tensor, axis: int = -1, descending: bool = False) -> tf.Tensor:
         return tf.argsort(tensor, axis=axis, direction="DESCENDING" if descending else "ASCENDING", stable=True)
 
@@ -325,18 +330,30 @@ class TensorFlowBackend:
         return self._call(self._prepare(points))
 
     @staticmethod
-    def _score(outputs, indices, targets, which=None):
+    def _score(outputs, indices, targets, which=None, predicted=()):
+        """Sum of each row's target score; outputs in ``predicted`` use each row's own argmax."""
         score = tf.constant(0.0)
         for index, target in zip(indices, targets):
             if which is not None and index not in which:
                 continue
+            check_output(outputs[index], index, None)
+            if index in predicted:
+                target = tf.argmax(outputs[index], axis=1, output_type=tf.int32)
             picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
             score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
         return score
 
+    @staticmethod
+    def _target_rows(targets, indices) -> tuple[list, tuple]:
+        """Target tensors for a traced step, and which outputs take their argmax (target None) instead."""
+        predicted = tuple(i for i in indices if targets[i] is None)
+        rows = [tf.zeros((0,), tf.int32) if targets[i] is None else tf.cast(targets[i], tf.int32) for i in indices]
+        return rows, predicted
+
     def input_gradients(self, points, targets, pairing=None):
         indices = tuple(targets)
         pairs = None if pairing is None else tuple(tuple(p) for p in pairing)
+        target_rows, predicted = self._target_rows(targets, indices)
 
         def build():
             def step(tensors, target_rows):
@@ -345,9 +362,9 @@ class TensorFlowBackend:
                         tape.watch(t)
                     outputs = self._call(list(tensors))
                     if pairs is None:
-                        scores = [self._score(outputs, indices, target_rows)]
+                        scores = [self._score(outputs, indices, target_rows, predicted=predicted)]
                     else:
-                        scores = [self._score(outputs, indices, target_rows, set(p)) for p in pairs]
+                        scores = [self._score(outputs, indices, target_rows, set(p), predicted) for p in pairs]
                 if pairs is None:
                     grads = tape.gradient(scores[0], list(tensors))
                 else:
@@ -356,8 +373,7 @@ class TensorFlowBackend:
 
             return step
 
-        step = self._function(("grad", indices, pairs), build)
-        target_rows = [tf.cast(targets[i], tf.int32) for i in indices]
+        step = self._function(("grad", indices, pairs, predicted), build)
         grads, outputs = step(self._prepare(points), target_rows)
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
@@ -411,6 +427,7 @@ class TensorFlowBackend:
     def layer_gradients(self, points, targets, layer: str):
         tapped = self._tapped_model(layer)
         indices = tuple(targets)
+        target_rows, predicted = self._target_rows(targets, indices)
 
         def build():
             def step(tensors, target_rows):
@@ -421,13 +438,12 @@ class TensorFlowBackend:
                         tape.watch(t)
                     values = self._call(list(tensors), model=tapped)
                     activation, outputs = values[0], values[1:]
-                    score = self._score(outputs, indices, target_rows)
+                    score = self._score(outputs, indices, target_rows, predicted=predicted)
                 return activation, tape.gradient(score, activation), outputs
 
             return step
 
-        step = self._function(("layer", id(tapped), indices), build)
-        target_rows = [tf.cast(targets[i], tf.int32) for i in indices]
+        step = self._function(("layer", id(tapped), indices, predicted), build)
         activation, grad, outputs = step(self._prepare(points), target_rows)
         if grad is None:
             raise not_differentiable(f"the class score does not depend on layer {layer!r}")

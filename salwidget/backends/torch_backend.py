@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import SaliencyError
+from ..inputs import check_output
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
@@ -220,6 +221,10 @@ class TorchOps:
     @staticmethod
     def softmax(tensor: torch.Tensor, axis: int = -1) -> torch.Tensor:
         return torch.softmax(tensor, dim=axis)
+
+    @staticmethod
+    def argmax(tensor: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return tensor.argmax(dim=axis)
 
     @staticmethod
     def argsort(tensor: torch.Tensor, axis: int = -1, descending: bool = False) -> torch.Tensor:
@@ -432,12 +437,16 @@ class TorchBackend:
             return [o.detach() for o in self._call(self._prepare(points, grad=False))]
 
     @staticmethod
-    def _score(outputs: list[torch.Tensor], targets: dict[int, torch.Tensor], which=None) -> torch.Tensor:
+    def _score(outputs: list[torch.Tensor], targets: dict[int, torch.Tensor | None], which=None) -> torch.Tensor:
+        """Sum of each row's target score; a target of None is the row's own argmax (taken in this pass)."""
         score = 0
         for index, rows in targets.items():
             if which is not None and index not in which:
                 continue
-            score = score + outputs[index].gather(1, rows.reshape(-1, 1).to(outputs[index].device)).sum()
+            out = outputs[index]
+            check_output(out, index, None)
+            rows = out.detach().argmax(1) if rows is None else rows.reshape(-1).to(out.device)
+            score = score + out.gather(1, rows.reshape(-1, 1)).sum()
         return score
 
     def input_gradients(self, points, targets, pairing=None):

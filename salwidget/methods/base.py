@@ -142,6 +142,7 @@ class RunContext:
     pairing: Any = None
     layer: str | None = None
     plan: Any = None  # set by the method's start(): its sampling plan, if any
+    clean: Any = None  # the engine's CleanPass when a single-pass method's passes double as the clean forward
     cache: dict = field(default_factory=dict)  # per-run values a method computes once (baselines, ...)
     low: list = field(default_factory=list)
     high: list = field(default_factory=list)
@@ -160,20 +161,33 @@ class RunContext:
         return (shape[1], shape[2]) if self.channels_last else (shape[2], shape[3])
 
     def row_targets(self, images: np.ndarray) -> dict:
-        """Each explained output's targets for passes of ``images``."""
-        return {o: self.ops.take(t, images) for o, t in self.targets.items()}
+        """Each explained output's targets for passes of ``images`` (None: each row's own argmax,
+        while the engine takes the targets from the method's own clean pass; see ``clean``)."""
+        return {o: None if t is None else self.ops.take(t, images) for o, t in self.targets.items()}
 
     def gradients(self, points: Sequence, images: np.ndarray):
         """Input gradients of the target score for a chunk of points (one per row of
         ``images``); returns (gradients per input, target scores per row)."""
         grads, outputs = self.backend.input_gradients(points, self.row_targets(images), self.pairing)
+        self._observe(outputs, images)
         return grads, self.target_scores(outputs, images)
+
+    def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str):
+        """A layer's activations and their gradients for the target score, and every output."""
+        activation, gradient, outputs = self.backend.layer_gradients(points, self.row_targets(images), layer)
+        self._observe(outputs, images)
+        return activation, gradient, outputs
+
+    def _observe(self, outputs: Sequence, images: np.ndarray) -> None:
+        if self.clean is not None:
+            self.clean.record(self, outputs, images)
 
     def target_scores(self, outputs: Sequence, images: np.ndarray):
         """Sum over explained outputs of ``out[r, target(images[r])]``, per row."""
         ops = self.ops
         total = None
         for o, rows in self.row_targets(images).items():
+            rows = ops.argmax(outputs[o], 1) if rows is None else rows
             picked = ops.take_along_rows(outputs[o], rows)
             total = picked if total is None else total + picked
         return total
@@ -229,6 +243,12 @@ class Method:
             if option.affects_result and option.name != self.resumable:
                 parts.append((option.name, _hashable(options[option.name])))
         return tuple(parts)
+
+    def single_pass(self, options: dict) -> bool:
+        """Whether the method passes every image once, at its clean input, through
+        ``ctx.gradients`` or ``ctx.layer_gradients``: the engine then reads the clean
+        outputs and predicted targets from that pass instead of a forward pass of its own."""
+        return False
 
     def is_signed(self, options: dict) -> bool:
         """Whether maps made with ``options`` carry a meaningful sign (squared maps do not)."""

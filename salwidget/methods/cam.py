@@ -236,6 +236,9 @@ class ClassActivationMap(Method):
     signed = False
     options = (RESHAPE, PREFIX_TOKENS)
 
+    def single_pass(self, options: dict) -> bool:
+        return True  # one layer-gradient pass per clean image (Score-CAM overrides)
+
     def resolve(self, given: dict) -> dict:
         options = super().resolve(given)
         if options["reshape"] is not None and not callable(options["reshape"]):
@@ -285,7 +288,7 @@ class ClassActivationMap(Method):
 
     def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
         """(maps (n, h, w), largest |gradient| per image) at ``layer``."""
-        activation, gradient, _ = ctx.backend.layer_gradients(points, ctx.row_targets(images), layer)
+        activation, gradient, _ = ctx.layer_gradients(points, images, layer)
         a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
         return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_max(ctx.ops.abs(g))
 
@@ -441,6 +444,9 @@ class ScoreCAM(ClassActivationMap):
     name = "scorecam"
     order = 73
     label = "Score-CAM"
+
+    def single_pass(self, options: dict) -> bool:
+        return False
     summary = ("Channels weighted by a softmax of the class score when the input is masked by each channel "
                "(Wang et al. 2020); one forward pass per channel, no gradients.")
 

@@ -154,6 +154,10 @@ class SampledGradients(Method):
         plan = self.sampling(options)
         return plan.groups * plan.steps * batch
 
+    def single_pass(self, options: dict) -> bool:
+        plan = self.sampling(options)
+        return plan.groups == 1 and plan.steps == 1 and not plan.path and not plan.noisy
+
     # --- what subclasses may change ------------------------------------------
     def group_ends(self, ctx: RunContext, group: int, plan: Sampling) -> Ends:
         """Start points (x, or x + noise for groups > 0 of a noisy method) and no baseline."""
