@@ -325,3 +325,30 @@ def test_gpu_chunks_fill_half_the_free_memory(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, value)
     # Half of (10 GB free + 2 GB cached by torch) at 50 MB per pass.
     assert backend.fit_chunk(run, 8) == 120
+
+
+@pytest.mark.parametrize("method", ["vanilla", "gradient_x_input", "gradcam"])
+def test_a_single_pass_method_explaining_the_prediction_runs_one_pass_per_image(torch_cnn, images, method):
+    seen = []
+    handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    try:
+        fused = sw.attribute(torch_cnn, images, method, layer="2")
+    finally:
+        handle.remove()
+    assert sum(seen) == 4  # no separate clean forward pass
+    predicted = sw.predict(torch_cnn, images).argmax(1)
+    given = sw.attribute(torch_cnn, images, method, target=predicted, layer="2")
+    np.testing.assert_array_equal(fused.target, predicted)
+    np.testing.assert_allclose(fused.scores, given.scores, rtol=1e-6)
+    np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-6, atol=1e-9)
+
+
+def test_a_single_pass_on_keras_picks_the_prediction_inside_the_traced_step(images):
+    from .helpers import keras_twin
+
+    model = keras_twin(make_torch_cnn())
+    x = images.transpose(0, 2, 3, 1)
+    fused = sw.attribute(model, x, "vanilla")
+    given = sw.attribute(model, x, "vanilla", target=fused.scores.argmax(1))
+    np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(fused.target, given.target)
