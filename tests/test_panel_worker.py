@@ -208,8 +208,8 @@ def test_each_column_is_published_as_it_finishes_and_previews_in_between():
 
 
 def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypatch):
-    """The stale check, the draw and setting the image happen under one lock: a preview rendered before
-    a colour change cannot land on screen after it."""
+    """The stale check, the draw and setting the image happen under one lock: a preview drawn before a
+    colour change cannot land on screen after it, however slowly the worker sets it."""
     import salwidget.panel.worker as worker_module
     from salwidget import render
 
@@ -217,26 +217,29 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=2, batch_size=4,
                               confirm_seconds=float("inf"))  # never held for the Compute button
     assert panel.wait(60)
-    drawn_with, rendering = {}, threading.Event()
+    drawn_with, setting = {}, threading.Event()
     original = render.GridRenderer.render
 
-    def slow_render(self, columns, row_titles=None):
-        cmap = columns[1].cmap
-        if threading.current_thread() is not threading.main_thread():
-            rendering.set()
-            time.sleep(0.3)  # a slow preview render in the worker
+    def recording_render(self, columns, row_titles=None):
         png = original(self, columns, row_titles)
-        drawn_with[png] = cmap
+        drawn_with[png] = columns[1].cmap
         return png
 
-    monkeypatch.setattr(render.GridRenderer, "render", slow_render)
+    def slow_worker_set(owner, proposal):  # the worker puts a preview on screen, slowly
+        if threading.current_thread() is not threading.main_thread() and not setting.is_set():
+            setting.set()
+            time.sleep(0.3)
+        return proposal["value"]
+
+    monkeypatch.setattr(render.GridRenderer, "render", recording_render)
+    panel._image._register_validator(slow_worker_set, ["value"])
     shown = []
     panel._image.observe(lambda change: shown.append(drawn_with.get(bytes(change["new"]))), names="value")
     panel.nsamples = 300  # many chunks, a preview after each
-    assert rendering.wait(30)
-    panel.cmap = "viridis"  # while a preview with the old colours is being drawn
+    assert setting.wait(30)
+    panel.cmap = "viridis"  # while a preview with the old colours is on its way to the screen
     after_change = len(shown)
-    time.sleep(0.8)
+    time.sleep(0.5)
     panel.stop()
     assert panel.wait(10)
     assert shown[after_change - 1:] and set(shown[after_change - 1:]) == {"viridis"}, shown
