@@ -282,9 +282,13 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
                 raise AttributionCancelled("Attribution cancelled by the caller.")
             # 'auto' fits more cheap (forward-only) passes in a chunk; a given batch_size is a hard cap.
             per_chunk = max(1, int(round(ctx.chunk / stage.cost))) if auto else ctx.chunk
-            # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2.
+            # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2;
+            # rounded down to whole blocks of ``align`` passes when that keeps most of the chunk.
             remaining = stage.passes - start
-            stop = start + -(-remaining // -(-remaining // per_chunk))
+            size = -(-remaining // -(-remaining // per_chunk))
+            if stage.align > 1 and size // stage.align * stage.align >= 0.75 * size:
+                size = size // stage.align * stage.align
+            stop = min(stage.passes, start + size)
             if measure:
                 fitted = backend.fit_chunk(lambda: stage.run(start, stop), stop - start)
                 if fitted is not None:

@@ -50,7 +50,8 @@ def test_chunks_bound_the_batch_the_model_sees(torch_cnn, images):
         a = sw.attribute(torch_cnn, images, "smoothgrad", nsamples=20, batch_size=6, seed=0)
     finally:
         handle.remove()
-    assert max(seen) <= 6 and min(seen[1:]) >= 5  # 80 passes as 14 even chunks, no small tail
+    # 80 passes in even chunks of at most 6, rounded to whole groups of 4 images near the end: no small tail.
+    assert max(seen) <= 6 and min(seen[1:]) >= 4
     assert sum(seen) == 4 + 4 * 20  # the clean forward, then one pass per image and sample
     assert a.passes_total == 80 and a.nsamples == 20
 
@@ -298,7 +299,7 @@ def test_auto_chunks_follow_what_the_backend_fits_after_the_first(torch_cnn, ima
         a = sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0)
     finally:
         handle.remove()
-    assert seen[1] == 54  # 160 passes at up to 64 per chunk, evenly: the size chosen before measuring
+    assert seen[1] == 52  # 160 passes at up to 64 per chunk, evenly (54), in whole groups of 4 images
     assert max(seen[2:]) <= 3 and sum(seen[1:]) == 160
     np.testing.assert_allclose(a.raw, sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0,
                                                     batch_size=7).raw, rtol=1e-5, atol=1e-12)

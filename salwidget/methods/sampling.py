@@ -99,6 +99,7 @@ class Block:
 
     group: int
     rows: slice  # where the block sits in the chunk
+    whole: bool  # one pass for each image of the batch, in order: no gathering needed
     steps: np.ndarray
     images: np.ndarray
     steps_on_device: Any
@@ -221,7 +222,7 @@ class SampledGradients(Method):
     def stages(self, ctx: RunContext, state: SamplingState) -> Iterator[Stage]:
         total = self.passes_left(ctx, state)
         if total > 0:
-            yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop))
+            yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop), align=ctx.batch)
 
     def _blocks(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> list[Block]:
         """The chunk's passes [start, stop), group by group (passes are ordered group-major)."""
@@ -239,7 +240,8 @@ class SampledGradients(Method):
             count = int((groups == group).sum())
             rows = slice(offset, offset + count)
             block_steps = steps_on_device[rows]
-            blocks.append(Block(group, rows, steps[rows], images[rows], block_steps, images_on_device[rows],
+            whole = count == batch and bool((images[rows] == np.arange(batch)).all())
+            blocks.append(Block(group, rows, whole, steps[rows], images[rows], block_steps, images_on_device[rows],
                                 ops.take(alphas, block_steps), ops.take(weights, block_steps)))
             offset += count
         return blocks
@@ -252,9 +254,11 @@ class SampledGradients(Method):
         return state.open[group]
 
     @staticmethod
-    def _rows_of(ctx, value, images):
-        """A group end's rows for ``images`` (a plain number or None stays as it is)."""
-        return value if value is None or isinstance(value, float) else ctx.ops.take(value, images)
+    def _rows_of(ctx, value, block: Block):
+        """A group end's rows for the block's images (a plain number or None stays as it is)."""
+        if value is None or isinstance(value, float) or block.whole:
+            return value
+        return ctx.ops.take(value, block.images_on_device)
 
     def _run_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> None:
         ops = ctx.ops
@@ -264,9 +268,8 @@ class SampledGradients(Method):
             opened = self._open(ctx, state, block.group)
             ends = []
             for m in range(len(ctx.inputs)):
-                start_rows = self._rows_of(ctx, opened.ends.start[m], block.images_on_device)
-                base_rows = None if opened.ends.baseline is None else \
-                    self._rows_of(ctx, opened.ends.baseline[m], block.images_on_device)
+                start_rows = self._rows_of(ctx, opened.ends.start[m], block)
+                base_rows = None if opened.ends.baseline is None else self._rows_of(ctx, opened.ends.baseline[m], block)
                 points[m].append(self.point(ctx, block, start_rows, base_rows))
                 ends.append((start_rows, base_rows))
             work.append((block, opened, ends))
