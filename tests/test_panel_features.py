@@ -214,18 +214,29 @@ def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
 
 
 # ------------------------------------------------------------------ downloads
+def links(html: str) -> dict:
+    return {name: base64.b64decode(data)
+            for name, data in re.findall(r"download='([^']+)' href='data:[^;]+;base64,([^']+)'", html)}
+
+
 def test_the_download_links_hold_the_grid_png_and_the_maps(images):
     panel = make(images)
-    links = dict(re.findall(r"download='([^']+)' href='data:[^;]+;base64,([^']+)'", panel._downloads.value))
-    assert set(links) == {"saliency_grid.png", "saliency_maps.npz"}
-    assert base64.b64decode(links["saliency_grid.png"]) == panel.to_png()
-    maps = np.load(io.BytesIO(base64.b64decode(links["saliency_maps.npz"])))
+    assert links(panel._downloads.value)["saliency_grid.png"] == panel.to_png()
+    assert panel._npz_link.value == "" and panel._npz_button.layout.display == ""  # megabytes: only when asked
+    panel._npz_button.click()
+    maps = np.load(io.BytesIO(links(panel._npz_link.value)["saliency_maps.npz"]))
     np.testing.assert_array_equal(maps["raw_smoothgrad"], panel.results["smoothgrad"].raw)
     np.testing.assert_array_equal(maps["mask_vanilla"], panel.masks["vanilla"])
     np.testing.assert_array_equal(maps["target_vanilla"], panel.results["vanilla"].target)
-    before = panel._downloads.value
+    assert panel._npz_button.layout.display == "none"
     panel.cmap = "viridis"
-    assert panel._downloads.value != before  # rebuilt with the grid
+    assert links(panel._downloads.value)["saliency_grid.png"] == panel.to_png()  # rebuilt with the grid
+    assert panel._npz_link.value != ""  # same maps: the archive stays
+    panel.nsamples = 5
+    assert panel.wait(60)
+    assert panel._npz_link.value == "" and panel._npz_button.layout.display == ""  # new maps: asked again
+    np.testing.assert_array_equal(np.load(io.BytesIO(panel.to_npz()))["raw_smoothgrad"],
+                                  panel.results["smoothgrad"].raw)
 
 
 # ------------------------------------------------------------------ classes

@@ -214,18 +214,23 @@ def test_no_method_selected_is_an_error_not_a_crash(panel):
 
 
 def test_progress_previews_arrive_before_the_full_count(images, monkeypatch):
+    import re
+
     import salwidget.panel.worker as worker
 
     monkeypatch.setattr(worker, "PREVIEW_INTERVAL_S", 0.0)
     model = make_torch_cnn()
     shown = []
-    panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=40, batch_size=8)
+    panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=8)
+    assert panel.wait(60)
     panel._image.observe(lambda change: shown.append(panel.status), names="value")
-    panel.wait(60)
-    previews = [s for s in shown if "passes" in s]
-    assert previews and previews[0].startswith("Computing SmoothGrad: 8/160 passes, n=2 so far")
+    panel.nsamples = 300
+    assert panel.wait(120)
+    counts = [tuple(int(g.replace(",", "")) for g in m.groups())
+              for s in shown for m in [re.search(r"([\d,]+)/([\d,]+) passes", s)] if m]
+    assert any(done < total for done, total in counts), shown  # a preview before the end
+    assert all(re.search(r"n=[1-9]", s) for s in shown if "passes" in s)  # never "0 samples"
     assert panel._progress.value == 100
-    assert not any("0 samples" in s or "n=0" in s for s in shown)
 
 
 def test_save_writes_the_png(panel, tmp_path):

@@ -1,7 +1,9 @@
 """Files in and out of the panel, without custom JavaScript.
 
-Downloads are ``<a download href="data:...">`` links in an HTML widget;
-uploads come from a ``FileUpload`` as bytes and are decoded with Pillow.
+Downloads are ``<a download href="data:...">`` links in HTML widgets: the
+grid's PNG is rebuilt with every grid, the maps' .npz (megabytes) only when
+asked for; uploads come from a ``FileUpload`` as bytes and are decoded with
+Pillow.
 """
 
 from __future__ import annotations
@@ -39,15 +41,16 @@ def _raws(result: Attribution) -> tuple:
     return result.raw if isinstance(result.raw, tuple) else (result.raw,)
 
 
-def download_links(png: bytes, npz: bytes | None, with_raw: bool = True) -> str:
-    """HTML with a link to the grid as PNG and one to the maps as .npz."""
-    links = [_link("saliency_grid.png", "image/png", png, "Grid (PNG)",
-                   "The grid as shown, as a PNG file.")]
-    if npz is not None:
-        what = "raw maps, shown masks and targets" if with_raw else "shown masks and targets (raw maps too large)"
-        links.append(_link("saliency_maps.npz", "application/octet-stream", npz, "Maps (.npz)",
-                           f"NumPy archive of the {what}, per method; load with numpy.load."))
-    return "<span class='salwidget-downloads'>Download: " + " &middot; ".join(links) + "</span>"
+def png_link(png: bytes) -> str:
+    """HTML with a link that saves the grid as PNG."""
+    return "Download: " + _link("saliency_grid.png", "image/png", png, "Grid (PNG)", "The grid as shown, as a PNG file.")
+
+
+def npz_link(npz: bytes, with_raw: bool = True) -> str:
+    """HTML with a link that saves the maps as .npz."""
+    what = "raw maps, shown masks and targets" if with_raw else "shown masks and targets (raw maps too large)"
+    return _link("saliency_maps.npz", "application/octet-stream", npz, "Maps (.npz)",
+                 f"NumPy archive of the {what}, per method; load with numpy.load.") + f" ({len(npz) / 2**20:.1f} MB)"
 
 
 def _link(name: str, mime: str, data: bytes, text: str, title: str) -> str:

@@ -26,7 +26,7 @@ from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import checks, controls
 from .classes import ClassNames, row_titles, top_classes
-from .files import decode_picture, download_links, maps_npz
+from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
 from .method_options import CLASSIC_OPTIONS, broadcast, default_options, first_value, shown_options
 from .snapshot import Snapshot
@@ -165,11 +165,12 @@ class SaliencyWidget(widgets.VBox):
         self._snapshot = Snapshot()
         self._picture = Picture(b"")
         self._png, self._results, self._masks = b"", {}, {}
-        self._npz: tuple | None = None
+        self._npz_for: tuple = ()  # the results the .npz link holds
         self._held: Job | None = None
         self._offered: list[int] = []  # classes a search offered in the target list (duplicated names)
         self._group_boxes: dict[str, tuple] = {}
         self._job_started = 0.0
+        self.draw_seconds = 0.0  # how long the last grid took to draw (previews are spaced by it)
         self._syncing = False
         self._closed = False
         self._build_controls()
@@ -373,6 +374,12 @@ class SaliencyWidget(widgets.VBox):
         self._upload.layout.display = "" if self._preprocess is not None else "none"
         self._upload.observe(self._on_upload_change, names="value")
         self._downloads = controls.named(widgets.HTML(), "downloads", None)
+        self._npz_button = controls.named(widgets.Button(description="Maps (.npz)", icon="download",
+                                                         layout=widgets.Layout(width="130px", display="none")),
+                                          "prepare-npz", "Prepare a NumPy archive of the raw maps, the masks shown "
+                                                         "and the targets (megabytes for big images), then save it.")
+        self._npz_button.on_click(self._on_npz_click)
+        self._npz_link = controls.named(widgets.HTML(), "npz", None)
 
     def _look_pairs(self) -> list[tuple[str, Any]]:
         return [("cmap", self._look["cmap"]), ("percentile", self._look["percentile"]),
@@ -392,7 +399,7 @@ class SaliencyWidget(widgets.VBox):
             self._error,
             self._grid_box,
             self._pager,
-            controls.wrap_row([self._enlarge_view, self._upload, self._downloads]),
+            controls.wrap_row([self._enlarge_view, self._upload, self._downloads, self._npz_button, self._npz_link]),
             self._cell_box,
         ]
 
@@ -720,6 +727,7 @@ class SaliencyWidget(widgets.VBox):
 
     def _render(self) -> None:
         """Draw the grid as it stands (call under the worker's lock)."""
+        started = _now()
         part = self._page_slice()
         results = self._view.results
         target = next(iter(results.values())).target if results else None
@@ -734,19 +742,26 @@ class SaliencyWidget(widgets.VBox):
         self._image.layout.min_width = f"{min(natural, columns * min(MIN_CELL_PX, self.cell_size))}px"
         self._image.value = picture.png
         if picture.complete:
+            self._snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too
             self._png, self._results, self._masks = picture.png, self._view.results, picture.masks
             self._show_downloads()
             self._notes.value = notes_html(self.methods, self._results, self._page_slice().start,
                                            self._explorer().weights_changed())
-            self._snapshot.set(picture.png)
         self._show_cell()
+        self.draw_seconds = _now() - started
 
     def _show_downloads(self) -> None:
-        key = tuple(id(r) for r in self._results.values()) + (self.view, self.scaling, self.percentile)
-        if self._npz is None or self._npz[0] != key:
+        self._downloads.value = png_link(self._png)
+        if self._npz_for != tuple(id(r) for r in self._results.values()):  # other maps: the old archive goes
+            self._npz_link.value = ""
+            self._npz_button.layout.display = ""
+
+    def _on_npz_click(self, button) -> None:
+        with self._worker.lock:
             npz, with_raw = maps_npz(self._results, self._masks, self._display[self._page_slice()])
-            self._npz = (key, npz, with_raw)
-        self._downloads.value = download_links(self._png, self._npz[1], self._npz[2])
+            self._npz_for = tuple(id(r) for r in self._results.values())
+            self._npz_link.value = npz_link(npz, with_raw)
+            self._npz_button.layout.display = "none"
 
     def _show_cell(self) -> None:
         if self.enlarged is None or not self._picture.png:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ..errors import AttributionCancelled, SaliencyError
 
 logger = logging.getLogger("salwidget")
-PREVIEW_INTERVAL_S = 0.25
+PREVIEW_INTERVAL_S = 0.25  # at least this long between previews (and three times a draw's duration)
 
 
 @dataclass
@@ -154,7 +154,8 @@ def _one_method(worker, generation, explorer, settings, method, sink, interval) 
 
     def progress(done: int, total: int, partial) -> None:
         now = time.perf_counter()
-        draw = done < total and now - last[0] >= interval
+        # Previews are drawn by this thread, between chunks: keep them to a third of its time at most.
+        draw = done < total and now - last[0] >= max(interval, 3 * getattr(sink, "draw_seconds", 0.0))
         if draw:
             last[0] = now
         worker.publish(generation, lambda: sink.progress(method, partial, done, total, draw))
