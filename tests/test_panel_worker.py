@@ -8,7 +8,6 @@ import time
 from types import SimpleNamespace
 
 import ipywidgets
-import numpy as np
 import pytest
 
 import salwidget as sw

@@ -13,7 +13,6 @@ from typing import Any, Sequence
 from ..errors import SaliencyError
 from ..methods import Method, Option, all_methods, get_method
 
-CLASSIC_OPTIONS = ("nsamples", "nintegration", "stdev_spread", "magnitude", "baseline")
 CONTROL_KINDS = ("int", "float", "bool", "choice")
 
 

@@ -11,7 +11,6 @@ and nothing changes. Computing happens in one worker thread
 from __future__ import annotations
 
 import html
-import threading
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
@@ -24,14 +23,15 @@ from ..explorer import Explorer, Settings
 from ..inputs import prepare_inputs
 from ..methods import all_methods, get_method
 from ..visualize import to_display_image
-from . import checks, controls
+from . import controls
 from .classes import ClassNames, row_titles, top_classes
 from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
-from .method_options import CLASSIC_OPTIONS, broadcast, default_options, first_value, shown_options
+from .method_options import default_options, shown_options
 from .snapshot import Snapshot
 from .status import done_status, estimate_status, progress_status
 from .view import COMPUTING, DONE, FAILED, STOPPED, GridView, Look, Picture
+from .traits import PanelTraits
 from .worker import Job, Worker, run_job
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
@@ -40,17 +40,7 @@ LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overl
 MIN_CELL_PX = 160  # the grid shrinks with the panel's width down to this many pixels per cell, then scrolls
 
 
-def _classic_property(name: str) -> property:
-    def getter(self):
-        return first_value(self.options, name, self.methods)
-
-    def setter(self, value):
-        self.options = broadcast(self.options, name, value, self.methods)
-
-    return property(getter, setter, doc=f"``{name}`` of every method that has it (reads the first selected one's).")
-
-
-class SaliencyWidget(widgets.VBox):
+class SaliencyWidget(PanelTraits, widgets.VBox):
     """An interactive grid of saliency maps for a batch of images.
 
     Parameters
@@ -89,39 +79,12 @@ class SaliencyWidget(widgets.VBox):
 
     Notes
     -----
-    Every trait below is mirrored both ways with its control. ``nsamples``,
-    ``nintegration``, ``stdev_spread``, ``magnitude`` and ``baseline`` are
-    shortcuts into :attr:`options`: setting one sets it for every method
-    that has it.
+    Every trait (see :class:`~salwidget.panel.traits.PanelTraits`) is
+    mirrored both ways with its control. ``nsamples``, ``nintegration``,
+    ``stdev_spread``, ``magnitude`` and ``baseline`` are shortcuts into
+    :attr:`options`: setting one sets it for every method that has it.
     """
 
-    methods = traitlets.Tuple(help="Methods shown side by side, in this order, e.g. ('vanilla', 'smoothgrad').")
-    options = traitlets.Dict(help="Each method's options, {method: {option: value}}; assigning a partial dict "
-                                  "updates only the entries given.")
-    target = traitlets.Any("predicted", help="'predicted', a class index, or one class index per image.")
-    layer = traitlets.Any(None, allow_none=True, help="The layer CAMs read: None picks it automatically.")
-    cmap = traitlets.Unicode("inferno", help="Matplotlib colour map of magnitude maps.")
-    percentile = traitlets.Float(99.0, help="Clip percentile: values above it saturate the colour map.")
-    scaling = traitlets.Unicode("image", help="One colour scale per 'image', per 'method' (all its images), "
-                                              "or 'shared' by every map.")
-    view = traitlets.Unicode("magnitude", help="'magnitude', or 'signed': signed methods in a diverging map.")
-    overlay_method = traitlets.Unicode(None, allow_none=True, help="The method drawn over the image, or None.")
-    overlay_alpha = traitlets.Float(0.5, help="Opacity of the heatmap over the image.")
-    cell_size = traitlets.Int(200, help="Pixels per grid cell.")
-    page = traitlets.Int(0, help="The page of images shown (0-based).")
-    page_size = traitlets.Int(6, help="Images per page.")
-    enlarged = traitlets.Any(None, allow_none=True, help="(image row, column) shown at full resolution, or None.")
-    confirm_seconds = traitlets.Float(20.0, help="Runs estimated to take longer wait for the Compute button "
-                                                 "(or wait()); float('inf') never asks.")
-    error = traitlets.Unicode("", help="The message shown in the panel, or '' when all is well.")
-    status = traitlets.Unicode("", help="The status line: what is computing, what was done, what it cost.")
-    last_traceback = traitlets.Unicode("", help="The full traceback of the last error (also logged).")
-
-    nsamples = _classic_property("nsamples")
-    nintegration = _classic_property("nintegration")
-    stdev_spread = _classic_property("stdev_spread")
-    magnitude = _classic_property("magnitude")
-    baseline = _classic_property("baseline")
 
     def __init__(
         self,
@@ -192,15 +155,6 @@ class SaliencyWidget(widgets.VBox):
         self.observe(self._on_status_change, names="status")
         self._request()
 
-    # ------------------------------------------------------------------ pages
-    @property
-    def num_pages(self) -> int:
-        return max(1, -(-len(self._images) // self.page_size))
-
-    def _page_slice(self, page: int | None = None) -> slice:
-        page = self.page if page is None else page
-        return slice(page * self.page_size, min((page + 1) * self.page_size, len(self._images)))
-
     def _explorer(self, page: int | None = None) -> Explorer:
         """The page's explorer (its own cache of maps), made on first visit."""
         page = self.page if page is None else page
@@ -208,99 +162,6 @@ class SaliencyWidget(widgets.VBox):
             self._explorers[page] = Explorer(self._model, self._images[self._page_slice(page)],
                                              channels_last=self._channels_last, **self._explorer_options)
         return self._explorers[page]
-
-    # --------------------------------------------------------------- validation
-    @traitlets.validate("methods")
-    def _valid_methods(self, proposal):
-        names = checks.check_methods(proposal["value"])
-        if self.options:
-            checks.check_options({}, self.options, names)
-        return names
-
-    @traitlets.validate("options")
-    def _valid_options(self, proposal):
-        return checks.check_options(proposal["value"], self.options, self.methods)
-
-    @traitlets.validate("target")
-    def _valid_target(self, proposal):
-        return checks.check_target(proposal["value"], self._classes.num_classes, len(self._images))
-
-    @traitlets.validate("layer")
-    def _valid_layer(self, proposal):
-        value = proposal["value"]
-        if value is None:
-            return None
-        try:
-            return get_backend(self._model).layer_name(value)
-        except SaliencyError as exc:
-            raise traitlets.TraitError(str(exc)) from None
-
-    @traitlets.validate("cmap")
-    def _valid_cmap(self, proposal):
-        return checks.check_cmap(proposal["value"])
-
-    @traitlets.validate("percentile")
-    def _valid_percentile(self, proposal):
-        return checks.check_number("percentile", proposal["value"], 0.0, 100.0, low_open=True)
-
-    @traitlets.validate("overlay_alpha")
-    def _valid_overlay_alpha(self, proposal):
-        return checks.check_number("overlay_alpha", proposal["value"], 0.0, 1.0)
-
-    @traitlets.validate("scaling")
-    def _valid_scaling(self, proposal):
-        return checks.check_choice("scaling", proposal["value"], checks.SCALINGS)
-
-    @traitlets.validate("view")
-    def _valid_view(self, proposal):
-        return checks.check_choice("view", proposal["value"], checks.VIEWS)
-
-    @traitlets.validate("overlay_method")
-    def _valid_overlay_method(self, proposal):
-        value = proposal["value"]
-        if value is not None and value not in self.methods:
-            raise traitlets.TraitError(f"overlay_method must be None or one of the methods shown {self.methods}; "
-                                       f"got {value!r}.")
-        return value
-
-    @traitlets.validate("cell_size")
-    def _valid_cell_size(self, proposal):
-        value = checks.check_int("cell_size", proposal["value"], 32)
-        if value > 2000:
-            raise traitlets.TraitError(f"cell_size must be at most 2000 pixels; got {value}.")
-        return value
-
-    @traitlets.validate("page_size")
-    def _valid_page_size(self, proposal):
-        return checks.check_int("page_size", proposal["value"], 1)
-
-    @traitlets.validate("page")
-    def _valid_page(self, proposal):
-        value = checks.check_int("page", proposal["value"], 0)
-        if value >= self.num_pages:
-            raise traitlets.TraitError(f"page must be below {self.num_pages} (pages of {self.page_size} images); "
-                                       f"got {value}.")
-        return value
-
-    @traitlets.validate("enlarged")
-    def _valid_enlarged(self, proposal):
-        value = proposal["value"]
-        if value is None:
-            return None
-        rows = self._page_slice().stop - self._page_slice().start
-        columns = ("image", "overlay", *self.methods)
-        if (not isinstance(value, (tuple, list)) or len(value) != 2 or not isinstance(value[0], (int, np.integer))
-                or not 0 <= value[0] < rows or value[1] not in columns):
-            raise traitlets.TraitError(f"enlarged must be None or (row, column) with row < {rows} and column one of "
-                                       f"{columns}; got {value!r}.")
-        return (int(value[0]), value[1])
-
-    @traitlets.validate("confirm_seconds")
-    def _valid_confirm_seconds(self, proposal):
-        value = proposal["value"]
-        if checks.is_number(value) and value == float("inf"):
-            return float(value)
-        return checks.check_number("confirm_seconds", value, 0.0)
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self) -> None:
@@ -582,6 +443,7 @@ class SaliencyWidget(widgets.VBox):
 
     # -------------------------------------------------------------- from traits
     def _on_compute_change(self, change) -> None:
+        self.error = ""  # a new request: the last one's error goes (this one shows its own)
         if change["name"] == "methods":
             if self.overlay_method not in self.methods:
                 self.overlay_method = self.methods[-1] if self.methods else None
@@ -592,7 +454,6 @@ class SaliencyWidget(widgets.VBox):
                 self._view.clear()
             self.enlarged = None
         self._show_traits()
-        self.error = ""
         self._request()
 
     def _on_look_change(self, change) -> None:

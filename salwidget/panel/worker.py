@@ -140,9 +140,9 @@ def run_job(worker: Worker, generation: int, job: Job, sink: Any, preview_interv
     except Exception as exc:  # shown in the panel; the panel keeps working
         if worker.is_stale(generation):
             return
-        details = traceback.format_exc()
+        error, details = exc, traceback.format_exc()
         logger.error("salwidget: computing %s failed\n%s", ", ".join(settings.methods), details)
-        worker.publish(generation, lambda: sink.fail(exc, details))
+        worker.publish(generation, lambda: sink.fail(error, details))
 
 
 def _one_method(worker, generation, explorer, settings, method, sink, interval) -> Outcome:
