@@ -110,7 +110,7 @@ def picture(data: np.ndarray, cmap: str | None, vmin: float, vmax: float, size: 
     if cmap is None:  # RGB in [0, 1]
         image = Image.fromarray((np.clip(data, 0, 1) * 255).round().astype(np.uint8))
         return image.resize(size, Image.BILINEAR) if image.size != size else image
-    image = Image.fromarray(np.ascontiguousarray(data, dtype=np.float32), mode="F")
+    image = Image.fromarray(np.ascontiguousarray(data, dtype=np.float32))  # mode "F"
     if image.size != size:
         image = image.resize(size, Image.BILINEAR)  # Pillow filters over the reduced area when shrinking
     return Image.fromarray(colorize(np.asarray(image), cmap, vmin, vmax))
