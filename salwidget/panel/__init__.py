@@ -1,6 +1,10 @@
 """The Jupyter panel, one module per concern.
 
-- :mod:`.widget`: ``SaliencyWidget``, traits mirrored with controls, the glue;
+The Evaluate view (deletion/insertion curves, sanity checks) is to join as a
+module of its own, shown beside the grid view.
+
+- :mod:`.widget`: ``SaliencyWidget``: controls mirrored with traits, the glue;
+- :mod:`.traits`: the panel's traits and their validators (pages included);
 - :mod:`.checks`: what each trait accepts (refused values raise TraitError);
 - :mod:`.method_options`: each method's option values, from the registry;
 - :mod:`.controls`: the ipywidgets controls, with tooltips and usable widths;
@@ -8,6 +12,7 @@
 - :mod:`.view`, :mod:`.scaling`: which maps the grid shows and how they look;
 - :mod:`.classes`: class labels, search and row titles;
 - :mod:`.status`: the words of the status line;
+- :mod:`.notes`: warnings under the grid (sanity check, completeness gap, changed weights);
 - :mod:`.files`: downloads and uploads;
 - :mod:`.snapshot`: the PNG kept in the notebook for static viewers.
 """
