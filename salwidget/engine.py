@@ -292,7 +292,9 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
             if measure:
                 fitted = backend.fit_chunk(lambda: stage.run(start, stop), stop - start)
                 if fitted is not None:
-                    ctx.chunk = max(1, int(fitted * stage.cost))
+                    fitted = max(1, int(fitted * stage.cost))
+                    # whole blocks (e.g. one pass per image) rather than a few passes more
+                    ctx.chunk = fitted // stage.align * stage.align if fitted >= stage.align else fitted
                 measure = False
             else:
                 stage.run(start, stop)
@@ -308,9 +310,11 @@ def result_key(method, options, targets, seed, rng, output_index, pairing, layer
     digest.update(repr((method.key(options), seed, rng, output_index, pairing, layer, tuple(randomize),
                         backend.identity())).encode())
     for o, t in targets.items():
-        digest.update(f"target{o}".encode() + np.ascontiguousarray(t).tobytes())
+        digest.update(f"target{o}".encode())
+        digest.update(memoryview(np.ascontiguousarray(t)))
     for x in inputs:
-        digest.update(str(x.shape).encode() + np.ascontiguousarray(x).tobytes())
+        digest.update(str(x.shape).encode())
+        digest.update(memoryview(np.ascontiguousarray(x)))
     return digest.hexdigest()
 
 

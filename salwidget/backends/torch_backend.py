@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 import zlib
 from contextlib import contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
@@ -28,7 +27,6 @@ from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
-_CPU_CHUNK_SECONDS = 0.04
 _RANDOMIZE_STREAM = 5
 _LAYOUT_HINT = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
 
@@ -92,7 +90,9 @@ class TorchOps:
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
-        self._wide = torch.float32 if device.type == "mps" else torch.float64
+        # Sums stay in the model's dtype: float64 sums cost a conversion and twice the memory
+        # traffic per chunk, and float32 sums of a few hundred maps are exact to ~1e-6.
+        self._wide = dtype
         self._generator = torch.Generator(device=device)
 
     def asarray(self, value, dtype: str = "float") -> torch.Tensor:
@@ -112,7 +112,7 @@ class TorchOps:
         return torch.zeros(tuple(shape), device=self.device, dtype=self.dtype)
 
     def accumulator(self, shape) -> torch.Tensor:
-        """Zeros for running sums, in the wide dtype (float64 where the device has it; not MPS)."""
+        """Zeros for running sums (in the model's dtype; see ``__init__``)."""
         return torch.zeros(tuple(shape), device=self.device, dtype=self._wide)
 
     def wide(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -386,21 +386,13 @@ class TorchBackend:
         return (id(model), hash(tuple((id(t), t._version, t.data_ptr(), str(t.dtype), str(t.device)) for t in tensors)))
 
     def fit_chunk(self, run, rows: int) -> int | None:
-        """Run a first chunk and size the next ones from it.
-
-        On CUDA: the passes per chunk that fill half of the free memory, from
-        the chunk's measured peak. On a CPU: a model so cheap that a chunk takes
-        under ~40 ms spends much of it on per-call overhead, so chunks grow (up
-        to 4x) towards 40 ms; slower models keep their size (bigger chunks lose
-        cache locality). None keeps the size."""
+        """Run a first chunk; on CUDA, measure its peak memory and return the
+        passes per chunk that fill half of the free memory (None elsewhere: on a
+        CPU bigger chunks lose cache locality, even for a cheap model, so the
+        size chosen from the input stays)."""
         if self._device.type != "cuda":
-            started = time.perf_counter()
             run()
-            if self._device.type != "cpu":
-                return None
-            per_pass = max(time.perf_counter() - started, 1e-6) / rows
-            grown = int(min(4 * rows, _CPU_CHUNK_SECONDS / per_pass))
-            return grown if grown > rows else None
+            return None
         device = self._device
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)

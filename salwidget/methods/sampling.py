@@ -184,8 +184,9 @@ class SampledGradients(Method):
         return ctx.ops.lerp(baseline, start, alpha)
 
     def contribution(self, ctx: RunContext, block: Block, m: int, gradient, start, baseline):
-        """What a pass adds to its group's sum: ``weight_k * gradient``."""
-        if ctx.plan.steps == 1:
+        """What a pass adds to its group's sum: ``weight_k * gradient`` (equal weights are
+        applied once, when the group closes: see ``_unweighted``)."""
+        if ctx.plan.steps == 1 or _unweighted(self, ctx.plan):
             return gradient
         return gradient * ctx.ops.per_row(block.weights, gradient)
 
@@ -331,11 +332,15 @@ class SampledGradients(Method):
 
     def _group_maps(self, ctx, opened: _OpenGroup, normalise: bool) -> list:
         ops = ctx.ops
+        # Sums of unweighted gradients carry the equal weight 1/steps as a factor here.
+        factor = 1.0 / ctx.plan.steps if _unweighted(self, ctx.plan) else 1.0
         maps = []
         for m, summed in enumerate(opened.sums):
             if normalise:
                 weight = np.where(opened.weight > 0, opened.weight, 1.0)
-                summed = summed / _per_image(ops, weight, summed, wide=False)
+                summed = summed * (factor / _per_image(ops, weight, summed, wide=False))
+            elif factor != 1.0:
+                summed = summed * factor
             base = None if opened.ends.baseline is None else opened.ends.baseline[m]
             maps.append(self.group_map(ctx, m, summed, opened.ends.start[m], base))
         return maps
@@ -419,6 +424,13 @@ class SampledGradients(Method):
             state.counts.copy(), None if state.delta is None else ops.numpy(state.delta),
             None if state.shift is None else [ops.numpy(s) for s in state.shift],
         )
+
+
+def _unweighted(method: SampledGradients, plan: Sampling) -> bool:
+    """Whether a group's passes can be summed as bare gradients and scaled once at the end:
+    equal path weights, and the default ``contribution`` (one multiply per pass saved)."""
+    return (plan.steps > 1 and type(method).contribution is SampledGradients.contribution
+            and bool(np.all(plan.weights == plan.weights[0])))
 
 
 def _per_image(ops, values: np.ndarray, like, wide: bool):
