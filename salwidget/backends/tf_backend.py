@@ -22,6 +22,7 @@ from ..inputs import check_output
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
+_NO_TARGET = tf.zeros((0,), tf.int64)  # stands for "each row's argmax" in a traced step
 _LAYOUT_HINT = "Keras models usually take (B, H, W, C); pass channels_last=False if yours takes (B, C, H, W)"
 
 
@@ -74,6 +75,13 @@ class TFOps:
 
     def full(self, shape, value: float) -> tf.Tensor:
         return tf.fill(tuple(shape), tf.constant(float(value), self.dtype))
+
+    # Small index arrays come from the host: a handful of eager ops per chunk costs more.
+    host_indices = True
+
+    @staticmethod
+    def add(acc, values) -> tf.Tensor:
+        return acc + tf.cast(values, acc.dtype)
 
     @staticmethod
     def arange(start: int, stop: int) -> tf.Tensor:
@@ -324,7 +332,8 @@ class TensorFlowBackend:
 
     @staticmethod
     def _prepare(points) -> list[tf.Tensor]:
-        return [tf.cast(tf.convert_to_tensor(p), tf.float32) for p in points]
+        tensors = [tf.convert_to_tensor(p) for p in points]
+        return [t if t.dtype == tf.float32 else tf.cast(t, tf.float32) for t in tensors]
 
     def outputs(self, points) -> list[tf.Tensor]:
         return self._call(self._prepare(points))
@@ -338,7 +347,7 @@ class TensorFlowBackend:
                 continue
             check_output(outputs[index], index, None)
             if index in predicted:
-                target = tf.argmax(outputs[index], axis=1, output_type=tf.int32)
+                target = tf.argmax(outputs[index], axis=1, output_type=tf.int64)
             picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
             score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
         return score
@@ -347,7 +356,7 @@ class TensorFlowBackend:
     def _target_rows(targets, indices) -> tuple[list, tuple]:
         """Target tensors for a traced step, and which outputs take their argmax (target None) instead."""
         predicted = tuple(i for i in indices if targets[i] is None)
-        rows = [tf.zeros((0,), tf.int32) if targets[i] is None else tf.cast(targets[i], tf.int32) for i in indices]
+        rows = [_NO_TARGET if targets[i] is None else targets[i] for i in indices]
         return rows, predicted
 
     def input_gradients(self, points, targets, pairing=None):

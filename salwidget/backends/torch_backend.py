@@ -124,6 +124,18 @@ class TorchOps:
     def full(self, shape, value: float) -> torch.Tensor:
         return torch.full(tuple(shape), float(value), device=self.device, dtype=self.dtype)
 
+    @property
+    def host_indices(self) -> bool:
+        """Whether small index arrays are best made on the host and copied (a CPU: no copy at
+        all); on a GPU a copy from pageable memory would wait for queued work, so indices
+        are computed on the device instead."""
+        return self.device.type == "cpu"
+
+    @staticmethod
+    def add(acc: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``acc + values``, in place."""
+        return acc.add_(values.to(acc.dtype))
+
     def arange(self, start: int, stop: int) -> torch.Tensor:
         """Integers start..stop-1 made on the device (no copy from the host)."""
         return torch.arange(start, stop, device=self.device)

@@ -167,12 +167,13 @@ class RunContext:
         while the engine takes the targets from the method's own clean pass; see ``clean``)."""
         return {o: None if t is None else self.ops.take(t, images) for o, t in self.targets.items()}
 
-    def gradients(self, points: Sequence, images: np.ndarray):
+    def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True):
         """Input gradients of the target score for a chunk of points (one per row of
-        ``images``); returns (gradients per input, target scores per row)."""
+        ``images``); returns (gradients per input, target scores per row, or None
+        when ``scores`` is False: a few device ops saved per chunk)."""
         grads, outputs = self.backend.input_gradients(points, self.row_targets(images), self.pairing)
         self._observe(outputs, images)
-        return grads, self.target_scores(outputs, images)
+        return grads, self.target_scores(outputs, images) if scores else None
 
     def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str):
         """A layer's activations and their gradients for the target score, and every output."""

@@ -220,7 +220,7 @@ class GuidedIG(Method):
         ops = ctx.ops
         images = np.arange(start, stop)
         points = [ops.asarray(p.astype(np.float32)) for p in self._split(ctx, state.x[start:stop], stop - start)]
-        grads, _ = ctx.gradients(points, images)
+        grads, _ = ctx.gradients(points, images, scores=False)
         flat = np.concatenate([ops.numpy(g).astype(np.float32, copy=False).reshape(stop - start, -1) for g in grads],
                               axis=1)
         options = ctx.options

@@ -165,9 +165,10 @@ class SampledGradients(Method):
         starts = []
         for m, x in enumerate(ctx.inputs):
             if plan.noisy and group > 0:
-                sigma = ctx.options["stdev_spread"] * (ctx.high[m] - ctx.low[m])
-                noise = ctx.draws.normal(NOISE, m, group)
-                x = x + noise * ctx.ops.per_row(sigma, noise)
+                if "sigma" not in ctx.cache:  # per image, shaped to broadcast: computed once per run
+                    ctx.cache["sigma"] = [ctx.ops.per_row(ctx.options["stdev_spread"] * (high - low), x)
+                                          for x, low, high in zip(ctx.inputs, ctx.low, ctx.high)]
+                x = x + ctx.draws.normal(NOISE, m, group) * ctx.cache["sigma"][m]
             starts.append(x)
         return Ends(starts)
 
@@ -233,17 +234,24 @@ class SampledGradients(Method):
         r = np.arange(start, stop)
         groups = state.first_group + r // per_group
         steps, images = plan.order[(r % per_group) // batch], r % batch
-        on_device = ops.arange(start, stop)
-        steps_on_device = ops.take(order, (on_device % per_group) // batch)
-        images_on_device = on_device % batch
+        if ops.host_indices:  # cheaper than a few device ops per chunk, where a copy does not stall
+            steps_on_device, images_on_device = ops.asarray(steps, "int"), ops.asarray(images, "int")
+        else:
+            on_device = ops.arange(start, stop)
+            steps_on_device = ops.take(order, (on_device % per_group) // batch)
+            images_on_device = on_device % batch
         blocks, offset = [], 0
         for group in dict.fromkeys(groups.tolist()):
             count = int((groups == group).sum())
             rows = slice(offset, offset + count)
             block_steps = steps_on_device[rows]
             whole = count == batch and bool((images[rows] == np.arange(batch)).all())
+            if plan.steps == 1:  # no path: positions and weights are unused
+                block_alphas = block_weights = None
+            else:
+                block_alphas, block_weights = ops.take(alphas, block_steps), ops.take(weights, block_steps)
             blocks.append(Block(group, rows, whole, steps[rows], images[rows], block_steps, images_on_device[rows],
-                                ops.take(alphas, block_steps), ops.take(weights, block_steps)))
+                                block_alphas, block_weights))
             offset += count
         return blocks
 
@@ -275,9 +283,10 @@ class SampledGradients(Method):
                 ends.append((start_rows, base_rows))
             work.append((block, opened, ends))
         images = np.concatenate([block.images for block in blocks])
-        grads, scores = ctx.gradients([ops.concat(p) for p in points], images)
+        grads, scores = ctx.gradients([ops.concat(p) for p in points], images, scores=state.sampling.has_ends)
         for block, opened, ends in work:
-            self._add_block(ctx, state, block, opened, ends, [g[block.rows] for g in grads], scores[block.rows])
+            self._add_block(ctx, state, block, opened, ends, [g[block.rows] for g in grads],
+                            None if scores is None else scores[block.rows])
 
     def _add_block(self, ctx, state: SamplingState, block: Block, opened: _OpenGroup, ends: list, grads: list,
                    scores) -> None:
@@ -286,7 +295,7 @@ class SampledGradients(Method):
         if plan.steps == 1:  # each pass is a whole group: straight into the sums
             maps = [self.group_map(ctx, m, self.contribution(ctx, block, m, grads[m], *ends[m]), *ends[m])
                     for m in range(len(grads))]
-            self._accumulate(ctx, state, maps, block.images, images, block.group)
+            self._accumulate(ctx, state, maps, block.images, None if block.whole else images, block.group)
         else:
             for m, gradient in enumerate(grads):
                 opened.sums[m] = ops.index_add(opened.sums[m], images,
@@ -312,22 +321,27 @@ class SampledGradients(Method):
 
     def _accumulate(self, ctx, state: SamplingState, maps: list, images: np.ndarray, images_on_device,
                     group: int) -> None:
+        """Add group maps to the sums; ``images_on_device`` None means every image in order."""
         ops = ctx.ops
         host_images, images = images, images_on_device
+
+        def add(acc, values):
+            return ops.add(acc, values) if images is None else ops.index_add(acc, images, values)
+
         for m, mp in enumerate(maps):
             if state.sampling.reduction == "mean_square":
-                state.sums[m] = ops.index_add(state.sums[m], images, ops.square(mp))
+                state.sums[m] = add(state.sums[m], ops.square(mp))
             elif state.shift is not None:  # variance of (map - group 0's map): the same variance, less cancellation
                 if group == 0:
-                    state.shift[m] = ops.put(state.shift[m], images, mp)
+                    state.shift[m] = ops.wide(mp) if images is None else ops.put(state.shift[m], images, mp)
                 else:
-                    moved = ops.wide(mp) - ops.take(state.shift[m], images)
-                    state.sums[m] = ops.index_add(state.sums[m], images, moved)
-                    state.squares[m] = ops.index_add(state.squares[m], images, ops.square(moved))
+                    moved = ops.wide(mp) - (state.shift[m] if images is None else ops.take(state.shift[m], images))
+                    state.sums[m] = add(state.sums[m], moved)
+                    state.squares[m] = add(state.squares[m], ops.square(moved))
             else:
-                state.sums[m] = ops.index_add(state.sums[m], images, mp)
+                state.sums[m] = add(state.sums[m], mp)
                 if state.squares is not None:
-                    state.squares[m] = ops.index_add(state.squares[m], images, ops.square(mp))
+                    state.squares[m] = add(state.squares[m], ops.square(mp))
         np.add.at(state.counts, host_images, 1)
 
     def _group_maps(self, ctx, opened: _OpenGroup, normalise: bool) -> list:
@@ -347,7 +361,6 @@ class SampledGradients(Method):
 
     def _close(self, ctx, state: SamplingState, opened: _OpenGroup, group: int) -> None:
         everyone = np.arange(ctx.batch)
-        everyone_on_device = ctx.ops.arange(0, ctx.batch)
         maps = self._group_maps(ctx, opened, normalise=False)
         if state.delta is not None:
             total = None
@@ -355,7 +368,7 @@ class SampledGradients(Method):
                 total = ctx.ops.row_sum(ctx.ops.wide(mp)) if total is None else total + ctx.ops.row_sum(ctx.ops.wide(mp))
             gain = ctx.ops.wide(opened.score_at_start) - ctx.ops.wide(opened.score_at_baseline)
             state.delta = state.delta + total - gain
-        self._accumulate(ctx, state, maps, everyone, everyone_on_device, group)
+        self._accumulate(ctx, state, maps, everyone, None, group)
 
     # --- results -----------------------------------------------------------------
     def _reduce(self, ctx, state: SamplingState, sums, squares, counts: np.ndarray) -> list:
