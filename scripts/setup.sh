@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install salwidget with what a job needs.
-#   bash scripts/setup.sh demo   # the widget and the demo models (PyTorch)
+#   bash scripts/setup.sh demo   # the widget, the demo models (PyTorch), JupyterLab and Voila
 #   bash scripts/setup.sh test   # + TensorFlow, Captum, nbval, JupyterLab, Voila, Chromium for browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,6 @@ if [ "$job" = "test" ]; then
         fi
     fi
 else
-    python -m pip install -q -e ".[demo]" jupyterlab
+    python -m pip install -q -e ".[demo]" jupyterlab voila
 fi
 python -c "import salwidget, torch; print('salwidget', salwidget.__version__, '| torch', torch.__version__)"
