@@ -131,6 +131,25 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
+def png_bytes(picture) -> bytes:
+    """A Pillow image or an RGB ``uint8`` array (H, W, 3) as PNG bytes (fast zlib level)."""
+    from PIL import Image
+
+    return _png(picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture, np.uint8)))
+
+
+def stack_pictures(pictures: list) -> np.ndarray:
+    """RGB ``uint8`` pictures (H, W, 3) one under the other, each centred, on white."""
+    width = max(p.shape[1] for p in pictures)
+    out = np.full((sum(p.shape[0] for p in pictures), width, 3), 255, np.uint8)
+    top = 0
+    for p in pictures:
+        left = (width - p.shape[1]) // 2
+        out[top : top + p.shape[0], left : left + p.shape[1]] = p[..., :3]
+        top += p.shape[0]
+    return out
+
+
 def wrap(text: str, width_px: float, size: int = FONT_PX) -> str:
     """``text`` broken into lines no wider than ``width_px`` (long words stay whole)."""
     font = _font(size)

@@ -1,7 +1,7 @@
 """The Jupyter panel, one module per concern.
 
-The Evaluate view (deletion/insertion curves, sanity checks) is to join as a
-module of its own, shown beside the grid view.
+The Evaluate view (deletion/insertion curves, sanity checks) takes the grid's
+place when its toggle (or ``w.pane = 'evaluate'``) shows it.
 
 - :mod:`.widget`: ``SaliencyWidget``: controls mirrored with traits, the glue;
 - :mod:`.traits`: the panel's traits and their validators (pages included);
@@ -14,7 +14,10 @@ module of its own, shown beside the grid view.
 - :mod:`.status`: the words of the status line;
 - :mod:`.notes`: warnings under the grid (sanity check, completeness gap, changed weights);
 - :mod:`.files`: downloads and uploads;
-- :mod:`.snapshot`: the PNG kept in the notebook for static viewers.
+- :mod:`.snapshot`: the PNG kept in the notebook for static viewers;
+- :mod:`.evaluate_pane`: the Evaluate view's controls, requests and picture;
+- :mod:`.evaluate`: what it computes (curves, sanity checks), cached, in the worker;
+- :mod:`.evaluation_plot`: its picture (matplotlib Agg and the grid's renderer).
 """
 
 from .widget import SaliencyWidget

@@ -19,6 +19,7 @@ from ..methods import Method, all_methods, get_method
 BASELINE_WORDS = ("uniform", "blur")
 SCALINGS = ("image", "method", "shared")
 VIEWS = ("magnitude", "signed")
+PANES = ("maps", "evaluate")
 
 
 def is_number(value: Any) -> bool:

@@ -46,6 +46,12 @@ def png_link(png: bytes) -> str:
     return "Download: " + _link("saliency_grid.png", "image/png", png, "Grid (PNG)", "The grid as shown, as a PNG file.")
 
 
+def evaluation_link(png: bytes) -> str:
+    """HTML with a link that saves the Evaluate view's picture as PNG."""
+    return _link("saliency_evaluation.png", "image/png", png, "Evaluation (PNG)",
+                 "The curves and sanity checks as shown, as a PNG file.")
+
+
 def npz_link(npz: bytes, with_raw: bool = True) -> str:
     """HTML with a link that saves the maps as .npz."""
     what = "raw maps, shown masks and targets" if with_raw else "shown masks and targets (raw maps too large)"

@@ -51,3 +51,37 @@ def estimate_status(costs: Sequence[tuple[str, int]], seconds: float) -> str:
     each = ", ".join(f"{get_method(m).label} {p:,}" for m, p in costs if p)
     return (f"This needs {passes:,} passes ({each}), about {seconds:.0f} s: press Compute to start, "
             "or lower the sample counts.")
+
+
+def _unit_label(unit) -> str:
+    if unit.method == "random":
+        return "the random order"
+    return get_method(unit.method).label
+
+
+def evaluation_progress_status(unit, done: int, total: int, elapsed: float) -> str:
+    """While evaluating: which curves or sanity check, passes done, time left."""
+    what = "curves" if unit.kind == "curves" else "sanity check"
+    left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+    return f"Evaluating: {what} of {_unit_label(unit)}, {done:,}/{total:,} passes ({elapsed:.1f} s{left})"
+
+
+def evaluation_done_status(outcomes: Sequence, seconds: float, steps: int) -> str:
+    """What an evaluation did: curves and sanity checks, computed or from the cache."""
+    curves = [o for o in outcomes if o.unit.kind == "curves"]
+    sanity = [o for o in outcomes if o.unit.kind == "sanity"]
+    parts = []
+    if curves:
+        parts.append(f"curves ({steps} steps) of " + ", ".join(_unit_label(o.unit) for o in curves))
+    if sanity:
+        parts.append("sanity check of " + ", ".join(_unit_label(o.unit) for o in sanity))
+    if all(o.how == "cached" for o in outcomes):
+        return f"Evaluated: {'; '.join(parts)}, all from the cache."
+    return f"Evaluated in {seconds:.1f} s: {'; '.join(parts)}."
+
+
+def evaluation_estimate_status(forward: int, gradient: int, seconds: float) -> str:
+    """Before a long evaluation: its passes and the seconds they should take."""
+    passes = f"{forward:,} forward passes" + (f" and {gradient:,} gradient passes" if gradient else "")
+    return (f"The evaluation needs {passes}, about {seconds:.0f} s: press Compute to start, or lower the "
+            "curve steps.")

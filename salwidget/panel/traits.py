@@ -49,6 +49,12 @@ class PanelTraits(traitlets.HasTraits):
     enlarged = traitlets.Any(None, allow_none=True, help="(image row, column) shown at full resolution, or None.")
     confirm_seconds = traitlets.Float(20.0, help="Runs estimated to take longer wait for the Compute button "
                                                  "(or wait()); float('inf') never asks.")
+    pane = traitlets.Unicode("maps", help="The view under the controls: 'maps' (the grid) or 'evaluate' (deletion/"
+                                          "insertion curves and sanity checks of the maps shown).")
+    curve_steps = traitlets.Int(16, help="Points per deletion/insertion curve after the first: each map's curves "
+                                         "cost 2 x curve_steps forward passes per image.")
+    sanity_depths = traitlets.Int(5, help="Depths the sanity check randomises down to: evenly spaced layers with "
+                                          "weights, from the output layer to the first.")
     error = traitlets.Unicode("", help="The message shown in the panel, or '' when all is well.")
     status = traitlets.Unicode("", help="The status line: what is computing, what was done, what it cost.")
     last_traceback = traitlets.Unicode("", help="The full traceback of the last error (also logged).")
@@ -153,6 +159,24 @@ class PanelTraits(traitlets.HasTraits):
             raise traitlets.TraitError(f"enlarged must be None or (row, column) with row < {rows} and column one of "
                                        f"{columns}; got {value!r}.")
         return (int(value[0]), value[1])
+
+    @traitlets.validate("pane")
+    def _valid_pane(self, proposal):
+        return checks.check_choice("pane", proposal["value"], checks.PANES)
+
+    @traitlets.validate("curve_steps")
+    def _valid_curve_steps(self, proposal):
+        value = checks.check_int("curve_steps", proposal["value"], 1)
+        if value > 1024:
+            raise traitlets.TraitError(f"curve_steps must be at most 1024; got {value}.")
+        return value
+
+    @traitlets.validate("sanity_depths")
+    def _valid_sanity_depths(self, proposal):
+        value = checks.check_int("sanity_depths", proposal["value"], 1)
+        if value > 64:
+            raise traitlets.TraitError(f"sanity_depths must be at most 64; got {value}.")
+        return value
 
     @traitlets.validate("confirm_seconds")
     def _valid_confirm_seconds(self, proposal):

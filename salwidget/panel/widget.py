@@ -25,6 +25,7 @@ from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import controls
 from .classes import ClassNames, row_titles, top_classes
+from .evaluate_pane import EvaluatePane
 from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
 from .method_options import default_options, shown_options
@@ -36,6 +37,7 @@ from .worker import Job, Worker, run_job
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
 COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
+EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 MIN_CELL_PX = 160  # the grid shrinks with the panel's width down to this many pixels per cell, then scrolls
 
@@ -83,6 +85,12 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     mirrored both ways with its control. ``nsamples``, ``nintegration``,
     ``stdev_spread``, ``magnitude`` and ``baseline`` are shortcuts into
     :attr:`options`: setting one sets it for every method that has it.
+
+    The Evaluate view (``pane = 'evaluate'``, or the Maps/Evaluate toggle)
+    shows how much to trust the maps: deletion and insertion curves of every
+    shown method against a random pixel order, with their areas, and on
+    request the cascading model-randomisation sanity check. See
+    :meth:`evaluate`, :attr:`curves`, :attr:`sanity`, :meth:`evaluation_png`.
     """
 
 
@@ -151,6 +159,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self.observe(self._on_compute_change, names=list(COMPUTE_TRAITS))
         self.observe(self._on_look_change, names=list(LOOK_TRAITS))
         self.observe(self._on_page_size_change, names="page_size")
+        self.observe(self._on_pane_change, names="pane")
+        self.observe(self._on_evaluation_change, names=list(EVALUATION_TRAITS))
         self.observe(self._on_error_change, names="error")
         self.observe(self._on_status_change, names="status")
         self._request()
@@ -241,6 +251,14 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                                                          "and the targets (megabytes for big images), then save it.")
         self._npz_button.on_click(self._on_npz_click)
         self._npz_link = controls.named(widgets.HTML(), "npz", None)
+        self._pane = controls.named(widgets.ToggleButtons(
+            options=[("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
+            tooltips=["The grid of saliency maps", "How much to trust the maps: deletion/insertion curves against "
+                                                   "a random order, and the model-randomisation sanity check"]),
+            "pane", "Show the maps, or their evaluation (computed in the background, cached).")
+        self._evaluate = EvaluatePane(self)
+        for trait, control in self._evaluation_pairs():
+            control.observe(self._on_evaluation_control_change, names="value")
 
     def _look_pairs(self) -> list[tuple[str, Any]]:
         return [("cmap", self._look["cmap"]), ("percentile", self._look["percentile"]),
@@ -248,20 +266,30 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 ("overlay_method", self._look["overlay"]), ("overlay_alpha", self._look["alpha"]),
                 ("cell_size", self._look["cell_size"])]
 
+    def _evaluation_pairs(self) -> list[tuple[str, Any]]:
+        return [("pane", self._pane), ("curve_steps", self._evaluate.steps),
+                ("sanity_depths", self._evaluate.depths)]
+
     def _layout_children(self) -> list:
-        # The Evaluate view (deletion/insertion curves, sanity checks) will sit beside this one.
+        # The Evaluate view takes the grid's place (a toggle above both): beside the grid it would leave
+        # either too little room at 900 px.
+        self._maps_box = widgets.VBox([self._grid_box], layout=widgets.Layout(width="100%"))
+        self._maps_extras = widgets.VBox([
+            controls.wrap_row([self._enlarge_view, self._upload, self._downloads, self._npz_button, self._npz_link]),
+            self._cell_box,
+        ], layout=widgets.Layout(width="100%"))
         return [
             controls.wrap_row(list(self._method_buttons.values())),
             self._groups,
             controls.wrap_row([self._target_view, self._search, self._search_hint]),
             controls.wrap_row(self._look_views),
-            controls.wrap_row([self._compute, self._stop, self._progress, self._status]),
+            controls.wrap_row([self._pane, self._compute, self._stop, self._progress, self._status]),
             self._notes,
             self._error,
-            self._grid_box,
+            self._maps_box,
+            self._evaluate.box,
             self._pager,
-            controls.wrap_row([self._enlarge_view, self._upload, self._downloads, self._npz_button, self._npz_link]),
-            self._cell_box,
+            self._maps_extras,
         ]
 
     def _show_groups(self) -> None:
@@ -305,7 +333,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 controls.show_value(control, self.options[method][option])
             controls.set_choices(self._look["overlay"],
                                  [("none", controls.NONE)] + [(get_method(m).label, m) for m in self.methods])
-            for trait, control in self._look_pairs():
+            for trait, control in self._look_pairs() + self._evaluation_pairs():
                 controls.show_value(control, getattr(self, trait))
             self._show_layer()
             self._show_target()
@@ -388,6 +416,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._set_from_control(change["owner"], lambda: setattr(self, trait, controls.chosen(change["new"])),
                                lambda: getattr(self, trait))
 
+    def _on_evaluation_control_change(self, change) -> None:
+        trait = next(t for t, c in self._evaluation_pairs() if c is change["owner"])
+        self._set_from_control(change["owner"], lambda: setattr(self, trait, change["new"]),
+                               lambda: getattr(self, trait))
+
     def _on_layer_change(self, change) -> None:
         self._set_from_control(self._layer, lambda: setattr(self, "layer", controls.chosen(change["new"])),
                                lambda: self.layer)
@@ -465,9 +498,30 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         with self._worker.lock:
             if self._view.results:
                 self._render()
+            if change["name"] == "cmap" and self._evaluate.board.sanity:  # the randomised maps' colours
+                self._evaluate.changed()
+
+    def _on_pane_change(self, change) -> None:
+        evaluate = change["new"] == "evaluate"
+        self._maps_box.layout.display = "none" if evaluate else ""
+        self._maps_extras.layout.display = "none" if evaluate else ""
+        self._evaluate.box.layout.display = "" if evaluate else "none"
+        self._show_traits()
+        if evaluate:
+            self._evaluate.request(auto=True)
+            self._evaluate.show()
+
+    def _on_evaluation_change(self, change) -> None:
+        self.error = ""
+        self._show_traits()
+        if self.pane == "evaluate":
+            self._evaluate.request(auto=True)
+        else:
+            self._evaluate.restage()
 
     def _on_page_size_change(self, change) -> None:
         self._explorers.clear()
+        self._evaluate.cache.clear()  # keyed by the pages' explorers, gone now
         with self.hold_trait_notifications():
             self.page = 0
         self._show_traits()
@@ -488,9 +542,16 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         return Settings(tuple(self.methods), {m: dict(self.options[m]) for m in self.methods}, target, self.layer)
 
     def _request(self) -> None:
-        """Compute the current settings, or hold a long run for the Compute button."""
+        """Compute the current settings (and their evaluation, when shown), or hold a long run for Compute."""
         if self._closed:
             return
+        self._request_maps()
+        if self.pane == "evaluate":
+            self._evaluate.request(auto=True)
+        else:
+            self._evaluate.restage()
+
+    def _request_maps(self) -> None:
         job = Job(self._explorer(), self._settings())
         costs, seconds = self._estimate(job)
         if seconds > self.confirm_seconds:
@@ -513,11 +574,13 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 costs.append((method, job.explorer.passes_needed(method, job.settings)))
             except SaliencyError:
                 costs.append((method, 0))
-        # Seconds per pass as measured by the page's last computation (another page's before it has one);
-        # nothing is held before any measurement.
-        rates = [job.explorer.seconds_per_pass] + [e.seconds_per_pass for e in self._explorers.values()]
-        rate = next((r for r in rates if r), 0.0)
-        return costs, sum(p for _, p in costs) * rate
+        return costs, sum(p for _, p in costs) * self._rate(job.explorer)
+
+    def _rate(self, explorer: Explorer) -> float:
+        """Seconds per pass as measured by the page's last computation (another page's before it has one);
+        0.0 before any measurement (then nothing is held)."""
+        rates = [explorer.seconds_per_pass] + [e.seconds_per_pass for e in self._explorers.values()]
+        return next((r for r in rates if r), 0.0)
 
     def _submit(self, job: Job) -> None:
         self._stop.disabled = False
@@ -528,24 +591,30 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if job is not None:
             self._compute.layout.display = "none"
             self._submit(job)
+        self._evaluate.start_held()  # after the maps it evaluates
 
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
     def _stage(self, job: Job) -> None:
         """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
+        self._select(job)
+        if not self._view.complete:
+            self._render()
+
+    def _select(self, job: Job) -> None:
         self._view.select(job.settings.methods)
         for method in job.settings.methods:
             hit = job.explorer.cached(method, job.settings)
             if hit is not None:
                 self._view.set(method, hit, DONE)
-        if not self._view.complete:
-            self._render()
 
     def begin(self, job: Job) -> None:
         self._job_started = _now()
         self._progress.value = 0
-        self._stage(job)
+        self._select(job)
         if not self._view.complete:
+            # Before the grid of pending columns: a "Done" must never describe that grid.
             self.status = "Computing..."
+            self._render()
 
     def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
         index = list(self._view.columns).index(method)
@@ -645,7 +714,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         A run held for the Compute button (longer than ``confirm_seconds``)
         starts now: waiting for it says you want it.
         """
-        if self._held is not None:
+        if self._held is not None or self._evaluate.held is not None:
             self._start_held()
         finished = self._worker.wait(timeout)
         self._snapshot.publish()  # on the main thread: a notebook saved now holds the grid
@@ -660,6 +729,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self._view.mark(STOPPED)
             if self._view.results:
                 self._render()
+            self._evaluate.stopped()
             self._stop.disabled = True
             self.status = "Stopped. Change a setting to compute again."
 
@@ -736,6 +806,49 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def to_npz(self) -> bytes:
         """The maps of the last complete grid as .npz bytes (``raw_<method>``, ``mask_<method>``, ...)."""
         return maps_npz(self._results, self._masks, self._display[self._page_slice()])[0]
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, sanity_check: bool = False) -> None:
+        """Evaluate the maps of the visible page in the worker, and show the Evaluate view.
+
+        Computes the deletion and insertion curves
+        (:func:`salwidget.deletion_insertion` with ``curve_steps`` steps,
+        deleted pixels set to 0.0, insertion from a blur, the explained class's
+        probability) of every shown method's map (:attr:`results`) and of a
+        random pixel order seeded with the panel's ``seed`` (the chance level).
+        With ``sanity_check=True`` also runs the cascading model-randomisation
+        check (:func:`salwidget.sanity_check`) of each shown method at
+        ``sanity_depths`` evenly spaced layers with weights (XRAI is left
+        out: see the view). Returns at once; :meth:`wait` blocks until done.
+        Results are cached by page, each method's settings, target, layer,
+        weights and the steps or depths: asking again computes nothing. The
+        Stop button (:meth:`stop`) and any change of what the maps are drop a
+        running evaluation.
+
+        Results: :attr:`curves`, :attr:`sanity`, :meth:`evaluation_png`.
+        Showing the view (``w.pane = 'evaluate'`` or its toggle) asks for the
+        curves by itself.
+        """
+        self.error = ""
+        if self.pane != "evaluate":
+            self.pane = "evaluate"
+        self._evaluate.request(sanity=sanity_check)
+
+    @property
+    def curves(self) -> dict[str, Any]:
+        """Method -> :class:`~salwidget.evaluation.Curves` of the visible page's maps under the current settings
+        (finished ones only), plus ``'random'``: a seeded random pixel order, the chance level."""
+        return self._evaluate.curves()
+
+    @property
+    def sanity(self) -> dict[str, Any]:
+        """Method -> :class:`~salwidget.evaluation.SanityCheck` (cascading) of the visible page under the current
+        settings, for the methods whose check has finished."""
+        return self._evaluate.sanity()
+
+    def evaluation_png(self) -> bytes:
+        """PNG bytes of the Evaluate view's picture: curves with their AUCs and, once run, the sanity check."""
+        return self._evaluate.to_png()
 
     def save(self, path) -> None:
         """Write the last complete grid to ``path`` as PNG."""

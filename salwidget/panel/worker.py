@@ -53,13 +53,21 @@ class Worker:
         self.lock = threading.RLock()
         self._changed = threading.Condition(self.lock)
         self.generation = 0
-        self.settled = 0
+        self._open = 0  # tasks of the current generation not finished yet
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salwidget")
 
-    def submit(self, task: Callable[[int], None]) -> int:
-        """Run ``task(generation)`` after the work already queued; older generations become stale."""
+    def submit(self, task: Callable[[int], None], follow: bool = False) -> int:
+        """Run ``task(generation)`` after the work already queued; older generations become stale.
+
+        ``follow=True`` adds the task to the current request instead (the
+        evaluation after the grid's maps): nothing goes stale, and the task
+        goes stale with the request.
+        """
         with self.lock:
-            self.generation += 1
+            if not follow:
+                self.generation += 1
+                self._open = 0
+            self._open += 1
             generation = self.generation
         self._executor.submit(self._run, generation, task)
         return generation
@@ -87,26 +95,27 @@ class Worker:
     def settle(self, generation: int) -> None:
         with self.lock:
             if generation == self.generation:
-                self.settled = generation
-                self._changed.notify_all()
+                self._open = max(0, self._open - 1)
+                if not self._open:
+                    self._changed.notify_all()
 
     def cancel(self) -> int:
         """Make every request stale and settle at once (the Stop button); the new generation."""
         with self.lock:
             self.generation += 1
-            self.settled = self.generation
+            self._open = 0
             self._changed.notify_all()
             return self.generation
 
     @property
     def busy(self) -> bool:
-        return self.settled != self.generation
+        return self._open > 0
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the latest request has settled; False on timeout."""
+        """Block until the latest request (and the work following it) has settled; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
-            while self.settled != self.generation:
+            while self._open:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

@@ -121,4 +121,25 @@ CELLS = [
         "network: it shows the image's edges more than what the model learned (Adebayo et al.'s finding). `order='independent'` re-draws one layer at a time; "
         "`similarity='ssim'` compares structure instead of ranks."
     ),
+    new_markdown_cell(
+        "## In the panel\n\n"
+        "The panel's *Evaluate* toggle (or `w.evaluate()`) computes the same curves for the maps it shows, in its "
+        "worker thread, and caches them; *Sanity check* (or `w.evaluate(sanity_check=True)`) adds the cascading "
+        "test at `w.sanity_depths` depths. `w.curves`, `w.sanity` and `w.evaluation_png()` read the results back."
+    ),
+    new_code_cell(
+        "from IPython.display import Image\n\n"
+        "w = sw.SaliencyWidget(model, images, class_names=class_names, methods=(\"vanilla\", \"smoothgrad\"), nsamples=8)\n"
+        "w.curve_steps = 8\n"
+        "w.evaluate()\n"
+        "w.wait()\n"
+        "Image(w.evaluation_png(), width=760)"
+    ),
+    new_code_cell(
+        "# NBVAL_CHECK_OUTPUT\n"
+        "print(sorted(w.curves), w.error == \"\")\n"
+        "panel_curve = w.curves[\"smoothgrad\"]\n"
+        "same = sw.deletion_insertion(model, images, w.results[\"smoothgrad\"], steps=8)\n"
+        "print(\"the panel's curves are the core's:\", bool(np.allclose(panel_curve.insertion, same.insertion, atol=1e-6)))"
+    ),
 ]

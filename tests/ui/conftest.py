@@ -68,7 +68,9 @@ def lab_url(tmp_path_factory):
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
          "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.allow_root=True",
          "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={workdir}"],
-        workdir, {"JUPYTERLAB_SETTINGS_DIR": str(settings)}, workdir.parent / "lab.log",
+        # A workspace of its own: a layout saved by an earlier run (a wide file browser) would squeeze the panel.
+        workdir, {"JUPYTERLAB_SETTINGS_DIR": str(settings),
+                  "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path_factory.mktemp("lab-workspaces"))}, workdir.parent / "lab.log",
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/lab", server)

@@ -1,8 +1,8 @@
 """The panel in a real browser: the quickstart in JupyterLab, the app under Voila, at 900 and 1900 px.
 
 Checked as a user meets it: every control wide enough to use, no "null" tooltip, colour bars in the
-grid, the Stop button cancelling a long run, the PNG download, the class search, an uploaded picture
-in the grid. Screenshots of every step go to artifacts/ui/ (docs/panel.png is one of them).
+grid, the Stop button cancelling a long run, the PNG download, the class search, the Evaluate view's
+curves, an uploaded picture in the grid. Screenshots of every step go to artifacts/ui/ (docs/panel.png is one of them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PANEL = ".salwidget-panel"
 GRID = "img.salwidget-grid"
+EVALUATION = "img.salwidget-evaluation"
 LONG = 240_000  # ms: the demo model computes on two CPU cores
 WIDTHS = (900, 1900)
 
@@ -45,8 +46,8 @@ def status(page) -> str:
     return page.locator(".salwidget-status").first.inner_text()
 
 
-def grid_png(page) -> bytes:
-    """The bitmap the grid's <img> shows (its blob URL read back)."""
+def grid_png(page, selector: str = GRID) -> bytes:
+    """The bitmap the grid's (or another) <img> shows (its blob URL read back)."""
     encoded = page.evaluate(
         """async (selector) => {
             const blob = await (await fetch(document.querySelector(selector).src)).blob();
@@ -56,7 +57,7 @@ def grid_png(page) -> bytes:
                 reader.readAsDataURL(blob);
             });
         }""",
-        GRID,
+        selector,
     )
     return base64.b64decode(encoded)
 
@@ -221,6 +222,17 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     page.locator(".jp-OutputArea-output", has_text="TraitError").first.wait_for(timeout=60_000)
     assert status(page).startswith("Done")
 
+    # 6. The Evaluate view takes the grid's place: the shown maps' curves (8 steps keep it short) in a
+    #    non-blank picture, usable at both widths.
+    run_cell(page, "w.curve_steps = 8")
+    page.locator(".salwidget-pane button", has_text="Evaluate").first.click()
+    wait_until(lambda: status(page).startswith("Evaluated"), 120, page=page)
+    assert page.locator(GRID).first.is_hidden()
+    evaluation = pixels(grid_png(page, EVALUATION))
+    assert evaluation.shape[1] >= 800 and evaluation.std() > 20
+    for width in WIDTHS:
+        check_panel_at(page, width, screenshots / f"07-lab-evaluate-{width}.png")
+
 
 def test_app_under_voila(page, voila_url, screenshots, tmp_path):
     page.goto(voila_url, timeout=LONG)
@@ -242,6 +254,7 @@ def test_app_under_voila(page, voila_url, screenshots, tmp_path):
     wait_until(lambda: status(page).startswith("Computing") or status(page).startswith("Done"), 60)
     wait_until(lambda: status(page).startswith("Done") and pixels(grid_png(page)).shape[0] > picture.shape[0], 240)
     grown = pixels(grid_png(page))
+    assert colour_bars(grown, "inferno") == 3  # the finished grid: its colour bars (pending columns have none)
     rows = grown.shape[0] - picture.shape[0]
     assert 200 < rows < 300  # one more row of 200 px cells and its titles
     red = grown[picture.shape[0] - 60 : picture.shape[0] + rows - 60, 8:208]
