@@ -49,10 +49,12 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
     return value
 
 
-def check_int(name: str, value: Any, low: int) -> int:
-    """An integer >= ``low`` (numpy integers and integral floats are not guessed: ints only)."""
+def check_int(name: str, value: Any, low: int, high: int | None = None, unit: str = "") -> int:
+    """An integer >= ``low`` and, given ``high``, <= ``high`` (integral floats are not guessed: ints only)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
         raise TraitError(f"{name} must be an integer >= {low}; got {value!r}.")
+    if high is not None and value > high:
+        raise TraitError(f"{name} must be at most {high}{unit}; got {value}.")
     return int(value)
 
 

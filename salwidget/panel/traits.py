@@ -130,10 +130,7 @@ class PanelTraits(traitlets.HasTraits):
 
     @traitlets.validate("cell_size")
     def _valid_cell_size(self, proposal):
-        value = checks.check_int("cell_size", proposal["value"], 32)
-        if value > 2000:
-            raise traitlets.TraitError(f"cell_size must be at most 2000 pixels; got {value}.")
-        return value
+        return checks.check_int("cell_size", proposal["value"], 32, 2000, " pixels")
 
     @traitlets.validate("page_size")
     def _valid_page_size(self, proposal):
@@ -166,17 +163,11 @@ class PanelTraits(traitlets.HasTraits):
 
     @traitlets.validate("curve_steps")
     def _valid_curve_steps(self, proposal):
-        value = checks.check_int("curve_steps", proposal["value"], 1)
-        if value > 1024:
-            raise traitlets.TraitError(f"curve_steps must be at most 1024; got {value}.")
-        return value
+        return checks.check_int("curve_steps", proposal["value"], 1, 1024)
 
     @traitlets.validate("sanity_depths")
     def _valid_sanity_depths(self, proposal):
-        value = checks.check_int("sanity_depths", proposal["value"], 1)
-        if value > 64:
-            raise traitlets.TraitError(f"sanity_depths must be at most 64; got {value}.")
-        return value
+        return checks.check_int("sanity_depths", proposal["value"], 1, 64)
 
     @traitlets.validate("confirm_seconds")
     def _valid_confirm_seconds(self, proposal):
