@@ -23,7 +23,7 @@ import numpy as np
 from .attribution import Attribution
 from .backends import get_backend
 from .errors import AttributionCancelled, SaliencyError
-from .inputs import check_output, choose_output, prepare_inputs, prepare_target
+from .inputs import check_output, check_target_range, choose_output, prepare_inputs, prepare_target
 from .methods import CLASSIC, MethodOutput, RunContext, get_method
 from .randomness import Draws, check_rng
 
@@ -62,7 +62,8 @@ class Request:
     progress: ProgressFn | None = None
     cancel: Callable[[], bool] | None = None
     resume_from: Attribution | None = None
-    fuse: bool = False  # the target is the prediction of the only output: a single-pass method may fuse
+    fuse: bool = False  # the only output is explained: a single-pass method may read the clean outputs itself
+    fuse_target: Any = None  # the user's target when fused (None: each image's prediction)
 
 
 def attribute(
@@ -168,7 +169,7 @@ def attribute(
     resolved = chosen.resolve({**given, **options})
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
     request = Request(chosen, resolved, batch_size, seed, rng, layer, None, (), progress, cancel, resume_from,
-                      fuse=target is None and output_index is None)
+                      fuse=output_index is None, fuse_target=target)
 
     def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
         return {choose_output(clean, output_index): target}
@@ -193,8 +194,13 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     with backend.session(randomize=request.randomize, seed=seed, variant=method.variant(request.options)):
         ops = backend.ops
         device_inputs = [ops.asarray(x) for x in inputs]
-        if fused:
-            clean_pass, targets_np, targets, out_index, scores = CleanPass(len(inputs[0])), {}, {0: None}, 0, None
+        if fused:  # targets None: each row's argmax, taken in the pass; given ones: range-checked after the first
+            clean_pass, out_index, scores = CleanPass(len(inputs[0]), request.fuse_target is not None), 0, None
+            if request.fuse_target is None:
+                targets = {0: None}
+            else:
+                targets_np = {0: prepare_target(request.fuse_target, len(inputs[0]), None, None)}
+                targets = {0: ops.asarray(targets_np[0], "int")}
         else:
             clean_pass = None
             clean = [ops.numpy(o).astype(np.float32, copy=False) for o in _forward_in_chunks(backend, device_inputs, chunk)]
@@ -239,19 +245,24 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
 class CleanPass:
     """The clean outputs of a single-pass method, gathered from its own passes.
 
-    Its passes explain each row's argmax (targets None); this keeps the rows'
-    outputs on the device and, when a result is made, publishes the scores and
-    the predicted targets to the context as the separate clean forward would.
+    Its passes explain each row's argmax (targets None) or the given targets
+    (``given``: their range is checked against the first chunk's outputs; the
+    backends clamp targets in a pass, so an out-of-range one fails here, with
+    the clean forward's message, never inside the model's gather). This keeps
+    the rows' outputs on the device and, when a result is made, publishes the
+    scores (and the predicted targets) to the context as the clean forward would.
     """
 
-    def __init__(self, batch: int):
-        self.batch, self.parts, self.count = batch, [], None
+    def __init__(self, batch: int, given: bool = False):
+        self.batch, self.given, self.parts, self.count = batch, given, [], None
 
     def record(self, ctx: RunContext, outputs, images: np.ndarray) -> None:
         if self.count is None:  # the first chunk: what the clean forward would have checked
             self.count = len(outputs)
             choose_output(outputs, None)
             check_output(outputs[0], 0, len(images))
+            if self.given:
+                check_target_range(ctx.targets_np[0], int(outputs[0].shape[1]))
         self.parts.append((np.asarray(images), outputs[0]))
 
     def publish(self, ctx: RunContext) -> None:
@@ -264,7 +275,8 @@ class CleanPass:
                 scores = np.zeros((self.batch, values.shape[1]), np.float32)
             scores[images] = values
         ctx.scores = scores
-        ctx.targets_np = {0: scores.argmax(axis=1)}
+        if not self.given:
+            ctx.targets_np = {0: scores.argmax(axis=1)}
 
 
 def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None]) -> int:

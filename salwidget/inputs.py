@@ -92,8 +92,12 @@ def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bo
     return inputs, cl, several
 
 
-def prepare_target(target: Any, batch: int, num_classes: int, predicted: np.ndarray) -> np.ndarray:
-    """None -> the clean prediction; an int -> every image; a sequence -> one per image."""
+def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: np.ndarray | None) -> np.ndarray:
+    """None -> the clean prediction; an int -> every image; a sequence -> one per image.
+
+    ``num_classes=None`` (not known before a pass) leaves the upper bound to
+    :func:`check_target_range`.
+    """
     if target is None:
         return predicted.astype(np.int64)
     values = to_numpy(target)
@@ -108,13 +112,20 @@ def prepare_target(target: Any, batch: int, num_classes: int, predicted: np.ndar
         raise SaliencyError(
             f"Got {values.size} targets for {batch} images: pass one int for all images or one per image."
         )
+    if values.size and values.min() < 0:
+        raise SaliencyError(f"Target class {int(values.min())} is out of range: classes are numbered from 0.")
+    if num_classes is not None:
+        check_target_range(values, num_classes)
+    return values
+
+
+def check_target_range(values: np.ndarray, num_classes: int) -> None:
     bad = (values < 0) | (values >= num_classes)
     if bad.any():
         raise SaliencyError(
             f"Target class {int(values[bad][0])} is out of range: the model has {num_classes} "
             f"classes (0 to {num_classes - 1})."
         )
-    return values
 
 
 def check_output(output: np.ndarray, index: int, batch: int | None) -> None:

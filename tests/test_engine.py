@@ -338,10 +338,37 @@ def test_a_single_pass_method_explaining_the_prediction_runs_one_pass_per_image(
         handle.remove()
     assert sum(seen) == 4  # no separate clean forward pass
     predicted = sw.predict(torch_cnn, images).argmax(1)
-    given = sw.attribute(torch_cnn, images, method, target=predicted, layer="2")
+    # output_index=0 takes the other road: a clean forward first, then the method's passes.
+    given = sw.attribute(torch_cnn, images, method, target=predicted, layer="2", output_index=0)
     np.testing.assert_array_equal(fused.target, predicted)
     np.testing.assert_allclose(fused.scores, given.scores, rtol=1e-6)
     np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["vanilla", "gradcam"])
+def test_a_single_pass_method_with_given_targets_runs_one_pass_per_image(torch_cnn, images, method):
+    seen = []
+    handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    targets = [2, 0, 4, 1]
+    try:
+        fused = sw.attribute(torch_cnn, images, method, target=targets, layer="2")
+    finally:
+        handle.remove()
+    assert sum(seen) == 4
+    separate = sw.attribute(torch_cnn, images, method, target=targets, layer="2", output_index=0)
+    np.testing.assert_array_equal(fused.target, targets)
+    np.testing.assert_allclose(fused.scores, separate.scores, rtol=1e-6)
+    np.testing.assert_allclose(fused.raw, separate.raw, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(fused.raw, sw.attribute(torch_cnn, images, method, target=0, layer="2").raw)
+
+
+@pytest.mark.parametrize("method", ["vanilla", "gradcam"])
+def test_a_given_target_out_of_range_fails_with_the_clean_forwards_message_in_a_single_pass(torch_cnn, images,
+                                                                                           method):
+    # The pass clamps its targets (an index out of range would be a CUDA device-side assert); the range is
+    # checked against the first chunk's outputs, before any result.
+    with pytest.raises(sw.SaliencyError, match=r"Target class 7 is out of range: the model has 5 classes \(0 to 4\)"):
+        sw.attribute(torch_cnn, images, method, target=[0, 7, 1, 2], layer="2", batch_size=1)
 
 
 def test_a_single_pass_on_keras_picks_the_prediction_inside_the_traced_step(images):
@@ -350,6 +377,13 @@ def test_a_single_pass_on_keras_picks_the_prediction_inside_the_traced_step(imag
     model = keras_twin(make_torch_cnn())
     x = images.transpose(0, 2, 3, 1)
     fused = sw.attribute(model, x, "vanilla")
-    given = sw.attribute(model, x, "vanilla", target=fused.scores.argmax(1))
+    given = sw.attribute(model, x, "vanilla", target=fused.scores.argmax(1), output_index=0)
     np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(fused.target, given.target)
+    # Given targets in the single pass: the same maps as after a clean forward; one out of range is refused.
+    targets = [1, 3, 0, 4]
+    np.testing.assert_allclose(sw.attribute(model, x, "vanilla", target=targets).raw,
+                               sw.attribute(model, x, "vanilla", target=targets, output_index=0).raw,
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(sw.SaliencyError, match=r"Target class 5 is out of range: the model has 5 classes"):
+        sw.attribute(model, x, "vanilla", target=[0, 1, 5, 2])

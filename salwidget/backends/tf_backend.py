@@ -348,6 +348,8 @@ class TensorFlowBackend:
             check_output(outputs[index], index, None)
             if index in predicted:
                 target = tf.argmax(outputs[index], axis=1, output_type=tf.int64)
+            else:  # clamped: a fused pass checks the range after it (a GPU gather out of range gives zeros)
+                target = tf.clip_by_value(target, 0, tf.cast(tf.shape(outputs[index])[1] - 1, target.dtype))
             picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
             score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
         return score
