@@ -387,3 +387,25 @@ def test_a_single_pass_on_keras_picks_the_prediction_inside_the_traced_step(imag
                                rtol=1e-6, atol=1e-9)
     with pytest.raises(sw.SaliencyError, match=r"Target class 5 is out of range: the model has 5 classes"):
         sw.attribute(model, x, "vanilla", target=[0, 1, 5, 2])
+
+
+def test_a_compiled_model_in_train_mode_is_left_as_found_and_explained_in_eval_mode(images):
+    # Module.compile() stores a compiled call of the module itself: the shadow copy must drop it (as copy.copy
+    # does), or the user's own module would run, in train mode, updating its BatchNorm statistics.
+    torch.manual_seed(0)
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                   torch.nn.Linear(4 * 16 * 16, 5))
+
+    net = build().train()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    twin = build()
+    twin.load_state_dict(net.state_dict())
+    net.compile(backend="eager")
+    running = net[1].running_mean.clone()
+    compiled = sw.attribute(net, images, "vanilla", target=1)
+    assert torch.equal(net[1].running_mean, running) and net.training
+    np.testing.assert_allclose(compiled.raw, sw.attribute(twin, images, "vanilla", target=1).raw, rtol=1e-5, atol=1e-7)

@@ -302,6 +302,16 @@ def test_only_the_visible_page_is_computed_and_each_page_keeps_its_cache(images)
         panel.page = 3
 
 
+
+def test_a_larger_page_size_shows_every_image_of_the_new_page(images):
+    panel = make(images, page_size=2, methods=("vanilla",))
+    panel.page_size = 4  # the old page's 2-row maps must not be drawn beside 4 rows
+    assert panel.wait(60) and panel.error == ""
+    expected = sw.attribute(make_torch_cnn(), images, "vanilla")
+    np.testing.assert_allclose(panel.results["vanilla"].raw, expected.raw, rtol=1e-5, atol=1e-8)
+    assert panel.masks["vanilla"].shape[0] == 4
+
+
 NOW = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
 

@@ -70,12 +70,12 @@ def shadow_copy(module: torch.nn.Module, memo: dict | None = None) -> torch.nn.M
     if id(module) in memo:
         return memo[id(module)]
     cls = type(module)
-    if cls.__getstate__ is _MODULE_GETSTATE and cls.__setstate__ is _MODULE_SETSTATE and cls.__reduce_ex__ is \
-            object.__reduce_ex__:
-        # What copy.copy does for such a class (a new object, the instance dict copied), without its
-        # generic reduce machinery: a quarter of the time, paid once per module and call.
+    if (cls.__getstate__ is _MODULE_GETSTATE and cls.__setstate__ is _MODULE_SETSTATE and getattr(cls, "__copy__", None)
+            is None and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__):
+        # What copy.copy does for such a class (a new object; Module's own getstate, which drops a compiled
+        # call, and setstate), without its generic reduce machinery: paid once per module and call.
         clone = object.__new__(cls)
-        clone.__dict__.update(module.__dict__)
+        _MODULE_SETSTATE(clone, _MODULE_GETSTATE(module))
     else:  # the class customises copying (e.g. RNN flat weights): let it
         clone = copy.copy(module)
     memo[id(module)] = clone

@@ -42,12 +42,13 @@ class EvaluatePane:
         self.board = Board()
         self.serial = 0  # bumped when the shown basis changes: evaluations of the old one go stale
         self.held: EvaluationJob | None = None
-        self.inflight: tuple | None = None  # (serial, worker generation, sanity methods) of the submitted job
+        self.inflight: tuple | None = None  # (serial, worker generation, sanity methods, job) last submitted
         self.asked: set[str] = set()  # methods whose sanity check was asked for under the shown basis
         self.png = b""
         self.dirty = True
         self.evaluation_draw_seconds = 0.0
         self._started = 0.0
+        self._running: EvaluationJob | None = None  # the job whose results the worker is publishing
         self._build()
 
     # ------------------------------------------------------------------ widgets
@@ -150,15 +151,16 @@ class EvaluatePane:
             p._compute.layout.display = "none"
         p._stop.disabled = False
         serial = self.serial
-        generation = p._worker.submit(lambda generation: run_evaluation(Ticket(p._worker, generation, self, serial),
-                                                                        job, self, self.cache), follow=True)
-        self.inflight = (serial, generation, set(job.sanity))
+        with p._worker.lock:  # the job cannot finish (under this lock) before it is known to be in flight
+            generation = p._worker.submit(lambda generation: run_evaluation(
+                Ticket(p._worker, generation, self, serial), job, self, self.cache), follow=True)
+            self.inflight = (serial, generation, set(job.sanity), job)
 
     def _in_flight(self, sanity: set = frozenset()) -> bool:
         """Whether a submitted job of the shown basis is still current (and checks at least ``sanity``)."""
         if self.inflight is None:
             return False
-        serial, generation, asked = self.inflight
+        serial, generation, asked, _ = self.inflight
         worker = self.panel._worker
         return serial == self.serial and not worker.is_stale(generation) and worker.busy and sanity <= asked
 
@@ -178,6 +180,7 @@ class EvaluatePane:
     # ------------------------------------------------------------------ the sink (worker thread, under the lock)
     def evaluation_begin(self, job: EvaluationJob) -> None:
         p = self.panel
+        self._running = job
         self._started = time.perf_counter()
         p._stop.disabled = False
         p._progress.value = 0
@@ -207,7 +210,7 @@ class EvaluatePane:
 
     def evaluation_finish(self, outcomes: list, seconds: float) -> None:
         p = self.panel
-        self.inflight = None
+        self._job_ended()
         self.board.state = DONE
         if self.dirty or not self.png:  # the last unit's result is usually drawn already
             self.changed()
@@ -218,12 +221,17 @@ class EvaluatePane:
 
     def evaluation_fail(self, exc: Exception, details: str) -> None:
         p = self.panel
-        self.inflight = None
+        self._job_ended()
         self.board.mark(FAILED)
         p._show_error(exc, details)
         p.status = "Evaluation failed: see the message below."
         p._stop.disabled = True
         self.changed()
+
+    def _job_ended(self) -> None:
+        """The running job ended: no longer in flight, unless a later job is (it keeps its own record)."""
+        if self.inflight is not None and self.inflight[3] is self._running:
+            self.inflight = None
 
     # ------------------------------------------------------------------ drawing
     def changed(self, draw: bool = True) -> None:

@@ -522,6 +522,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def _on_page_size_change(self, change) -> None:
         self._explorers.clear()
         self._evaluate.cache.clear()  # keyed by the pages' explorers, gone now
+        with self._worker.lock:
+            self._view.clear()  # other rows are shown: the old page's maps do not fit them
+        self.enlarged = None
         with self.hold_trait_notifications():
             self.page = 0
         self._show_traits()
