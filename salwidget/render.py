@@ -178,6 +178,10 @@ class GridRenderer:
 
         ``row_titles`` replace the first column's titles, one per row.
         """
+        return _png(self.draw(columns, row_titles))
+
+    def draw(self, columns: list[Column], row_titles: list[str] | None = None):
+        """The picture :meth:`render` encodes, as a Pillow RGB image (to compose it into another)."""
         from PIL import Image, ImageDraw
 
         cell = self.cell_px
@@ -204,7 +208,7 @@ class GridRenderer:
                                         anchor="md", align="center", spacing=LINE_PX - FONT_PX)
             if column.colorbar is not None:
                 self._colorbar(canvas, draw, column.colorbar, captions[c], left, height - band + 4)
-        return _png(canvas)
+        return canvas
 
     def _cell(self, canvas, draw, column: Column, r: int, left: int, top: int) -> None:
         cell = self.cell_px

@@ -168,8 +168,9 @@ def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | N
                 cost.gradient += explorer.passes_needed(unit.method, settings)
         else:
             method = get_method(unit.method)
-            maps = 1 + len(depth_layers(explorer.model, job.depths))
-            cost.maps = maps
+            if not cost.maps:  # the trained model's map and one per depth, the same for every method
+                cost.maps = 1 + len(depth_layers(explorer.model, job.depths))
+            maps = cost.maps
             cost.gradient += method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
             cost.sanity.append(unit.method)
     return cost

@@ -204,8 +204,6 @@ def _similarity(ax, sanity: dict[str, Shown], colour: dict[str, str], images: in
 
 def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray | None:
     """The trained and randomised maps of the page's first image, one row per method (RGB uint8)."""
-    from PIL import Image
-
     rows = [(name, shown) for name, shown in sanity.items() if shown.result is not None]
     if not rows:
         return None
@@ -224,11 +222,7 @@ def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray 
         data = [cell(s.result.maps[index, 0] if index < len(s.result.maps) else None) for _, s in rows]
         columns.append(Column(f"to {title}", np.stack(data)))
     titles = [f"{shown.label}\ntrained" for _, shown in rows]
-    renderer = GridRenderer(STRIP_CELL_PX)
-    from io import BytesIO
-
-    with Image.open(BytesIO(renderer.render(columns, titles))) as picture:
-        strip = np.asarray(picture.convert("RGB"))
+    strip = np.asarray(GridRenderer(STRIP_CELL_PX).draw(columns, titles))
     caption = f"Randomised maps of {image_label} (grey: not computed yet)"
     return _with_caption(strip, caption)
 
