@@ -104,8 +104,9 @@ class Explorer:
         """Whether the model's weights changed since the predictions were read."""
         return self._backend.identity() != self.weights
 
-    def _key(self, method: str, settings: Settings) -> tuple[tuple, int | None]:
-        """(key without the resumable count, that count) for ``method`` under ``settings``."""
+    def map_key(self, method: str, settings: Settings) -> tuple[tuple, int | None]:
+        """(key without the resumable count, that count) for ``method`` under ``settings``: what its map
+        depends on (options, target, layer, weights); the panel keys evaluations by it too."""
         chosen = get_method(method)
         options = chosen.resolve(settings.options_for(method))
         target = tuple(settings.target) if isinstance(settings.target, (list, tuple, np.ndarray)) else settings.target
@@ -115,7 +116,7 @@ class Explorer:
 
     def cached(self, method: str, settings: Settings) -> Attribution | None:
         """The cached attribution for ``method`` under ``settings``, if any."""
-        key = self._key(method, settings)
+        key = self.map_key(method, settings)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -124,7 +125,7 @@ class Explorer:
 
     def _resumable(self, method: str, settings: Settings) -> Attribution | None:
         """The cached run with the most samples below the asked count (same everything else)."""
-        base, count = self._key(method, settings)
+        base, count = self.map_key(method, settings)
         if count is None:
             return None
         with self._lock:
@@ -171,7 +172,7 @@ class Explorer:
         if result.passes_done:
             self.seconds_per_pass = result.seconds / result.passes_done
         with self._lock:
-            self._cache[self._key(method, settings)] = result
+            self._cache[self.map_key(method, settings)] = result
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return result

@@ -75,7 +75,7 @@ class EvaluationJob:
     def basis(self) -> tuple:
         """What the shown results depend on (two jobs with one basis share every result): the page, each
         method's map key (options, target, layer, weights), the steps and depths."""
-        maps = tuple((m, self.explorer._key(m, self.settings)) for m in self.settings.methods)
+        maps = tuple((m, self.explorer.map_key(m, self.settings)) for m in self.settings.methods)
         return (id(self.explorer), maps, self.steps, self.depths)
 
     def curve_units(self) -> list[Unit]:
@@ -104,7 +104,7 @@ def unit_key(job: EvaluationJob, unit: Unit) -> tuple:
         target = tuple(job.settings.target) if isinstance(job.settings.target, tuple) else job.settings.target
         weights = get_backend(explorer.model).identity()
         return (explorer, CURVES, RANDOM, target, weights, explorer.seed, job.steps)
-    key = explorer._key(unit.method, job.settings)  # the key the explorer caches the map under
+    key = explorer.map_key(unit.method, job.settings)  # the key the explorer caches the map under
     return (explorer, unit.kind, key, job.steps if unit.kind == CURVES else job.depths)
 
 
