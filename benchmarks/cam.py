@@ -43,7 +43,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM draws
 
 import torch  # noqa: E402
 
-from run import alternate, machine, table  # noqa: E402,I001 (same folder)
+import run as bench_run  # noqa: E402,I001 (same folder)
+from run import alternate, machine, table  # noqa: E402,I001
 import salwidget as sw  # noqa: E402
 from salwidget import models  # noqa: E402
 
@@ -71,6 +72,9 @@ def import_grad_cam():
 
 # ----------------------------------------------------------------- contenders
 def salwidget_run(model, x, method, targets, layer=None, batch_size="auto"):
+    if bench_run.DEVICE != "cpu":  # the same device tensor the others get
+        x = torch.from_numpy(x).to(bench_run.DEVICE)
+
     def run():
         return sw.attribute(model, x, method, target=targets, layer=layer, batch_size=batch_size).raw
 
@@ -83,7 +87,7 @@ def grad_cam_run(model, x, cls, targets, layer, batch_size=None):
 
     own = copy.deepcopy(model)
     module = dict(own.named_modules())[layer]
-    tensor = torch.from_numpy(x)
+    tensor = torch.from_numpy(x).to(bench_run.DEVICE)
 
     def run():
         with getattr(lib, cls)(model=own, target_layers=[module]) as cam:
@@ -98,7 +102,7 @@ def torchcam_run(model, x, cls, targets, layer, batch_size=None):
     import torchcam.methods
 
     own = copy.deepcopy(model)
-    tensor = torch.from_numpy(x)
+    tensor = torch.from_numpy(x).to(bench_run.DEVICE)
     extra = {} if batch_size is None else {"batch_size": batch_size}
 
     def run():
@@ -118,7 +122,7 @@ def score_cam_passes(model, x, layer) -> int:
     seen = {}
     hook = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: seen.update(a=o))
     with torch.no_grad():
-        model(torch.from_numpy(x))
+        model(torch.from_numpy(x).to(bench_run.DEVICE))
     hook.remove()
     flat = seen["a"].flatten(2)
     constant = flat.amax(-1) == flat.amin(-1)
@@ -186,9 +190,13 @@ def main() -> None:
     parser.add_argument("--memory-layers", nargs="+", default=["net._blocks.1", "net._blocks.15"],
                         help="layers for the memory table (24 and 320 channels by default: seconds per row)")
     parser.add_argument("--skip", nargs="*", default=(), choices=("gradcam", "scorecam", "memory"))
+    parser.add_argument("--device", default="cpu", help="torch device for the model: cpu (default) or cuda "
+                        "(the memory table runs on the CPU only)")
     args = parser.parse_args()
+    bench_run.DEVICE = args.device
     torch.manual_seed(0)
     model, _ = models.efficientnet_lite0()
+    model = model.to(args.device)
     names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "camera"]
     x = models.sample_images((names * 4)[: max(args.images, args.score_images)]).transpose(0, 3, 1, 2).copy()
     targets = sw.predict(model, x).argmax(1)
@@ -213,7 +221,7 @@ def main() -> None:
             f"salwidget at {auto} ({passes // args.score_images} passes per image)":
                 salwidget_run(model, xs, "scorecam", ts, auto),
         }, args.score_rounds, warmup=False, per=args.score_images)
-    if "memory" not in args.skip:
+    if "memory" not in args.skip and args.device == "cpu":
         memory(args.memory_layers, int(targets[0]))
 
 

@@ -27,6 +27,14 @@ from salwidget import models
 from salwidget.evaluation import blur_sigma
 
 
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU ({cpu})"
@@ -38,20 +46,20 @@ def plain_loop(model, x: np.ndarray, maps: np.ndarray, steps: int) -> tuple[np.n
     batch, _, height, width = x.shape
     pixels = height * width
     sigma = blur_sigma(height, width)
-    counts = torch.arange(steps + 1) * pixels // steps
+    counts = torch.arange(steps + 1, device=DEVICE) * pixels // steps
     deletion, insertion = np.zeros((batch, steps + 1)), np.zeros((batch, steps + 1))
     with torch.no_grad():
-        target = model(torch.from_numpy(x)).argmax(1)
+        target = model(torch.from_numpy(x).to(DEVICE)).argmax(1)
         for b in range(batch):
-            order = torch.from_numpy(np.argsort(-maps[b].ravel(), kind="stable"))
-            ranks = torch.empty(pixels, dtype=torch.long)
-            ranks[order] = torch.arange(pixels)
+            order = torch.from_numpy(np.argsort(-maps[b].ravel(), kind="stable")).to(DEVICE)
+            ranks = torch.empty(pixels, dtype=torch.long, device=DEVICE)
+            ranks[order] = torch.arange(pixels, device=DEVICE)
             chosen = (ranks[None] < counts[:, None]).reshape(steps + 1, 1, height, width)
-            image = torch.from_numpy(x[b])
-            start = torch.from_numpy(gaussian_filter(x[b], (0, sigma, sigma)))
+            image = torch.from_numpy(x[b]).to(DEVICE)
+            start = torch.from_numpy(gaussian_filter(x[b], (0, sigma, sigma))).to(DEVICE)
             for curve, batch_images in ((deletion, torch.where(chosen, 0.0, image)),
                                         (insertion, torch.where(chosen, image, start))):
-                curve[b] = torch.softmax(model(batch_images), 1)[:, target[b]].numpy()
+                curve[b] = torch.softmax(model(batch_images), 1)[:, target[b]].cpu().numpy()
     return deletion, insertion
 
 
@@ -59,8 +67,10 @@ def alternate(contenders: dict, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
+            sync()
             started = time.perf_counter()
             run()
+            sync()
             times[name].append(time.perf_counter() - started)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -69,8 +79,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="torch device for the model: cpu (default) or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     model, _ = models.efficientnet_lite0()
+    model = model.to(DEVICE)
     x = np.ascontiguousarray(models.sample_images(["chelsea", "coffee"]).transpose(0, 3, 1, 2))
     attributions = [sw.attribute(model, x, "vanilla"), sw.attribute(model, x, "smoothgrad", nsamples=8, seed=0)]
     maps = [np.abs(a.raw).sum(1) for a in attributions]

@@ -32,6 +32,13 @@ import salwidget as sw
 from salwidget import models
 
 IMAGES = ["chelsea", "coffee", "astronaut", "rocket"]
+DEVICE = "cpu"
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a timing covers it."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def quantile_shim() -> None:
@@ -54,10 +61,10 @@ def pair_model(model, channels_last: bool = True):
     import saliency.core as pair
 
     def call_model(batch, call_model_args=None, expected_keys=None):
-        x = torch.from_numpy(np.asarray(batch, np.float32))
+        x = torch.from_numpy(np.asarray(batch, np.float32)).to(DEVICE)
         x = (x.permute(0, 3, 1, 2) if channels_last else x).requires_grad_(True)
         (grad,) = torch.autograd.grad(model(x)[:, call_model_args].sum(), x)
-        return {pair.INPUT_OUTPUT_GRADIENTS: (grad.permute(0, 2, 3, 1) if channels_last else grad).numpy()}
+        return {pair.INPUT_OUTPUT_GRADIENTS: (grad.permute(0, 2, 3, 1) if channels_last else grad).cpu().numpy()}
 
     return call_model
 
@@ -66,7 +73,7 @@ def bare_passes(model, x, count: int):
     """``count`` forward+backward passes, one image each, cycling through ``x``: the work every tool must do."""
     def run():
         for k in range(count):
-            xi = torch.from_numpy(x[k % len(x)][None]).requires_grad_(True)
+            xi = torch.from_numpy(x[k % len(x)][None]).to(DEVICE).requires_grad_(True)
             torch.autograd.grad(model(xi)[:, 0].sum(), xi)
     return run
 
@@ -108,19 +115,24 @@ def main() -> None:
     parser.add_argument("--xrai-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; 1 keeps timings stable on a shared machine)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model: cpu (default) or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     quantile_shim()
 
     model, _ = models.efficientnet_lite0()
+    model = model.to(DEVICE)
     pictures = models.sample_images(IMAGES[: args.images])
     x = np.ascontiguousarray(pictures.transpose(0, 3, 1, 2))
     with torch.no_grad():
-        targets = model(torch.from_numpy(x)).argmax(1).numpy()
+        targets = model(torch.from_numpy(x).to(DEVICE)).argmax(1).cpu().numpy()
     cpu = platform.processor() or platform.machine()
+    where = torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else f"{os.cpu_count()}-core CPU ({cpu})"
     print(f"EfficientNet-Lite0, {args.images} image(s) 224 x 224, {args.rounds} rounds after a warm-up; "
-          f"{os.cpu_count()}-core CPU ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     rows = []
     passes = {"guided_ig": args.guided_steps, "blur_ig": args.blur_steps, "xrai": 2 * args.xrai_steps}
@@ -137,8 +149,10 @@ def main() -> None:
         times = {"salwidget": [], "PAIR": [], "passes": []}
         for round_ in range(args.rounds + 1):  # round 0 warms up (allocator, caches, first calls)
             for label, run in (("salwidget", ours), ("PAIR", theirs), ("passes", floor)):
+                sync()
                 start = time.perf_counter()
                 run()
+                sync()
                 if round_:
                     times[label].append(time.perf_counter() - start)
         medians = {label: statistics.median(ts) for label, ts in times.items()}
