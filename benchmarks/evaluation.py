@@ -89,13 +89,17 @@ def main() -> None:
     attributions = [sw.attribute(model, x, "vanilla"), sw.attribute(model, x, "smoothgrad", nsamples=8, seed=0)]
     maps = [np.abs(a.raw).sum(1) for a in attributions]
 
-    # The two implementations agree before they are timed (this also warms both up).
+    # The two implementations agree before they are timed (this also warms both up), in float32 on a GPU too:
+    # TF32 convolutions (PyTorch's CUDA default) round differently at different batch compositions.
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     sw.deletion_insertion(model, x, attributions[0], steps=args.steps, batch_size=args.steps + 1)
     for a, m in zip(attributions, maps):
         ours = sw.deletion_insertion(model, x, a, steps=args.steps)
         deletion, insertion = plain_loop(model, x, m, args.steps)
         np.testing.assert_allclose(ours.deletion, deletion, atol=2e-4)
         np.testing.assert_allclose(ours.insertion, insertion, atol=2e-4)
+    torch.backends.cudnn.allow_tf32 = tf32
 
     def ours(batch_size="auto"):
         return lambda: [sw.deletion_insertion(model, x, a, steps=args.steps, batch_size=batch_size) for a in attributions]

@@ -90,7 +90,7 @@ else
     { echo; echo "## The GPU regime (Keras)"; echo; echo "Not run: TensorFlow is not installed here or sees no GPU."; } >> "$out"
 fi
 section "EfficientNet-Lite0 against Captum and the bare passes" \
-    "$python" run.py --device cuda --only sweep speed --images 1 8 --rounds 5
+    "$python" run.py --device cuda --only sweep speed --images 1 8 --rounds 3
 section "The CAM family" "$python" cam.py --device cuda --rounds 9 --images 4 --score-rounds 3 --score-images 1
 section "PAIR's methods" "$python" pair_methods.py --device cuda --images 2 --rounds 3
 section "Deletion and insertion" "$python" evaluation.py --device cuda --rounds 5

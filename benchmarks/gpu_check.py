@@ -3,7 +3,9 @@
     python benchmarks/gpu_check.py [--device cuda]
 
 EfficientNet-Lite0 on two pictures, the same weights on both devices. Noise-free methods are compared
-directly; noisy ones with ``rng="numpy"`` (host draws: the same numbers on both devices). Prints one row per
+directly; noisy ones with ``rng="numpy"`` (host draws: the same numbers on both devices). PyTorch runs CUDA
+convolutions in TF32 by default (10 mantissa bits), which moves input-gradient maps by several percent: the
+checks run with TF32 off (``--tf32`` keeps PyTorch's default), and a first row reports the TF32 default's gap. Prints one row per
 method with the relative difference ||gpu - cpu|| / ||cpu|| and exits 1 if any is above its tolerance
 (float32 convolutions round differently on the two devices; Guided IG's and XRAI's selections can flip on a
 last-bit difference, so they get a loose tolerance and are reported, not judged).
@@ -42,6 +44,7 @@ CASES = [  # (method, options, tolerance or None to report only)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tf32", action="store_true", help="keep PyTorch's TF32 default for convolutions")
     args = parser.parse_args()
     cpu_model, _ = models.efficientnet_lite0()
     gpu_model, _ = models.efficientnet_lite0()
@@ -52,6 +55,12 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name(0) if args.device.startswith('cuda') else args.device}, torch {torch.__version__}\n")
     print("| method | device | relative difference GPU vs CPU | tolerance | ok |\n|---|---|---|---|---|")
     failed = []
+    if args.device.startswith("cuda"):
+        default = sw.attribute(gpu_model, x, "vanilla", target=targets).raw
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        exact = sw.attribute(gpu_model, x, "vanilla", target=targets).raw
+        gap = float(np.linalg.norm(default - exact) / np.linalg.norm(exact))
+        print(f"| vanilla, PyTorch's TF32 default vs TF32 off (both GPU) | {args.device} | {gap:.1e} | - | report only |")
     for method, options, tolerance in CASES:
         cpu = sw.attribute(cpu_model, x, method, target=targets, seed=0, **options)
         gpu = sw.attribute(gpu_model, x, method, target=targets, seed=0, **options)

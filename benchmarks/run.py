@@ -186,6 +186,8 @@ def speed(model, batches, rounds: int, best_chunk: int, per_pass: float, quick: 
             contenders["limit"] = passes_at_chunk(model, x, images * n, best_chunk)
             medians = alternate(contenders, rounds, warmup=images == 1)
             ours = medians["salwidget (auto)"]
+            print(f"{method} n={n}, {images} image(s): " + ", ".join(f"{k} {v:.3f} s" for k, v in medians.items()),
+                  flush=True)  # as it goes: a run stopped at a time limit keeps what finished
             for name, seconds in medians.items():
                 ratio = f"{seconds / ours:.2f}x"
                 rows.append((f"{method} n={n}", images, name, f"{seconds:.2f}", ratio))
