@@ -32,6 +32,7 @@ __all__ = [
     "attribute",
     "deletion_insertion",
     "get_method",
+    "plot_grid",
     "predict",
     "sanity_check",
     "to_diverging",
@@ -50,6 +51,10 @@ def __getattr__(name: str):
         from .widget import SaliencyWidget
 
         return SaliencyWidget
+    if name == "plot_grid":  # matplotlib, on first use
+        from .figure import plot_grid
+
+        return plot_grid
     if name in ("deletion_insertion", "sanity_check"):  # evaluation: how much to trust a map
         from . import evaluation
 

@@ -167,8 +167,76 @@ def wrap(text: str, width_px: float, size: int = FONT_PX) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Placed:
+    """One thing drawn on the grid, with its box in pixels from the top left.
+
+    ``kind`` is ``'cell'`` (``column``'s entry ``row``, fitted and centred in the
+    box), ``'title'`` (``text`` centred on the box's bottom edge) or
+    ``'colorbar'`` (``column``'s bar in the box, ticks and ``text`` under it).
+    """
+
+    kind: str
+    left: float
+    top: float
+    width: float
+    height: float
+    column: int = 0
+    row: int = 0
+    text: str = ""
+
+
+@dataclass
+class GridLayout:
+    """Where everything of a grid goes: one description that every painter follows.
+
+    The panel's Pillow renderer and the matplotlib figure (:mod:`salwidget.figure`)
+    both draw from it, so the picture on screen and the figure for a paper cannot
+    disagree about what is where.
+    """
+
+    columns: list
+    width: int
+    height: int
+    cell_px: int
+    items: list
+
+
+def grid_layout(columns: list[Column], row_titles: list[str] | None = None, cell_px: int = 200) -> GridLayout:
+    """Lay out ``columns`` (each with one entry per row) in ``cell_px`` cells.
+
+    ``row_titles`` replace the first column's titles, one per row. A title band sits
+    above each row, and a colour bar under every column that has one.
+    """
+    cell = cell_px
+    rows = next(len(c.data) for c in columns if c.data is not None)
+    titles = [wrap(c.title, cell) for c in columns]
+    row_titles = [wrap(t, cell) for t in row_titles] if row_titles else None
+    lines = max(t.count("\n") + 1 for t in titles + (row_titles or []))
+    captions = [wrap(c.colorbar.caption, 0.95 * cell, FONT_PX - 1) if c.colorbar else "" for c in columns]
+    caption_lines = max([c.count("\n") + 1 for c in captions if c] + [0])
+    title_px = LINE_PX * lines + 6
+    band = BAR_PX + 20 + LINE_PX * caption_lines + 6 if caption_lines else 0
+    width = len(columns) * (cell + GAP_PX) + GAP_PX
+    height = rows * (title_px + cell + GAP_PX) + GAP_PX + band
+    items = []
+    for c, column in enumerate(columns):
+        left = GAP_PX + c * (cell + GAP_PX)
+        for r in range(rows):
+            top = GAP_PX + r * (title_px + cell + GAP_PX) + title_px
+            items.append(Placed("cell", left, top, cell, cell, c, r))
+            title = row_titles[r] if c == 0 and row_titles else (titles[c] if r == 0 else "")
+            if title:
+                items.append(Placed("title", left, top - title_px, cell, title_px - 4, c, r, title))
+        if column.colorbar is not None:
+            length = round(0.9 * cell)
+            items.append(Placed("colorbar", left + (cell - length) // 2, height - band + 4, length, BAR_PX, c, 0,
+                                captions[c]))
+    return GridLayout(columns, width, height, cell, items)
+
+
 class GridRenderer:
-    """Renders rows of images x columns of maps to PNG bytes."""
+    """Renders rows of images x columns of maps to PNG bytes (Pillow, following :func:`grid_layout`)."""
 
     def __init__(self, cell_px: int = 200):
         self.cell_px = cell_px
@@ -182,42 +250,34 @@ class GridRenderer:
 
     def draw(self, columns: list[Column], row_titles: list[str] | None = None):
         """The picture :meth:`render` encodes, as a Pillow RGB image (to compose it into another)."""
+        return self.paint(grid_layout(columns, row_titles, self.cell_px))
+
+    def paint(self, layout: GridLayout):
+        """A Pillow RGB image of ``layout``."""
         from PIL import Image, ImageDraw
 
-        cell = self.cell_px
-        rows = next(len(c.data) for c in columns if c.data is not None)
-        titles = [wrap(c.title, cell) for c in columns]
-        row_titles = [wrap(t, cell) for t in row_titles] if row_titles else None
-        lines = max(t.count("\n") + 1 for t in titles + (row_titles or []))
-        captions = [wrap(c.colorbar.caption, 0.95 * cell, FONT_PX - 1) if c.colorbar else "" for c in columns]
-        caption_lines = max([c.count("\n") + 1 for c in captions if c] + [0])
-        title_px = LINE_PX * lines + 6
-        band = BAR_PX + 20 + LINE_PX * caption_lines + 6 if caption_lines else 0
-        width = len(columns) * (cell + GAP_PX) + GAP_PX
-        height = rows * (title_px + cell + GAP_PX) + GAP_PX + band
-        canvas = Image.new("RGB", (width, height), "white")
+        canvas = Image.new("RGB", (layout.width, layout.height), "white")
         draw = ImageDraw.Draw(canvas)
-        for c, column in enumerate(columns):
-            left = GAP_PX + c * (cell + GAP_PX)
-            for r in range(rows):
-                top = GAP_PX + r * (title_px + cell + GAP_PX) + title_px
-                self._cell(canvas, draw, column, r, left, top)
-                title = row_titles[r] if c == 0 and row_titles else (titles[c] if r == 0 else "")
-                if title:
-                    draw.multiline_text((left + cell / 2, top - 4), title, fill="black", font=_font(FONT_PX),
-                                        anchor="md", align="center", spacing=LINE_PX - FONT_PX)
-            if column.colorbar is not None:
-                self._colorbar(canvas, draw, column.colorbar, captions[c], left, height - band + 4)
+        for item in layout.items:
+            column = layout.columns[item.column]
+            if item.kind == "cell":
+                self._cell(canvas, draw, column, item)
+            elif item.kind == "title":
+                draw.multiline_text((item.left + item.width / 2, item.top + item.height), item.text, fill="black",
+                                    font=_font(FONT_PX), anchor="md", align="center", spacing=LINE_PX - FONT_PX)
+            else:
+                self._colorbar(canvas, draw, column.colorbar, item)
         return canvas
 
-    def _cell(self, canvas, draw, column: Column, r: int, left: int, top: int) -> None:
-        cell = self.cell_px
+    @staticmethod
+    def _cell(canvas, draw, column: Column, item: Placed) -> None:
+        left, top, cell = int(item.left), int(item.top), int(item.width)
         if column.data is None:
             draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill="#ececec")
             draw.text((left + cell / 2, top + cell / 2), column.placeholder, fill="#666666", font=_font(FONT_PX + 1),
                       anchor="mm")
             return
-        data = column.data[r]
+        data = column.data[item.row]
         size = _fit(data.shape[:2], cell)
         image = picture(data, column.cmap, column.vmin, column.vmax, size)
         if column.faded:
@@ -226,11 +286,11 @@ class GridRenderer:
             image = Image.blend(Image.new("RGB", size, "white"), image, FADED)
         canvas.paste(image, (left + (cell - size[0]) // 2, top + (cell - size[1]) // 2))
 
-    def _colorbar(self, canvas, draw, bar: ColorBar, caption: str, left: int, top: int) -> None:
+    @staticmethod
+    def _colorbar(canvas, draw, bar: ColorBar, item: Placed) -> None:
         from PIL import Image
 
-        length = round(0.9 * self.cell_px)
-        start = left + (self.cell_px - length) // 2
+        start, top, length = int(item.left), int(item.top), int(item.width)
         strip = colorize(np.linspace(0, 1, length)[None, :].repeat(BAR_PX, 0), bar.cmap)
         canvas.paste(Image.fromarray(strip), (start, top))
         draw.rectangle([start - 1, top - 1, start + length, top + BAR_PX], outline="#555555")
@@ -241,5 +301,5 @@ class GridRenderer:
             draw.line([x, top + BAR_PX, x, top + BAR_PX + 3], fill="#555555")
             anchor = "la" if share <= 0 else "ra" if share >= 1 else "ma"  # end labels stay under the bar
             draw.text((x, top + BAR_PX + 4), label, fill="black", font=small, anchor=anchor)
-        draw.multiline_text((left + self.cell_px / 2, top + BAR_PX + 4 + LINE_PX), caption, fill="#333333",
+        draw.multiline_text((start + length / 2, top + BAR_PX + 4 + LINE_PX), item.text, fill="#333333",
                             font=small, anchor="ma", align="center", spacing=LINE_PX - FONT_PX + 1)

@@ -27,7 +27,7 @@ from . import controls
 from .evaluate import (COMPUTING, CURVES, DEPTH_CHOICES, DONE, FAILED, RANDOM, SANITY_SKIPPED,
                        STEP_CHOICES, STOPPED, Board, Entry, EvaluationCache, EvaluationJob, Ticket, Unit,
                        depth_layers, estimate, run_evaluation)
-from .evaluation_plot import RANDOM_LABEL, Shown, draw, mean_auc
+from .evaluation_plot import RANDOM_LABEL, Shown, draw, mean_auc, plots_figure
 from .files import evaluation_link
 from .status import evaluation_done_status, evaluation_estimate_status, evaluation_progress_status
 
@@ -241,15 +241,25 @@ class EvaluatePane:
         if self.visible and draw:
             self.render()
 
-    def render(self) -> bytes:
-        """Draw the board (under the worker's lock) and put it on screen."""
-        started = time.perf_counter()
-        p = self.panel
+    def _shown(self) -> tuple[dict, dict]:
         labels = {RANDOM: RANDOM_LABEL}
         curves = {m: Shown(labels.get(m) or get_method(m).label, e.result, e.state, e.note)
                   for m, e in self.board.curves.items()}
         sanity = {m: Shown(get_method(m).label, e.result, e.state, e.note, get_method(m).fails_sanity_check)
                   for m, e in self.board.sanity.items()}
+        return curves, sanity
+
+    def figure(self):
+        """The view's plots as a matplotlib Figure (curves, and the sanity check's similarity once run)."""
+        with self.panel._worker.lock:
+            curves, sanity = self._shown()
+            return plots_figure(curves, sanity, images=self.board.images)
+
+    def render(self) -> bytes:
+        """Draw the board (under the worker's lock) and put it on screen."""
+        started = time.perf_counter()
+        p = self.panel
+        curves, sanity = self._shown()
         png = draw(curves, sanity, cmap=p.cmap, image_label=f"image {self.board.first + 1}",
                    images=self.board.images)
         self.png, self.dirty = png, False

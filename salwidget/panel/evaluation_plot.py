@@ -103,6 +103,21 @@ def draw(curves: dict[str, Shown], sanity: dict[str, Shown], *, cmap: str = "inf
     images : int
         Images on the page (said in the titles).
     """
+    figure = plots_figure(curves, sanity, images=images)
+    canvas = figure.canvas
+    canvas.draw()
+    plots = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    pictures = [plots]
+    if sanity:
+        strip = _strip(sanity, cmap, image_label)
+        if strip is not None:
+            pictures.append(strip)
+    return png_bytes(stack_pictures(pictures))
+
+
+def plots_figure(curves: dict[str, Shown], sanity: dict[str, Shown], *, images: int = 1):
+    """The Evaluate view's plots as a matplotlib Figure: deletion and insertion curves and, with ``sanity``,
+    the similarity against depth (the strip of randomised maps is drawn by :func:`draw` only)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -120,15 +135,7 @@ def draw(curves: dict[str, Shown], sanity: dict[str, Shown], *, cmap: str = "inf
     _curves(insertion, curves, colour, "insertion", images)
     if with_sanity:
         _similarity(figure.add_subplot(grid[1, :]), sanity, colour, images)
-    canvas = figure.canvas
-    canvas.draw()
-    plots = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    pictures = [plots]
-    if with_sanity:
-        strip = _strip(sanity, cmap, image_label)
-        if strip is not None:
-            pictures.append(strip)
-    return png_bytes(stack_pictures(pictures))
+    return figure
 
 
 def _curves(ax, curves: dict[str, Shown], colour: dict[str, str], kind: str, images: int) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..attribution import Attribution
+from ..errors import SaliencyError
 from ..methods import get_method
 from ..render import ColorBar, Column, GridRenderer, enlarge, overlay
 from .scaling import DIVERGING_CMAP, Scale, shown_maps
@@ -92,18 +93,32 @@ class GridView:
     def results(self) -> dict[str, Attribution]:
         return {m: c.result for m, c in self.columns.items() if c.result is not None}
 
-    def draw(self, look: Look, images: np.ndarray, row_titles: list[str]) -> Picture:
-        """Render the grid: the images, one column per method, the overlay."""
-        self.renderer.cell_px = look.cell_px
-        results = self.results
-        masks, scales = shown_maps(results, look.percentile, look.scaling, look.view)
+    def columns_for(self, look: Look, images: np.ndarray) -> tuple[list[Column], dict, dict]:
+        """The grid's layout description: the images, one column per method, the overlay; and the
+        (masks, scales) they show. The panel's PNG and :meth:`figure` both draw these columns."""
+        masks, scales = shown_maps(self.results, look.percentile, look.scaling, look.view)
         columns = [Column("image", images)]
         for method, state in self.columns.items():
             columns.append(self._column(method, state, masks.get(method), scales.get(method), look))
         if look.overlay_method in self.columns:
-            columns.append(self._overlay(look, images, masks.get(look.overlay_method), scales.get(look.overlay_method)))
+            columns.append(self._overlay(look, images, masks.get(look.overlay_method), scales.get(look.overlay_method),
+                                         self.columns[look.overlay_method]))
+        return columns, masks, scales
+
+    def draw(self, look: Look, images: np.ndarray, row_titles: list[str]) -> Picture:
+        """Render the grid: the images, one column per method, the overlay."""
+        self.renderer.cell_px = look.cell_px
+        columns, masks, scales = self.columns_for(look, images)
         png = self.renderer.render(columns, row_titles)
         return Picture(png, masks, scales, self.complete)
+
+    def figure(self, look: Look, images: np.ndarray, row_titles: list[str], dpi: float = 100):
+        """The same grid as :meth:`draw`, as a matplotlib Figure (for ``savefig`` to PDF or SVG)."""
+        from ..figure import grid_figure
+        from ..render import grid_layout
+
+        columns, _, _ = self.columns_for(look, images)
+        return grid_figure(grid_layout(columns, row_titles, look.cell_px), dpi)
 
     def _column(self, method: str, state: ColumnState, mask, scale: Scale | None, look: Look) -> Column:
         label = describe(state.result) if state.result is not None and state.current else get_method(method).label
@@ -116,8 +131,12 @@ class GridView:
         return Column(label, mask, cmap, scale.vmin, 1.0, faded=not state.current, colorbar=bar)
 
     @staticmethod
-    def _overlay(look: Look, images: np.ndarray, mask, scale: Scale | None) -> Column:
-        title = f"overlay: {get_method(look.overlay_method).label}"
+    def _overlay(look: Look, images: np.ndarray, mask, scale: Scale | None, state: ColumnState) -> Column:
+        try:
+            shown = get_method(look.overlay_method).label
+        except SaliencyError:  # a column titled by the caller (plot_grid), not a method name
+            shown = describe(state.result) if state.result is not None else str(look.overlay_method)
+        title = f"overlay: {shown}"
         if mask is None:
             return Column(title, None)
         cmap = DIVERGING_CMAP if scale.signed else look.cmap

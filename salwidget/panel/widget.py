@@ -662,12 +662,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         """Draw the grid as it stands (call under the worker's lock)."""
         started = _now()
         part = self._page_slice()
-        results = self._view.results
-        target = next(iter(results.values())).target if results else None
-        explorer = self._explorer()
-        titles = row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
-                            None if self._labels is None else self._labels[part], part.start)
-        picture = self._view.draw(self._look_now(), self._display[part], titles)
+        picture = self._view.draw(self._look_now(), self._display[part], self._row_titles(part))
         self._picture = picture
         columns = 1 + len(self._view.columns) + (self.overlay_method is not None)
         natural = columns * (self.cell_size + 8) + 8
@@ -682,6 +677,14 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                                            self._explorer().weights_changed())
         self._show_cell()
         self.draw_seconds = _now() - started
+
+    def _row_titles(self, part: slice) -> list[str]:
+        """Each shown image's title: its label, the prediction and the explained class."""
+        results = self._view.results
+        target = next(iter(results.values())).target if results else None
+        explorer = self._explorer()
+        return row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
+                          None if self._labels is None else self._labels[part], part.start)
 
     def _show_downloads(self) -> None:
         self._downloads.value = png_link(self._png)
@@ -805,6 +808,17 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def to_png(self) -> bytes:
         """PNG bytes of the last complete grid."""
         return bytes(self._png)
+
+    def figure(self, dpi: float = 100):
+        """A matplotlib :class:`~matplotlib.figure.Figure` of what the current view shows, for ``savefig`` to
+        PDF or SVG: the Maps view's grid of the visible page (drawn from the same layout as the panel's
+        picture: titles, colour bars, the overlay), or the Evaluate view's plots. ``dpi`` sets its size:
+        one cell is ``cell_size / dpi`` inches."""
+        if self.pane == "evaluate":
+            return self._evaluate.figure()
+        with self._worker.lock:
+            part = self._page_slice()
+            return self._view.figure(self._look_now(), self._display[part], self._row_titles(part), dpi)
 
     def to_npz(self) -> bytes:
         """The maps of the last complete grid as .npz bytes (``raw_<method>``, ``mask_<method>``, ...)."""
