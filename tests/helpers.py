@@ -18,23 +18,79 @@ def make_torch_cnn(num_classes: int = 5, seed: int = 0):
     return model.eval()
 
 
-def keras_twin(torch_model, image_size: int = 16):
-    """The same network in Keras (channels last), weights copied from ``torch_model``."""
+def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32"):
+    """The same network in Keras (channels last), weights copied from ``torch_model``; ``dtype='float64'``
+    builds it in float64 (for discontinuous methods, compared where rounding cannot flip a selection)."""
     import keras
 
     conv1, conv2, linear = torch_model[0], torch_model[2], torch_model[6]
-    model = keras.Sequential(
-        [
-            keras.Input((image_size, image_size, 3)),
-            keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
-            keras.layers.ZeroPadding2D(1),
-            keras.layers.Conv2D(8, 3, strides=2, padding="valid", activation="softplus"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(linear.out_features),
-        ]
-    )
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        model = keras.Sequential(
+            [
+                keras.Input((image_size, image_size, 3)),
+                keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+                keras.layers.ZeroPadding2D(1),
+                keras.layers.Conv2D(8, 3, strides=2, padding="valid", activation="softplus"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(linear.out_features),
+            ]
+        )
+    finally:
+        keras.config.set_floatx(floatx)
     to_np = lambda t: t.detach().numpy()
     model.layers[0].set_weights([to_np(conv1.weight).transpose(2, 3, 1, 0), to_np(conv1.bias)])
     model.layers[2].set_weights([to_np(conv2.weight).transpose(2, 3, 1, 0), to_np(conv2.bias)])
     model.layers[4].set_weights([to_np(linear.weight).T, to_np(linear.bias)])
     return model
+
+
+class PassGate:
+    """Holds one call of a model's layer until released: "while a chunk is under way", without a clock.
+
+    The forward hook counts calls of ``module`` (with whether gradients are recorded, which tells a
+    gradient pass from a forward-only one) and blocks the first call for which ``when(calls, grad)`` is
+    true until :meth:`release`. :attr:`under_way` is set when it blocks; :attr:`threads` records the
+    thread of every call and :attr:`after_release` the calls made once released.
+    """
+
+    def __init__(self, module, when=lambda calls, grad: calls == 1, timeout: float = 60.0):
+        import threading
+
+        self.when, self.timeout = when, timeout
+        self.calls = self.after_release = 0
+        self.threads = []
+        self.under_way, self._go, self._held = threading.Event(), threading.Event(), False
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        import threading
+
+        import torch
+
+        self.calls += 1
+        self.threads.append(threading.current_thread())
+        if self._go.is_set():
+            self.after_release += 1
+        if not self._held and self.when(self.calls, torch.is_grad_enabled()):
+            self._held = True
+            self.under_way.set()
+            if not self._go.wait(self.timeout):
+                raise RuntimeError("PassGate: never released")
+
+    def wait(self) -> bool:
+        """Block until a call is held; False on timeout."""
+        return self.under_way.wait(self.timeout)
+
+    def release(self) -> None:
+        self._go.set()
+
+    def remove(self) -> None:
+        self.release()
+        self.handle.remove()
+
+
+def drain(panel, timeout: float = 60.0) -> None:
+    """Return once everything the panel's worker thread was given has run (its queue is first in, first out)."""
+    panel._worker._executor.submit(lambda: None).result(timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import threading
@@ -32,15 +33,17 @@ def test_seed_none_is_drawn_and_recorded(torch_cnn, images):
 
 @pytest.mark.parametrize("method", sw.METHODS)
 def test_results_do_not_depend_on_batch_size(torch_cnn, images, method):
+    # In float64: a float32 model's gradients differ in the last bits between batch sizes, which a
+    # discontinuous method (Guided IG's quantile selection, XRAI's region ranking, the argmax of the
+    # prediction over near ties) can turn into a different map. What is pinned is the engine: how passes
+    # are chunked never changes a result beyond rounding.
+    model, x = copy.deepcopy(torch_cnn).double(), images.astype(np.float64)
     runs = [
-        sw.attribute(torch_cnn, images, method, nsamples=5, nintegration=3, seed=2, batch_size=size)
+        sw.attribute(model, x, method, nsamples=5, nintegration=3, seed=2, batch_size=size)
         for size in (1, 3, 64, "auto")
     ]
-    # Gradients of one float32 model differ in the last bits between batch sizes;
-    # a variance of nearby gradients (VarGrad) magnifies that cancellation.
-    rtol = 1e-3 if method == "vargrad" else 1e-5
     for run in runs[1:]:
-        np.testing.assert_allclose(run.raw, runs[0].raw, rtol=rtol, atol=1e-6 * np.abs(runs[0].raw).max())
+        np.testing.assert_allclose(run.raw, runs[0].raw, rtol=1e-6, atol=1e-7 * np.abs(runs[0].raw).max())
 
 
 def test_chunks_bound_the_batch_the_model_sees(torch_cnn, images):

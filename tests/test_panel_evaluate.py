@@ -20,7 +20,7 @@ import salwidget as sw
 from salwidget.panel.evaluate import depth_layers
 from salwidget.panel.worker import Worker
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import PassGate, drain, keras_twin, make_torch_cnn
 
 
 @pytest.fixture(autouse=True)
@@ -30,16 +30,14 @@ def close_widgets():
 
 
 class PassCounter:
-    """Counts images through the model's first layer; optionally sleeps per call (a slow model)."""
+    """Counts images through the model's first layer."""
 
-    def __init__(self, model, delay: float = 0.0):
-        self.images, self.delay = 0, delay
+    def __init__(self, model):
+        self.images = 0
         self.handle = model[0].register_forward_hook(self)
 
     def __call__(self, module, inputs, output):
         self.images += inputs[0].shape[0]
-        if self.delay:
-            time.sleep(self.delay)
 
 
 def make_panel(images, **options):
@@ -192,13 +190,6 @@ def test_showing_the_view_asks_for_the_curves_and_the_settings_follow(panel, ima
     np.testing.assert_allclose(panel.curves["integrated"].insertion, expected.insertion, rtol=1e-5, atol=1e-7)
 
 
-def slow_panel(images, delay=0.05):
-    panel = make_panel(images)
-    panel.counter.handle.remove()
-    panel.counter = PassCounter(panel.model, delay)
-    return panel
-
-
 def wait_for(predicate, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -208,34 +199,41 @@ def wait_for(predicate, timeout=60):
     raise AssertionError("condition not met")
 
 
+def sanity_gate(panel, chunk: int = 2) -> PassGate:
+    """Holds the sanity check's ``chunk``-th gradient pass (the grid's maps are cached: the evaluation's
+    only gradient passes are the sanity check's; the curves are forward passes)."""
+    grads = []
+    return PassGate(panel.model[0], when=lambda calls, grad: grad and (grads.append(1) or len(grads) == chunk))
+
+
 def test_stop_stops_a_sanity_check_and_the_panel_goes_on(images):
-    panel = slow_panel(images)
-    started = time.perf_counter()
-    panel.evaluate(sanity_check=True)
-    assert time.perf_counter() - started < 2.0  # computed in the worker: the kernel is free at once
-    wait_for(lambda: "sanity check" in panel.status)
+    panel = make_panel(images)
+    gate = sanity_gate(panel)
+    panel.evaluate(sanity_check=True)  # returns at once: the evaluation waits in the worker at the gate
+    assert gate.wait()
+    assert threading.main_thread() not in gate.threads  # computed in the worker: the kernel stays free
+    assert "sanity check" in panel.status  # its first chunk reported
     panel._stop.click()
     assert panel.wait(5)
-    time.sleep(0.3)  # the chunk under way ends
-    stopped_at = panel.counter.images
-    time.sleep(0.5)
-    assert panel.counter.images == stopped_at
+    gate.release()
+    drain(panel)
+    assert gate.after_release == 0  # the chunk under way ended; nothing after it
     assert panel.status.startswith("Stopped") and panel.sanity == {}
     assert set(panel.curves) == {"vanilla", "smoothgrad", "random"}  # finished before the stop: they stay
-    panel.counter.delay = 0.0
+    gate.remove()
     panel.evaluate(sanity_check=True)
     assert panel.wait(180)
     assert set(panel.sanity) == {"vanilla", "smoothgrad"} and panel.error == ""
 
 
 def test_a_settings_change_while_evaluating_drops_the_stale_evaluation(images):
-    panel = slow_panel(images)
+    panel = make_panel(images)
+    gate = sanity_gate(panel)
     panel.evaluate(sanity_check=True)
-    wait_for(lambda: "sanity check" in panel.status)
-    with panel._worker.lock:  # no publishing between watching and the change
-        seen = watch_status(panel)
-        panel.nsamples = 6
-    panel.counter.delay = 0.0
+    assert gate.wait() and "sanity check" in panel.status
+    seen = watch_status(panel)
+    panel.nsamples = 6
+    gate.release()
     assert panel.wait(120)
     assert not any("sanity check" in s for s in seen), seen  # nothing of the old evaluation after the change
     assert panel.sanity == {}
@@ -260,7 +258,8 @@ def test_a_long_evaluation_waits_for_compute(panel):
     panel.confirm_seconds = 0.0  # anything measured is 'long'
     panel.pane = "evaluate"
     wait_for(lambda: "press Compute" in panel.status, 10)  # after the grid's own report
-    time.sleep(0.2)
+    drain(panel)
+    assert not panel._worker.busy  # nothing was started: the evaluation waits
     assert panel.counter.images == 0 and panel.curves == {} and panel._compute.layout.display == ""
     assert "Curves (8 steps)" in panel._evaluate.cost.value and "forward passes" in panel._evaluate.cost.value
     panel._compute.click()

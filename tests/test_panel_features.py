@@ -7,7 +7,6 @@ import base64
 import datetime
 import io
 import re
-import time
 
 import ipywidgets
 import numpy as np
@@ -18,7 +17,7 @@ import salwidget as sw
 from salwidget.methods import base as registry
 from salwidget.methods.gradients import Vanilla
 
-from .helpers import make_torch_cnn
+from .helpers import PassGate, drain, make_torch_cnn
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +183,8 @@ def test_a_long_run_waits_for_the_compute_button_with_its_estimate(images):
     panel = make(images, confirm_seconds=0.0)
     panel._explorer().seconds_per_pass = 0.01
     panel.nsamples = 30
-    time.sleep(0.2)
+    drain(panel)
+    assert not panel._worker.busy  # nothing was started: the run waits
     assert panel.status.startswith("This needs 104 passes (SmoothGrad 104)")  # 26 new samples x 4 images
     assert "about 1 s" in panel.status and "press Compute" in panel.status
     assert panel._compute.layout.display == "" and panel.results["smoothgrad"].nsamples == 4
@@ -200,12 +200,19 @@ def test_the_seconds_per_pass_come_from_the_last_result(images):
 
 
 def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
-    panel = make(images, batch_size=4, confirm_seconds=float("inf"))  # never held for the Compute button
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4,
+                              batch_size=4, confirm_seconds=float("inf"))  # never held for the Compute button
+    assert panel.wait(60)
+    gate = PassGate(model[0], when=lambda calls, grad: calls == 3)  # a chunk of the long run is under way
     panel.nsamples = 2000
-    time.sleep(0.5)
+    assert gate.wait()
     assert not panel._stop.disabled
     panel._stop.click()
-    assert panel.wait(1)
+    assert panel.wait(1)  # Stop settles at once, even with the chunk still under way
+    gate.release()
+    drain(panel)
+    assert gate.after_release == 0  # the chunk under way ends; no chunk after it
     assert panel.status.startswith("Stopped")
     assert panel._stop.disabled
     assert panel.results["smoothgrad"].nsamples == 4  # the last complete grid stays

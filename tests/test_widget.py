@@ -12,7 +12,7 @@ import traitlets
 
 import salwidget as sw
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import PassGate, keras_twin, make_torch_cnn
 
 
 @pytest.fixture(autouse=True)
@@ -160,13 +160,23 @@ def test_a_superseded_computation_stops_at_its_next_chunk(images, monkeypatch):
     model = make_torch_cnn()
     panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=4,
                               confirm_seconds=float("inf"))  # never held for the Compute button
-    panel.wait(60)
-    counter = PassCounter(model)
+    assert panel.wait(60)
+    # Driven by the chunks, not the clock: the 5th model call of the long run (a chunk of its samples)
+    # holds the worker until the settings have changed, so "during a chunk" is certain on any machine.
+    gate = PassGate(model[0], when=lambda calls, grad: calls == 5)
+    chunks = []  # (generation, after the change): the engine reports every chunk, stale ones too
+    publish = panel._worker.publish
+    monkeypatch.setattr(panel._worker, "publish", lambda generation, draw: (
+        chunks.append((generation, gate._go.is_set())), publish(generation, draw))[1])
     panel.nsamples = 400  # 1,600 passes in chunks of 4
-    time.sleep(0.5)
+    long_run = panel._worker.generation
+    assert gate.wait()
     panel.nsamples = 3
-    panel.wait(60)
-    assert counter.images < 800  # the 400-sample run was cancelled early, not finished
+    gate.release()
+    assert panel.wait(60)
+    late = [g for g, after in chunks if g == long_run and after]
+    assert len(late) <= 1  # only the chunk under way when the settings changed: none after it
+    assert gate.calls < 50  # and the 1,600-pass run was far from finished
     assert panel.results["smoothgrad"].nsamples == 3
 
 
