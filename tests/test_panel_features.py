@@ -281,6 +281,20 @@ def test_duplicate_names_show_their_indices_and_stay_apart(named):
     assert named.target == 2
 
 
+def test_a_duplicated_name_keeps_the_search_box_and_its_note_goes_once_one_is_picked(named):
+    named.target = 3  # an earlier choice: the box shows "tiger"
+    assert named._search.value == "tiger"
+    named._search.value = "crane"
+    assert named._search.value == "crane"  # not back to "tiger"
+    assert "Pick one in the target list" in named._search_hint.value
+    named._target.value = 2  # picked in the list
+    assert named.target == 2 and named._search.value == "crane (#2)" and named._search_hint.value == ""
+    named._search.value = "crane"
+    assert "Pick one" in named._search_hint.value
+    named.nsamples = 5  # any later change: the note no longer describes what is shown
+    assert named._search_hint.value == ""
+
+
 def test_the_search_box_follows_the_target_dropdown(named):
     named._target.value = next(v for _, v in named._target.options if v == 4 or v == 0)
     expected = "cat" if named.target == 4 else "crane (#0)"
@@ -304,9 +318,23 @@ def test_only_the_visible_page_is_computed_and_each_page_keeps_its_cache(images)
     assert panel.wait(60) and panel.results["smoothgrad"].raw.shape[0] == 1
     assert panel._next.disabled
     panel.page = 0
-    assert panel.wait(60) and panel.status.endswith("all from the cache.")
+    assert panel.wait(60) and panel.status.endswith("all from the cache. (page 1 of 3: images 1-2 of 5)")
     with pytest.raises(traitlets.TraitError):
         panel.page = 3
+
+
+def test_maps_and_results_name_their_page(images):
+    five = np.concatenate([images, images[:1] * 0.5])
+    panel = make(five, page_size=2)
+    panel.page = 1
+    assert panel.wait(60)
+    masks, results = panel.masks, panel.results
+    assert (masks.page, masks.pages, masks.rows) == (1, 3, slice(2, 4)) and results.rows == slice(2, 4)
+    assert repr(masks).startswith("# page 2 of 3: images 3-4\n{")
+    assert panel.status.endswith("(page 2 of 3: images 3-4 of 5)")
+    assert set(masks) == {"vanilla", "smoothgrad"} and masks["vanilla"].shape[0] == 2
+    single = make(images)
+    assert single.masks.pages == 1 and "page" not in single.status
 
 
 

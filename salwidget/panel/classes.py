@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import SaliencyError
+
 
 class ClassNames:
     """Names of the model's classes; an index stands in where no name is known.
@@ -17,6 +19,13 @@ class ClassNames:
     """
 
     def __init__(self, names: Sequence[str] | None, num_classes: int):
+        if names is not None and isinstance(names, str):
+            raise SaliencyError("class_names must be a list of names, one per class; got one string.")
+        if names is not None and len(names) != num_classes and not (num_classes == 1 and len(names) == 2):
+            raise SaliencyError(
+                f"class_names has {len(names)} names but the model has {num_classes} classes: give one name "
+                "per class, in the order of the model's outputs (a single-logit model may take two)."
+            )
         self.names = [str(n) for n in names] if names is not None else None
         self.num_classes = num_classes
         counts = Counter(self.names or ())
@@ -57,6 +66,24 @@ class ClassNames:
         if isinstance(target, tuple):
             return "per image: " + ", ".join(self.name(t) for t in target)
         return self.label(int(target))
+
+
+def check_labels(labels: Any, images: int, num_classes: int) -> np.ndarray | None:
+    """The true classes as an int array, one per image (-1: unknown); refused with both lengths if they differ."""
+    if labels is None:
+        return None
+    values = np.asarray(labels).reshape(-1)
+    if len(values) != images:
+        raise SaliencyError(f"labels has {len(values)} entries for {images} images: give one true class per "
+                            "image (-1 where it is unknown).")
+    if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)):
+        raise SaliencyError(f"labels must be class indices (integers); got {values[:5].tolist()}...")
+    values = values.astype(np.int64)
+    bad = values[(values < -1) | (values >= max(num_classes, 2))]
+    if bad.size:
+        raise SaliencyError(f"labels holds {int(bad[0])}, outside the model's {num_classes} classes "
+                            f"(0 to {max(num_classes, 2) - 1}, or -1 for unknown).")
+    return values
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ..inputs import prepare_inputs
 from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import controls
-from .classes import ClassNames, row_titles, top_classes
+from .classes import check_labels, ClassNames, row_titles, top_classes
 from .evaluate_pane import EvaluatePane
 from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
@@ -126,11 +126,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
-        self._labels = None if labels is None else np.asarray(labels).reshape(-1)
         self._preprocess = preprocess
         self._explorers: dict[int, Explorer] = {}
         explorer = self._explorer(0)
         self._classes = ClassNames(class_names, explorer.num_classes)
+        self._labels = check_labels(labels, len(self._images), explorer.num_classes)
         self._worker = Worker()
         self._view = GridView()
         self._snapshot = Snapshot()
@@ -139,6 +139,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._npz_for: tuple = ()  # the results the .npz link holds
         self._held: Job | None = None
         self._offered: list[int] = []  # classes a search offered in the target list (duplicated names)
+        self._search_shown_for: Any = object()  # the target the search box last showed (nothing yet)
         self._group_boxes: dict[str, tuple] = {}
         self._job_started = 0.0
         self.draw_seconds = 0.0  # how long the last grid took to draw (previews are spaced by it)
@@ -363,6 +364,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             choices.append((self._classes.target_label(self.target), self.target))
         controls.set_choices(self._target, choices)
         controls.show_value(self._target, self.target)
+        if controls.same(self._search_shown_for, self.target):
+            return  # the target did not change: the search box keeps what the user typed there
+        self._search_shown_for = self.target
+        self._search_hint.value = ""  # a new target answers the last search
         text = self._classes.suggestions()[self.target] if isinstance(self.target, int) and self._classes.names else ""
         if self._search.value != text:
             self._search.value = text
@@ -548,6 +553,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         """Compute the current settings (and their evaluation, when shown), or hold a long run for Compute."""
         if self._closed:
             return
+        self._search_hint.value = ""  # another request: a search's note is answered or no longer current
         self._request_maps()
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
@@ -637,7 +643,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._progress.value = 100
         self.error = ""
         self._stop.disabled = True
-        self.status = done_status(outcomes, seconds, self._explorer().device)  # after the grid it describes
+        self.status = done_status(outcomes, seconds, self._explorer().device) + self._page_note()  # after the grid
 
     def fail(self, exc: Exception, details: str) -> None:
         self._view.mark(FAILED)
@@ -794,16 +800,30 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._show_traits()
         self._request()
 
-    @property
-    def masks(self) -> dict[str, np.ndarray]:
-        """Method -> (B, H, W) maps of the visible page as last shown complete: in [0, 1], or [-1, 1] for
-        signed methods in the 'signed' view."""
-        return dict(self._masks)
+    def _page_note(self) -> str:
+        """' (page 1 of 2: images 1-6 of 12)' when the images fill several pages, else ''."""
+        if self.num_pages == 1:
+            return ""
+        part = self._page_slice()
+        return f" (page {self.page + 1} of {self.num_pages}: images {part.start + 1}-{part.stop} of {len(self._images)})"
 
     @property
-    def results(self) -> dict[str, Any]:
-        """Method -> the :class:`~salwidget.Attribution` of the visible page, as last shown complete."""
-        return dict(self._results)
+    def masks(self) -> "PageMaps":
+        """Method -> (B, H, W) maps of the visible page as last shown complete: in [0, 1], or [-1, 1] for
+        signed methods in the 'signed' view.
+
+        Only the visible page is computed: with more images than ``page_size``, these are the maps of
+        page ``page`` (its ``page``, ``pages`` and ``rows`` say which; its repr too). For every image, set
+        ``page_size`` to the number of images, step ``page`` through ``range(num_pages)`` (calling
+        :meth:`wait` after each), or call :func:`salwidget.attribute` on all the images.
+        """
+        return PageMaps(self._masks, self._page_slice(), self.page, self.num_pages)
+
+    @property
+    def results(self) -> "PageMaps":
+        """Method -> the :class:`~salwidget.Attribution` of the visible page, as last shown complete
+        (see :attr:`masks` for the page and how to get all)."""
+        return PageMaps(self._results, self._page_slice(), self.page, self.num_pages)
 
     def to_png(self) -> bytes:
         """PNG bytes of the last complete grid."""
@@ -874,8 +894,13 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def close(self) -> None:
         self._closed = True
-        self._worker.shutdown()
-        self._snapshot.close()
+        # A panel whose construction failed (bad layout, target, labels) has only some of its parts:
+        # close what was built (ipywidgets calls close() again when it is collected).
+        worker, snapshot = self.__dict__.get("_worker"), self.__dict__.get("_snapshot")
+        if worker is not None:
+            worker.shutdown()
+        if snapshot is not None:
+            snapshot.close()
         super().close()
 
     def __repr__(self) -> str:
@@ -888,6 +913,23 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
         display(super()._repr_mimebundle_(), raw=True)
         self._snapshot.display()
+
+
+class PageMaps(dict):
+    """A dict of one page's maps (or results) that says which page it holds.
+
+    ``rows`` is the slice of the panel's images on this page, ``page`` its index and
+    ``pages`` how many there are.
+    """
+
+    def __init__(self, items, rows: slice, page: int, pages: int):
+        super().__init__(items)
+        self.rows, self.page, self.pages = rows, page, pages
+
+    def __repr__(self) -> str:
+        where = (f"page {self.page + 1} of {self.pages}: images {self.rows.start + 1}-{self.rows.stop}"
+                 if self.pages > 1 else f"images {self.rows.start + 1}-{self.rows.stop}")
+        return f"# {where}\n{dict.__repr__(self)}"
 
 
 def _now() -> float:
