@@ -121,30 +121,39 @@ def test_a_cam_gets_a_layer_control_and_its_column_names_the_layer(images):
 def test_an_ig_completeness_gap_is_noted_with_the_fix(images):
     import torch
 
-    class Cubes(torch.nn.Module):  # f = sum(x^3): two IG steps from 0 give 1.5 f, a 50 % gap
+    class Cubes(torch.nn.Module):  # f = sum(x^3): two IG steps from 0 give 1.5 f, a gap of 0.5 f
         def forward(self, x):
             total = (x ** 3).sum(dim=(1, 2, 3))
-            return torch.stack([total, -total], dim=1)
+            return torch.stack([total, 0 * total], dim=1)  # the scores' range is f itself
 
     panel = sw.SaliencyWidget(Cubes(), images, methods=("integrated",), nintegration=2, baseline=0.0)
     assert panel.wait(60)
-    assert "completeness gap reaches 50% of f(x) - f(baseline)" in panel._notes.value
+    assert "completeness gap reaches 50% of the scores' scale" in panel._notes.value
     assert "more path steps" in panel._notes.value
     panel.nintegration = 64
     assert panel.wait(60) and "completeness gap" not in panel._notes.value
 
 
-def test_the_gap_of_an_image_whose_score_barely_moves_is_not_judged():
+def test_a_gap_is_judged_against_the_scores_scale_not_a_score_that_barely_moves():
     from salwidget.attribution import Attribution
-    from salwidget.panel.notes import completeness_gap
+    from salwidget.panel.notes import GAP_WARNING, completeness_gap
 
     raw = np.zeros((2, 1, 2, 2), np.float32)
-    raw[0] = 1.0  # image 0: f(x) - f(b) = 4 - 0.4 = 3.6
-    raw[1] = 0.0005  # image 1: sum 0.002, f(x) - f(b) = 0.002 - 0.001: nothing moved
+    raw[0] = 1.0  # image 0: sum 4, gap 0.4: f(x) - f(b) = 3.6 on logits that span 10
+    raw[1] = 0.0005  # image 1: sum 0.002, gap 0.001: a class the image does not show (its score barely moves)
     scores = np.array([[5.0, -5.0], [4.0, -6.0]], np.float32)
     result = Attribution(raw=raw, delta=np.array([0.4, 0.001]), scores=scores, method="integrated")
-    share, image = completeness_gap(result)
-    assert image == 0 and share == pytest.approx(0.4 / 3.6)
+    share, image = completeness_gap(result)  # image 1's gap is 100% of its f(x) - f(b), but 0.01% of its scale
+    assert image == 0 and share == pytest.approx(0.4 / 10)
+    wide = Attribution(raw=raw * 10, delta=np.array([4.0, 0.001]), scores=scores, method="integrated")
+    share, image = completeness_gap(wide)  # f(x) - f(b) = 36 is larger than the scores' range: it is the scale
+    assert image == 0 and share == pytest.approx(4 / 36) and share > GAP_WARNING
+    # The quickstart's "goldfish" for the espresso picture (EfficientNet-Lite0, 16 steps): the gap is 243% of
+    # f(x) - f(b) = -0.295, a false alarm; against the logits' range of 14.6 it is 5%.
+    goldfish = np.full((1, 1, 2, 2), (-0.295 - 0.716) / 4, np.float32)
+    result = Attribution(raw=goldfish, delta=np.array([-0.716]), scores=np.array([[9.0, -5.6]]), method="integrated")
+    share, _ = completeness_gap(result)
+    assert share == pytest.approx(0.716 / 14.6, rel=1e-3) and share < GAP_WARNING
 
 
 # ------------------------------------------------------------------ tooltips and layout
@@ -167,15 +176,15 @@ def test_every_control_has_a_tooltip_and_every_row_wraps(images):
     assert sliders and all(int(s.layout.min_width.rstrip("px")) >= 200 for s in sliders)
 
 
-def test_the_grid_fills_the_width_but_keeps_cells_of_at_least_160_px(images):
+def test_the_grid_fills_the_width_up_to_its_natural_size_and_scales_down_below_it(images):
     panel = make(images)
     layout = panel._image.layout
     columns = 1 + 2 + 1
-    assert layout.width == "100%" and int(layout.max_width.rstrip("px")) == columns * 208 + 8
-    assert int(layout.min_width.rstrip("px")) == columns * 160
-    assert panel._grid_box.layout.overflow == "auto"
-    panel.cell_size = 100  # the user asks for small cells: then they may be small
-    assert int(layout.min_width.rstrip("px")) == columns * 100
+    assert layout.width == "100%" and layout.height == "auto"
+    assert int(layout.max_width.rstrip("px")) == columns * 208 + 8
+    assert not layout.min_width  # never wider than the panel: a narrow notebook scales the grid, never cuts it
+    panel.cell_size = 100
+    assert panel.wait(60) and int(layout.max_width.rstrip("px")) == columns * 108 + 8
 
 
 # ------------------------------------------------------------------ cost: estimate, confirm, stop

@@ -10,30 +10,31 @@ import numpy as np
 from ..attribution import Attribution
 from ..methods import get_method
 
-GAP_WARNING = 0.1  # completeness gap, as a share of f(x) - f(baseline), above which the panel warns
-NEGLIGIBLE = 0.01  # f(x) - f(baseline) below this share of an image's score range: no gap is meaningful there
+GAP_WARNING = 0.1  # completeness gap, as a share of the image's score scale (below), above which the panel warns
 SANITY_NOTE = ("fails the model-randomisation sanity check (Adebayo et al. 2018): its map barely changes when "
                "the model's weights are randomised, so it shows the image's edges more than the model's reasons.")
 
 
 def completeness_gap(result: Attribution) -> tuple[float, int] | None:
-    """(largest |delta| / |f(x) - f(baseline)|, its image), or None without a gap to judge.
+    """(largest |delta| / scale, its image), or None without a gap to judge.
 
-    ``f(x) - f(baseline)`` is ``sum(raw) - delta``. Images where it is
-    negligible next to their score range are left out: a gap relative to
-    almost nothing says nothing about the number of steps.
+    An image's scale is the larger of ``|f(x) - f(baseline)|`` (which is
+    ``sum(raw) - delta``) and the range of its scores (logits) over the
+    classes. Against ``f(x) - f(baseline)`` alone, a class the image does not
+    show (its score barely moves along the path) would turn a small gap into
+    hundreds of per cent of almost nothing; against the range of the scores a
+    gap says how far the map's total is from what the model's outputs mean.
     """
     if result.delta is None:
         return None
     delta = np.asarray(result.delta, np.float64).reshape(-1)
     raws = result.raw if isinstance(result.raw, tuple) else (result.raw,)
     total = sum(np.asarray(r, np.float64).reshape(len(delta), -1).sum(axis=1) for r in raws)
-    change = np.abs(total - delta)
     scores = np.asarray(result.scores, np.float64)
-    meaningful = change > NEGLIGIBLE * (scores.max(axis=1) - scores.min(axis=1))
-    if not meaningful.any():
+    scale = np.maximum(np.abs(total - delta), scores.max(axis=1) - scores.min(axis=1))
+    if not (scale > 0).any():
         return None
-    share = np.where(meaningful, np.abs(delta) / np.maximum(change, 1e-12), 0.0)
+    share = np.where(scale > 0, np.abs(delta) / np.where(scale > 0, scale, 1.0), 0.0)
     worst = int(np.argmax(share))
     return float(share[worst]), worst
 
@@ -45,8 +46,12 @@ def notes_html(methods: Iterable[str], results: dict[str, Attribution], first_im
     for result in results.values():
         gap = completeness_gap(result)
         if gap is not None and gap[0] > GAP_WARNING:
-            notes.append(f"{get_method(result.method).label}: the completeness gap reaches {gap[0]:.0%} of "
-                         f"f(x) - f(baseline) (image {first_image + gap[1] + 1}); more path steps make the map "
+            image = gap[1]
+            change = float(np.sum([np.sum(r[image]) for r in (result.raw if isinstance(result.raw, tuple)
+                                                              else (result.raw,))]) - result.delta[image])
+            notes.append(f"{get_method(result.method).label}: the completeness gap reaches {gap[0]:.0%} of the "
+                         f"scores' scale (image {first_image + image + 1}: sum(map) misses f(x) - f(baseline) = "
+                         f"{change:.3g} by {abs(float(result.delta[image])):.3g}); more path steps make the map "
                          "more faithful.")
     if weights_changed:
         notes.append("The model's weights changed since its predictions were read: call w.refresh() to update the "

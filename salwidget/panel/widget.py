@@ -39,7 +39,6 @@ DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
 COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
 EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
-MIN_CELL_PX = 160  # the grid shrinks with the panel's width down to this many pixels per cell, then scrolls
 
 
 class SaliencyWidget(PanelTraits, widgets.VBox):
@@ -219,8 +218,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._status = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")), "status", None)
         self._notes = controls.named(widgets.HTML(), "notes", None)
         self._error = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error", None)
-        self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(width="100%", height="auto")),
-                                     "grid", None)
+        # No margin: the widgets' default 2 px would push a full-width picture past the panel's edge.
+        self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(
+            width="100%", height="auto", margin="0px")), "grid", None)
         self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow="auto", width="100%"))
         self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
                                                    layout=widgets.Layout(width="110px")),
@@ -672,8 +672,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._picture = picture
         columns = 1 + len(self._view.columns) + (self.overlay_method is not None)
         natural = columns * (self.cell_size + 8) + 8
+        # At most its natural size; narrower panels (a notebook beside JupyterLab's sidebar) scale it down
+        # to their width: a grid is never cut off (a scrollbar inside an output is easy to miss).
         self._image.layout.max_width = f"{natural}px"
-        self._image.layout.min_width = f"{min(natural, columns * min(MIN_CELL_PX, self.cell_size))}px"
         self._image.value = picture.png
         if picture.complete:
             self._snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too

@@ -185,6 +185,23 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     assert picture.shape[0] > 400 and picture[..., :3].std() > 20
     assert colour_bars(picture, "viridis") == 2  # Gradient, SmoothGrad (IG is signed: a diverging bar)
     assert colour_bars(picture, "RdBu_r") == 1
+    # At 1000 px with the file browser open the notebook is ~570 px wide: the grid is scaled to it, never cut.
+    page.set_viewport_size({"width": 1000, "height": 1400})
+    page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
+    page.wait_for_timeout(800)
+    fit = page.evaluate(
+        """(selector) => {
+            const img = document.querySelector(selector), r = img.getBoundingClientRect();
+            const box = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+            return {left: r.left, right: r.right, width: r.width, natural: img.naturalWidth,
+                    boxLeft: box.left, boxRight: box.right};
+        }""",
+        GRID,
+    )
+    assert fit["boxLeft"] - 1 <= fit["left"] and fit["right"] <= fit["boxRight"] + 1, fit
+    assert fit["width"] < fit["natural"], fit  # scaled down to the notebook's width
+    page.screenshot(path=str(screenshots / "01-lab-sidebar-1000.png"))
+    page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
 
     # 2. A long run waits for Compute with its estimate; Stop cancels it.
     run_cell(page, "w.confirm_seconds = 1.0")  # 'long' on any machine
