@@ -28,6 +28,7 @@ __all__ = [
     "SaliencyError",
     "SaliencyNet",
     "SaliencyWidget",
+    "Scan",
     "all_methods",
     "attribute",
     "deletion_insertion",
@@ -35,6 +36,7 @@ __all__ = [
     "plot_grid",
     "predict",
     "sanity_check",
+    "scan",
     "to_diverging",
     "to_grayscale",
 ]
@@ -51,6 +53,10 @@ def __getattr__(name: str):
         from .widget import SaliencyWidget
 
         return SaliencyWidget
+    if name in ("scan", "Scan"):  # datasets: pandas, pyarrow and zarr on first use
+        from . import dataset
+
+        return getattr(dataset, name)
     if name == "plot_grid":  # matplotlib, on first use
         from .figure import plot_grid
 

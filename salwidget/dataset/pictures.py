@@ -1,0 +1,71 @@
+"""Pictures: files read with Pillow, the default preprocessing, and the small thumbnails a scan keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+THUMBNAIL_PX = 64  # thumbnails are THUMBNAIL_PX square, RGB uint8 (a 10,000-image scan keeps 123 MB on disk)
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """An image file as RGB ``uint8`` (H, W, 3)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def default_preprocess(channels_last: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """A picture (H, W, 3) uint8 -> float32 RGB in [0, 1], channels first for torch (channels last for Keras).
+
+    Pass your own ``preprocess`` for the model's input size and normalisation: files of different sizes
+    cannot share a batch.
+    """
+
+    def preprocess(picture: np.ndarray) -> np.ndarray:
+        image = np.asarray(picture, np.float32) / 255.0
+        return image if channels_last else image.transpose(2, 0, 1)
+
+    return preprocess
+
+
+def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
+    """(n, THUMBNAIL_PX, THUMBNAIL_PX, 3) uint8: each picture or model input fitted into the square, on white.
+
+    ``images`` are pictures as a person sees them (RGB ``uint8`` (h, w, 3), a list: their sizes may
+    differ) or a batch of model inputs (scaled for display as the panel does: per image when not
+    already in [0, 1]). A batch of one size is resized in one vectorised step: an area average down
+    to an integer factor, then nearest neighbours (small pictures, 8 x 8 digits, are enlarged without
+    blurring).
+    """
+    from ..visualize import to_display_image
+
+    if isinstance(images, np.ndarray) and images.dtype != np.uint8:
+        return _fit_batch((to_display_image(images, channels_last=channels_last) * 255).round().astype(np.uint8))
+    pictures = [np.asarray(p) for p in images]
+    pictures = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p[..., :3] for p in pictures]
+    if len({p.shape for p in pictures}) == 1:
+        return _fit_batch(np.stack(pictures).astype(np.uint8))
+    return np.concatenate([_fit_batch(p[None].astype(np.uint8)) for p in pictures])
+
+
+def _fit_batch(batch: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) uint8 -> (n, THUMBNAIL_PX, THUMBNAIL_PX, 3), aspect kept, centred on white."""
+    n, h, w = batch.shape[:3]
+    scale = THUMBNAIL_PX / max(h, w)
+    factor = int(1 / scale) if scale < 1 else 1
+    if factor > 1:  # area average over factor x factor blocks (what remains is resampled below)
+        h2, w2 = h // factor * factor, w // factor * factor
+        blocks = batch[:, :h2, :w2].reshape(n, h2 // factor, factor, w2 // factor, factor, 3)
+        batch = blocks.mean(axis=(2, 4)).round().astype(np.uint8)
+        h, w = batch.shape[1:3]
+    size_h, size_w = max(1, round(h * THUMBNAIL_PX / max(h, w))), max(1, round(w * THUMBNAIL_PX / max(h, w)))
+    rows = np.minimum((np.arange(size_h) + 0.5) * h / size_h, h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(size_w) + 0.5) * w / size_w, w - 1).astype(np.intp)
+    out = np.full((n, THUMBNAIL_PX, THUMBNAIL_PX, 3), 255, np.uint8)
+    top, left = (THUMBNAIL_PX - size_h) // 2, (THUMBNAIL_PX - size_w) // 2
+    out[:, top : top + size_h, left : left + size_w] = batch[:, rows][:, :, cols]
+    return out
