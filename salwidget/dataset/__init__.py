@@ -7,7 +7,7 @@
 - :mod:`.keys`: content fingerprints of weights and data.
 """
 
-from .scan import Scan, scan
+from .scan import Scan, open_scan, scan
 from .sources import DataSource, as_source
 
-__all__ = ["DataSource", "Scan", "as_source", "scan"]
+__all__ = ["DataSource", "Scan", "as_source", "open_scan", "scan"]

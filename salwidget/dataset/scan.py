@@ -55,6 +55,22 @@ class Scan:
         self.key, self.store, self.calls = key, store_path, calls
         self._keep = keep  # a temporary store lives as long as its scan
         self._table = None
+        self._runner = None  # (backend, output index) of the model that computes missing rows
+
+    def complete(self, batch_size: int | str = "auto", progress: ProgressFn | None = None,
+                 cancel: Callable[[], bool] | None = None) -> "Scan":
+        """Compute the rows the store does not hold yet (see :func:`scan` for the arguments); returns the scan.
+
+        ``calls`` counts the model calls made. Cancelled, it keeps what was committed: call it again to go on.
+        """
+        if self._runner is None:
+            raise SaliencyError("This scan was read back without its model: open it with sw.scan(model, data, ...).")
+        return _complete(self, batch_size, progress, cancel)
+
+    @property
+    def missing(self) -> int:
+        """How many rows the store does not hold yet."""
+        return len(self) - len(self._rows.committed())
 
     def __len__(self) -> int:
         return len(self.source)
@@ -174,9 +190,19 @@ def scan(
     -------
     Scan
     """
+    opened = open_scan(model, data, labels, class_names=class_names, preprocess=preprocess, store=store,
+                       channels_last=channels_last, output_index=output_index, framework=framework)
+    opened.complete(batch_size=batch_size, progress=progress, cancel=cancel)
+    return opened
+
+
+def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequence[str] | None = None,
+              preprocess: Callable | None = None, store: Any = None, channels_last: bool | None = None,
+              output_index: int | None = None, framework: str | None = None) -> Scan:
+    """The :class:`Scan` of ``model`` over ``data`` in ``store`` as it stands, without computing anything:
+    its table holds the committed rows; :meth:`Scan.complete` computes the rest. :func:`scan` is both.
+    (The panel opens a scan on the main thread and completes it in its worker.)"""
     from ..backends import get_backend
-    from ..engine import auto_batch_size
-    from ..inputs import check_output, choose_output, prepare_inputs
 
     backend = get_backend(model, framework)
     layout = backend.default_channels_last if channels_last is None else bool(channels_last)
@@ -193,28 +219,46 @@ def scan(
     folder = Store(store)
     _say_when_other_weights(folder, data_key, model_key, key)
     rows = folder.scan(key, dict(model=model_key, data=data_key, length=len(source), kind=source.kind, **settings))
-    missing = np.setdiff1d(np.arange(len(source)), rows.committed())
     names = list(class_names) if class_names is not None else source.class_names
-    calls, done, total = 0, len(source) - len(missing), len(source)
-    num_classes = rows.meta.get("num_classes")
+    opened = Scan(source, rows, names, int(rows.meta.get("num_classes") or 0), layout, key, str(store), 0, keep)
+    opened._runner = (backend, output_index)
+    _check_names(names, rows.meta.get("num_classes"))
+    return opened
+
+
+def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
+              cancel: Callable[[], bool] | None) -> Scan:
+    backend, output_index = self._runner
+    rows = self._rows
+    missing = np.setdiff1d(np.arange(len(self.source)), rows.committed())
+    done, total = len(self.source) - len(missing), len(self.source)
     if len(missing):
-        state = dict(chunk=None, num_classes=num_classes, probabilities=None, calls=0)
-        with backend.session(), Committer() as committer:
-            # Reading (files, decoding, preprocess) runs a block ahead and writing (thumbnails, Parquet)
-            # a block behind, in their own threads: the model's device is kept busy.
-            for block in read_ahead(source.blocks(missing, CHUNK_ROWS)):
-                found, thumbs = _predict_block(block, backend, layout, batch_size, output_index, cancel, rows, state)
-                committer.submit(rows.commit, block.rows[block.ok], _named(found, names), thumbs, block.failed)
-                done += len(block.rows)
-                if progress is not None:
-                    committer.flush()  # progress counts committed rows
-                    progress(done, total)
-        calls, num_classes = state["calls"], state["num_classes"]
-    if names is not None and num_classes is not None and len(names) != max(num_classes, 1) and not (
-            num_classes == 1 and len(names) == 2):
+        state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0)
+        try:
+            with backend.session(), Committer() as committer:
+                # Reading (files, decoding, preprocess) runs a block ahead and writing (thumbnails, Parquet)
+                # a block behind, in their own threads: the model's device is kept busy.
+                for block in read_ahead(self.source.blocks(missing, CHUNK_ROWS)):
+                    found, thumbs = _predict_block(block, backend, self.channels_last, batch_size, output_index,
+                                                   cancel, rows, state)
+                    committer.submit(rows.commit, block.rows[block.ok], _named(found, self.class_names), thumbs,
+                                     block.failed)
+                    done += len(block.rows)
+                    if progress is not None:
+                        committer.flush()  # progress counts committed rows
+                        progress(done, total)
+        finally:
+            self.calls += state["calls"]
+            self.num_classes = int(state["num_classes"] or 0)
+            self.refresh()
+        _check_names(self.class_names, self.num_classes)
+    return self
+
+
+def _check_names(names, num_classes) -> None:
+    if names is not None and num_classes and len(names) != num_classes and not (num_classes == 1 and len(names) == 2):
         raise SaliencyError(f"class_names has {len(names)} names but the model has {num_classes} classes: give one "
                             "name per class, in the order of the model's outputs.")
-    return Scan(source, rows, names, int(num_classes or 0), layout, key, str(store), calls, keep)
 
 
 def _predict_block(block, backend, layout, batch_size, output_index, cancel, rows: ScanStore, state: dict):
