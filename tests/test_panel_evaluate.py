@@ -310,7 +310,7 @@ def test_a_method_keeps_its_colour_in_the_curves_and_the_sanity_check():
     ("curve_steps", 0, "curve_steps must be an integer >= 1; got 0."),
     ("curve_steps", 2000, "curve_steps must be at most 1024; got 2000."),
     ("sanity_depths", 65, "sanity_depths must be at most 64; got 65."),
-    ("pane", "curves", "pane must be one of 'maps', 'evaluate'; got 'curves'."),
+    ("pane", "curves", "pane must be one of 'maps', 'evaluate', 'dataset'; got 'curves'."),
 ])
 def test_evaluation_settings_the_panel_cannot_honour_are_refused_before_anything_changes(panel, trait, value,
                                                                                          message):

@@ -206,7 +206,7 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
 
     backend = get_backend(model, framework)
     layout = backend.default_channels_last if channels_last is None else bool(channels_last)
-    source = as_source(data, labels, preprocess=preprocess, channels_last=layout)
+    source = as_source(data, labels, preprocess=preprocess, channels_last=layout, class_names=class_names)
     if len(source) == 0:
         raise SaliencyError("The dataset is empty: nothing to scan.")
     model_key, data_key = model_fingerprint(model), source.fingerprint()

@@ -339,16 +339,18 @@ class FileSource(DataSource):
         self._digest = None
 
     @classmethod
-    def from_folder(cls, root: Path, labels: Any, preprocess, channels_last: bool) -> "FileSource":
+    def from_folder(cls, root: Path, labels: Any, preprocess, channels_last: bool,
+                    class_names: Sequence[str] | None = None) -> "FileSource":
         root = Path(root)
         subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if subfolders:  # ImageFolder: one folder per class
+            by_name = class_names is not None and all(p.name in class_names for p in subfolders)
             paths, found = [], []
             for index, folder in enumerate(subfolders):
                 files = _image_files(folder)
                 paths += files
-                found += [index] * len(files)
-            names = [p.name for p in subfolders]
+                found += [list(class_names).index(folder.name) if by_name else index] * len(files)
+            names = list(class_names) if by_name else [p.name for p in subfolders]
             inferred = np.asarray(found, np.int64)
         else:
             paths, names = _image_files(root), None
@@ -400,9 +402,28 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- choosing
+def is_dataset(data: Any) -> bool:
+    """Whether ``data`` is a dataset rather than a batch of images: a folder, a list of paths, a torch
+    Dataset or DataLoader, a tf.data.Dataset or a DataSource (arrays and tensors are batches)."""
+    if isinstance(data, (DataSource, str, os.PathLike)):
+        return True
+    if isinstance(data, (list, tuple)) and data and all(isinstance(p, (str, os.PathLike)) for p in data):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+        return True
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
 def as_source(data: Any, labels: Any = None, *, preprocess: Callable | None = None,
-              channels_last: bool = False) -> DataSource:
-    """The :class:`DataSource` for anything :func:`salwidget.scan` accepts (see the module docstring)."""
+              channels_last: bool = False, class_names: Sequence[str] | None = None) -> DataSource:
+    """The :class:`DataSource` for anything :func:`salwidget.scan` accepts (see the module docstring).
+
+    A folder's class subfolders label their files; when ``class_names`` (the model's) holds every
+    subfolder's name, a file's label is its folder's index in ``class_names`` (a folder "tiger cat" of an
+    ImageNet model is class 282), else the folder's rank in sorted order (torchvision's ImageFolder).
+    """
     if isinstance(data, DataSource):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -410,7 +431,7 @@ def as_source(data: Any, labels: Any = None, *, preprocess: Callable | None = No
         if not path.exists():
             raise SaliencyError(f"The folder {path} does not exist.")
         if path.is_dir():
-            return FileSource.from_folder(path, labels, preprocess, channels_last)
+            return FileSource.from_folder(path, labels, preprocess, channels_last, class_names)
         data = [path]
     if isinstance(data, (list, tuple)) and data and all(isinstance(p, (str, os.PathLike)) for p in data):
         return FileSource([Path(p) for p in data], check_labels(labels, len(data)), preprocess, channels_last)

@@ -8,7 +8,7 @@ Layout (every file opens without salwidget: pyarrow / pandas for the tables, zar
     <store>/scans/<key>/table/part-*.parquet one part per committed block: `index` (the dataset index) and
                                              the scan's columns
     <store>/scans/<key>/errors/part-*.parquet rows that could not be read: `index`, `message`
-    <store>/scans/<key>/thumbnails.zarr     (N, 64, 64, 3) uint8, chunks of 256 rows
+    <store>/scans/<key>/thumbnails.zarr     (N, 64, 64, 3) uint8, chunks of 16 rows
     <store>/scans/<key>/jobs/<job>/...       maps and per-image columns of dataset jobs (attribute_dataset)
 
 A block writes its arrays first, then its table part under a temporary name
@@ -32,7 +32,8 @@ import numpy as np
 from ..errors import SaliencyError
 
 FORMAT = 1
-CHUNK_ROWS = 256  # rows per zarr chunk and per committed block
+CHUNK_ROWS = 256  # rows per committed block (blocks start at multiples of it, so they align with the chunks below)
+THUMBNAIL_CHUNK_ROWS = 16  # thumbnails per zarr chunk: a page of scattered rows (sorted by loss) reads little
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -173,7 +174,7 @@ class ScanStore:
         if self._thumbnails is None:
             self._thumbnails = zarr.open_array(
                 str(self.folder / "thumbnails.zarr"), mode="a", shape=(self.length, THUMBNAIL_PX, THUMBNAIL_PX, 3),
-                chunks=(CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3), dtype="uint8", fill_value=255)
+                chunks=(THUMBNAIL_CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3), dtype="uint8", fill_value=255)
         return self._thumbnails
 
     def thumbnails(self, rows: Iterable[int]) -> np.ndarray:

@@ -19,7 +19,8 @@ from ..methods import Method, all_methods, get_method
 BASELINE_WORDS = ("uniform", "blur")
 SCALINGS = ("image", "method", "shared")
 VIEWS = ("magnitude", "signed")
-PANES = ("maps", "evaluate")
+PANES = ("maps", "evaluate", "dataset")
+CORRECTNESS = ("all", "correct", "wrong")
 
 
 def is_number(value: Any) -> bool:

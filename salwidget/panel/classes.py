@@ -118,12 +118,16 @@ def top_classes(probabilities: np.ndarray, k: int = 5) -> list[tuple[int, int, f
 
 
 def row_titles(classes: ClassNames, probabilities: np.ndarray, predicted: np.ndarray, target: np.ndarray | None,
-               labels: np.ndarray | None, first_index: int = 0) -> list[str]:
-    """Per image: its number, the true class, the prediction and, when different, the class explained."""
+               labels: np.ndarray | None, first_index: int = 0, indices: np.ndarray | None = None) -> list[str]:
+    """Per image: its number (its dataset index, with ``indices``), the true class, the prediction and, when
+    different, the class explained."""
     titles = []
     single = probabilities.shape[1] == 1  # one logit: its sigmoid is the probability of class 0
     for i, p in enumerate(predicted):
-        lines = [f"image {first_index + i + 1}"]
+        number = f"image {first_index + i + 1}"
+        if indices is not None:
+            number += f" (#{int(indices[i])})" if indices[i] >= 0 else " (added)"
+        lines = [number]
         if labels is not None and labels[i] >= 0:
             lines[0] += f", true: {classes.name(int(labels[i]))}"
         if single:

@@ -49,12 +49,24 @@ class PanelTraits(traitlets.HasTraits):
     enlarged = traitlets.Any(None, allow_none=True, help="(image row, column) shown at full resolution, or None.")
     confirm_seconds = traitlets.Float(20.0, help="Runs estimated to take longer wait for the Compute button "
                                                  "(or wait()); float('inf') never asks.")
-    pane = traitlets.Unicode("maps", help="The view under the controls: 'maps' (the grid) or 'evaluate' (deletion/"
-                                          "insertion curves and sanity checks of the maps shown).")
+    pane = traitlets.Unicode("maps", help="The view under the controls: 'maps' (the grid), 'evaluate' (deletion/"
+                                          "insertion curves and sanity checks of the maps shown) or 'dataset' "
+                                          "(every image's prediction: filter, sort, pick images to explain).")
     curve_steps = traitlets.Int(16, help="Points per deletion/insertion curve after the first: each map's curves "
                                          "cost 2 x curve_steps forward passes per image.")
     sanity_depths = traitlets.Int(5, help="Depths the sanity check randomises down to: evenly spaced layers with "
                                           "weights, from the output layer to the first.")
+    selection = traitlets.List(traitlets.Int(), help="Dataset indices of the images the Maps view explains "
+                                                     "(set by the Dataset view's Explain selected).")
+    query = traitlets.Unicode("", help="Dataset view: a pandas query over the scan's table, e.g. "
+                                       "'not correct and probability > 0.9'.")
+    sort_by = traitlets.Unicode("loss", help="Dataset view: the column the thumbnails are sorted by "
+                                             "('loss', 'probability', 'margin', 'entropy', 'index' or a stored one).")
+    sort_descending = traitlets.Bool(True, help="Dataset view: largest first.")
+    filter_label = traitlets.Int(-1, help="Dataset view: only images of this true class (-1: all).")
+    filter_predicted = traitlets.Int(-1, help="Dataset view: only images predicted as this class (-1: all).")
+    filter_correct = traitlets.Unicode("all", help="Dataset view: 'all', 'correct' or 'wrong' predictions.")
+    filter_probability = traitlets.Tuple((0.0, 1.0), help="Dataset view: (low, high) probability of the prediction.")
     error = traitlets.Unicode("", help="The message shown in the panel, or '' when all is well.")
     status = traitlets.Unicode("", help="The status line: what is computing, what was done, what it cost.")
     last_traceback = traitlets.Unicode("", help="The full traceback of the last error (also logged).")
@@ -156,6 +168,29 @@ class PanelTraits(traitlets.HasTraits):
             raise traitlets.TraitError(f"enlarged must be None or (row, column) with row < {rows} and column one of "
                                        f"{columns}; got {value!r}.")
         return (int(value[0]), value[1])
+
+    @traitlets.validate("selection")
+    def _valid_selection(self, proposal):
+        rows = [int(r) for r in proposal["value"]]
+        size = len(self._source)
+        bad = [r for r in rows if not 0 <= r < size]
+        if not rows or bad:
+            raise traitlets.TraitError(f"selection must be dataset indices from 0 to {size - 1}, at least one; "
+                                       f"got {bad[:3] if bad else 'none'}.")
+        return rows
+
+    @traitlets.validate("filter_correct")
+    def _valid_filter_correct(self, proposal):
+        return checks.check_choice("filter_correct", proposal["value"], checks.CORRECTNESS)
+
+    @traitlets.validate("filter_probability")
+    def _valid_filter_probability(self, proposal):
+        value = proposal["value"]
+        if (not isinstance(value, (tuple, list)) or len(value) != 2 or not all(checks.is_number(v) for v in value)
+                or not 0 <= value[0] <= value[1] <= 1):
+            raise traitlets.TraitError(f"filter_probability must be (low, high) with 0 <= low <= high <= 1; "
+                                       f"got {value!r}.")
+        return (float(value[0]), float(value[1]))
 
     @traitlets.validate("pane")
     def _valid_pane(self, proposal):

@@ -1,7 +1,8 @@
 """``SaliencyWidget``: the Jupyter panel, a view over traits.
 
-Standard ipywidgets 8 only (no custom JavaScript), so it works wherever
-ipywidgets do: JupyterLab, Notebook 7, Voila, VS Code, Colab. Every control
+Standard ipywidgets 8 and ipyevents (clicks on pictures, reported in the
+picture's own pixels) only, no JavaScript of its own: it works in JupyterLab,
+Notebook 7, Voila, VS Code. Every control
 mirrors a trait; a value the panel cannot honour is refused at assignment
 with a ``TraitError`` (from Python) or shown in the panel (from a control),
 and nothing changes. Computing happens in one worker thread
@@ -25,6 +26,7 @@ from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import controls
 from .classes import check_labels, ClassNames, row_titles, top_classes
+from .dataset_pane import DatasetPane
 from .evaluate_pane import EvaluatePane
 from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
@@ -116,13 +118,28 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         batch_size: int | str = "auto",
         output_index: int | None = None,
         rng: str = "device",
+        store: Any = None,
         **kwargs,
     ):
+        from ..dataset.sources import ArraySource, as_source, is_dataset
+
         self.page_size = page_size
         backend = get_backend(model)
-        inputs, layout, _ = prepare_inputs(images, channels_last, backend.default_channels_last)
+        layout = backend.default_channels_last if channels_last is None else bool(channels_last)
+        given_scan = images if type(images).__name__ == "Scan" and hasattr(images, "source") else None
+        self._from_dataset = given_scan is not None or is_dataset(images)
+        if self._from_dataset:  # the Maps view starts with the first images; the Dataset view picks others
+            self._source = given_scan.source if given_scan is not None else as_source(
+                images, labels, preprocess=preprocess, channels_last=layout, class_names=class_names)
+            if class_names is None:
+                class_names = given_scan.class_names if given_scan is not None else self._source.class_names
+            first = np.arange(min(page_size, len(self._source)))
+            batch = self._read_rows(first)
+            images, display_images, labels = batch.inputs, self._pictures(batch, layout), batch.labels
+        inputs, layout, _ = prepare_inputs(images, layout, backend.default_channels_last)
         self._model, self._images, self._channels_last = model, inputs[0], layout
         self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
+        self._given_scan, self._store = given_scan, store
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
         self._preprocess = preprocess
@@ -130,6 +147,12 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         explorer = self._explorer(0)
         self._classes = ClassNames(class_names, explorer.num_classes)
         self._labels = check_labels(labels, len(self._images), explorer.num_classes)
+        if not self._from_dataset:  # the images are the dataset
+            self._source = ArraySource(self._images, self._labels)
+            self._all_display = self._display
+        self._indices = np.arange(len(self._images))  # dataset index of each explained image (-1: added)
+        self.set_trait("selection", self._indices.tolist())
+        self._maps_pending = False
         self._worker = Worker()
         self._view = GridView()
         self._snapshot = Snapshot()
@@ -163,6 +186,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self.observe(self._on_evaluation_change, names=list(EVALUATION_TRAITS))
         self.observe(self._on_error_change, names="error")
         self.observe(self._on_status_change, names="status")
+        self.observe(self._on_selection_change, names="selection")
+        self.observe(self._on_dataset_change, names=[t for t, _ in self._dataset.pairs()])
+        self._show_pane_boxes()
+        if self._from_dataset:
+            self.pane = "dataset"  # which images? first
         self._request()
 
     def _explorer(self, page: int | None = None) -> Explorer:
@@ -253,13 +281,18 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._npz_button.on_click(self._on_npz_click)
         self._npz_link = controls.named(widgets.HTML(), "npz", None)
         self._pane = controls.named(widgets.ToggleButtons(
-            options=[("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
-            tooltips=["The grid of saliency maps", "How much to trust the maps: deletion/insertion curves against "
+            options=[("Dataset", "dataset"), ("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
+            tooltips=["Every image's prediction: filter, sort, pick the images to explain",
+                      "The grid of saliency maps", "How much to trust the maps: deletion/insertion curves against "
                                                    "a random order, and the model-randomisation sanity check"]),
-            "pane", "Show the maps, or their evaluation (computed in the background, cached).")
+            "pane", "Pick images in the dataset, see their maps, or the maps' evaluation (computed in the "
+                    "background, cached).")
         self._evaluate = EvaluatePane(self)
         for trait, control in self._evaluation_pairs():
             control.observe(self._on_evaluation_control_change, names="value")
+        self._dataset = DatasetPane(self, self._source, scan=self._given_scan, store=self._store)
+        for trait, control in self._dataset.pairs():
+            control.observe(self._on_dataset_control_change, names="value")
 
     def _look_pairs(self) -> list[tuple[str, Any]]:
         return [("cmap", self._look["cmap"]), ("percentile", self._look["percentile"]),
@@ -279,16 +312,21 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             controls.wrap_row([self._enlarge_view, self._upload, self._downloads, self._npz_button, self._npz_link]),
             self._cell_box,
         ], layout=widgets.Layout(width="100%"))
-        return [
+        # The rows that set up the maps: hidden in the Dataset view, which has controls of its own.
+        self._maps_rows = [
             controls.wrap_row(list(self._method_buttons.values())),
             self._groups,
             controls.wrap_row([self._target_view, self._search, self._search_hint]),
             controls.wrap_row(self._look_views),
+        ]
+        return [
+            *self._maps_rows,
             controls.wrap_row([self._pane, self._compute, self._stop, self._progress, self._status]),
             self._notes,
             self._error,
             self._maps_box,
             self._evaluate.box,
+            self._dataset.box,
             self._pager,
             self._maps_extras,
         ]
@@ -334,7 +372,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 controls.show_value(control, self.options[method][option])
             controls.set_choices(self._look["overlay"],
                                  [("none", controls.NONE)] + [(get_method(m).label, m) for m in self.methods])
-            for trait, control in self._look_pairs() + self._evaluation_pairs():
+            for trait, control in self._look_pairs() + self._evaluation_pairs() + self._dataset.pairs():
                 controls.show_value(control, getattr(self, trait))
             self._show_layer()
             self._show_target()
@@ -377,7 +415,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._page_label.value = f"images {part.start + 1}-{part.stop} of {len(self._images)}"
         self._prev.disabled = self.page == 0
         self._next.disabled = self.page >= self.num_pages - 1
-        self._pager.layout.display = "" if self.num_pages > 1 else "none"
+        self._pager.layout.display = "" if self.num_pages > 1 and self.pane == "maps" else "none"
 
     def _show_enlarge_choices(self) -> None:
         part = self._page_slice()
@@ -507,14 +545,84 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 self._evaluate.changed()
 
     def _on_pane_change(self, change) -> None:
-        evaluate = change["new"] == "evaluate"
-        self._maps_box.layout.display = "none" if evaluate else ""
-        self._maps_extras.layout.display = "none" if evaluate else ""
-        self._evaluate.box.layout.display = "" if evaluate else "none"
+        pane = change["new"]
+        self._show_pane_boxes()
         self._show_traits()
-        if evaluate:
+        if pane == "evaluate":
+            if self._maps_pending:
+                self._request()
             self._evaluate.request(auto=True)
             self._evaluate.show()
+        elif pane == "dataset":
+            self._dataset.request()
+        elif self._maps_pending:
+            self._request()
+
+    def _show_pane_boxes(self) -> None:
+        pane = self.pane
+        for box in (self._maps_box, self._maps_extras):
+            box.layout.display = "" if pane == "maps" else "none"
+        self._pager.layout.display = "" if pane == "maps" and self.num_pages > 1 else "none"
+        self._evaluate.box.layout.display = "" if pane == "evaluate" else "none"
+        self._dataset.box.layout.display = "" if pane == "dataset" else "none"
+        for row in self._maps_rows:
+            row.layout.display = "none" if pane == "dataset" else ""
+
+    def _on_dataset_control_change(self, change) -> None:
+        if self._syncing:
+            return
+        trait = next(t for t, c in self._dataset.pairs() if c is change["owner"])
+        self._set_from_control(change["owner"], lambda: setattr(self, trait, change["new"]),
+                               lambda: getattr(self, trait))
+
+    def _on_dataset_change(self, change) -> None:
+        """A filter, the query or the sort changed: redraw the Dataset view (main thread, no model call)."""
+        self._show_traits()
+        if change["name"] != "sort_descending" or change["new"] != change["old"]:
+            self._dataset.page = 0
+        if self._dataset.opened is not None:
+            with self._worker.lock:
+                self._dataset.show()
+
+    def _on_selection_change(self, change) -> None:
+        """Explain other images of the dataset: read them back, on page 1 of the Maps view."""
+        rows = np.asarray(change["new"], np.int64)
+        try:
+            batch = self._read_rows(rows)
+            inputs, _, _ = prepare_inputs(batch.inputs, self._channels_last, self._channels_last)
+        except Exception as exc:
+            self._show_error(exc)
+            return
+        self._images = inputs[0]
+        self._display = (self._all_display[rows] if not self._from_dataset else
+                         to_display_image(self._pictures(batch, self._channels_last), channels_last=True))
+        self._labels = batch.labels if self._labels is not None or (batch.labels >= 0).any() else None
+        self._indices = rows
+        self._explorers.clear()
+        self._evaluate.cache.clear()
+        with self._worker.lock:
+            self._view.clear()
+        self.enlarged = None
+        with self.hold_trait_notifications():
+            if isinstance(self.target, tuple):
+                self.target = "predicted"
+            self.page = 0
+        self._show_traits()
+        self._request()
+
+    def _read_rows(self, rows: np.ndarray):
+        batch = self._source.read(rows)
+        if batch.failed:
+            row, message = next(iter(batch.failed.items()))
+            raise SaliencyError(f"Image {row} of the dataset cannot be read: {message}. Pick others.")
+        return batch
+
+    @staticmethod
+    def _pictures(batch, channels_last: bool) -> np.ndarray:
+        """How the rows of ``batch`` look: the files' pictures when they share a size, else the inputs."""
+        if batch.pictures is not None and len({p.shape for p in batch.pictures}) == 1:
+            return np.stack(batch.pictures)
+        return to_display_image(batch.inputs, channels_last=channels_last)
 
     def _on_evaluation_change(self, change) -> None:
         self.error = ""
@@ -554,6 +662,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self._closed:
             return
         self._search_hint.value = ""  # another request: a search's note is answered or no longer current
+        if self.pane == "dataset":  # the maps are computed when shown: a scan under way goes on
+            self._maps_pending = True
+            return
+        self._maps_pending = False
         self._request_maps()
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
@@ -690,8 +802,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         results = self._view.results
         target = next(iter(results.values())).target if results else None
         explorer = self._explorer()
+        indices = self._indices[part] if self._from_dataset or len(self._indices) != len(self._source) else None
         return row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
-                          None if self._labels is None else self._labels[part], part.start)
+                          None if self._labels is None else self._labels[part], part.start, indices)
 
     def _show_downloads(self) -> None:
         self._downloads.value = png_link(self._png)
@@ -790,6 +903,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._display = np.concatenate([self._display, shown])
         if self._labels is not None:
             self._labels = np.concatenate([self._labels, np.full(len(images), -1)])
+        self._indices = np.concatenate([self._indices, np.full(len(images), -1)])
         page = first // self.page_size
         self._explorers = {p: e for p, e in self._explorers.items() if p < page}
         with self.hold_trait_notifications():
@@ -800,6 +914,13 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self._view.clear()
         self._show_traits()
         self._request()
+
+    @property
+    def scan(self):
+        """The :class:`~salwidget.dataset.Scan` of the panel's data (the Dataset view's table): opened on first
+        use with what its store holds; showing the Dataset view (``pane = 'dataset'``) completes it in the
+        worker."""
+        return self._dataset.scan()
 
     def _page_note(self) -> str:
         """' (page 1 of 2: images 1-6 of 12)' when the images fill several pages, else ''."""
