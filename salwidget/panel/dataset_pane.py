@@ -304,8 +304,8 @@ class DatasetPane:
         for row in shown:
             record = table.loc[row]
             label = int(record["label"])
-            first = f"#{row}" + (f" {names(label)}" if label >= 0 else "")
-            captions.append((first, f"{names(int(record['predicted']))} {float(record['probability']):.2f}"))
+            first = f"#{row}" + (f": {names(label)}" if label >= 0 else "")
+            captions.append((first, f"\u2192 {names(int(record['predicted']))} {float(record['probability']):.2f}"))
             wrong.append(label >= 0 and not bool(record["correct"]))
         self.thumbs = thumbnail_page(scan.thumbnails(shown), [int(r) for r in shown], captions, wrong, self.picked,
                                      PAGE_COLUMNS)

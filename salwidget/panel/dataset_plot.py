@@ -96,7 +96,7 @@ def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], 
     k = len(classes)
     small = _font(FONT_PX - 1)
     label_px = int(min(130, max([small.getlength(n) for n in names] + [20]) + 8))
-    width = label_px + k * cell + GAP + 14
+    width = max(label_px + k * cell + GAP + 14, 230)
     height = label_px + k * cell + GAP + 14
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -125,7 +125,8 @@ def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], 
         ImageDraw.Draw(text).text((4, cell / 2), short, fill="black", font=small, anchor="lm")
         rotated = text.rotate(90, expand=True)
         canvas.paste(rotated, (label_px + i * cell, 0), rotated)
-    draw.text((label_px + k * cell / 2, height - 2), "predicted", fill="#444444", font=small, anchor="md")
+    draw.text((label_px + k * cell / 2, height - 2), "rows: true class, columns: predicted", fill="#444444",
+              font=small, anchor="md")
     return Clickable(_png(canvas), boxes, width, height)
 
 

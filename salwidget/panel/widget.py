@@ -922,6 +922,14 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         worker."""
         return self._dataset.scan()
 
+    @property
+    def dataset_rows(self) -> list[int]:
+        """Dataset indices the Dataset view shows under the current filters, query and sort, in its order."""
+        if self._dataset.opened is None:
+            self._dataset.scan()
+            self._dataset.show()
+        return [int(r) for r in self._dataset.rows]
+
     def _page_note(self) -> str:
         """' (page 1 of 2: images 1-6 of 12)' when the images fill several pages, else ''."""
         if self.num_pages == 1:

@@ -277,3 +277,68 @@ def test_app_under_voila(page, voila_url, screenshots, tmp_path):
     red = grown[picture.shape[0] - 60 : picture.shape[0] + rows - 60, 8:208]
     assert ((red[..., 0] > 180) & (red[..., 1] < 80)).mean() > 0.5  # the uploaded picture, in the image column
     page.screenshot(path=str(screenshots / "06-voila-upload.png"), full_page=True)
+
+
+def click_in_picture(page, panel, selector: str, box) -> None:
+    """Click the centre of ``box`` (left, top, right, bottom in the picture's own pixels) on a scaled <img>."""
+    image = panel.locator(selector).first
+    natural = image.evaluate("e => e.naturalWidth")
+    rect = image.bounding_box()
+    scale = rect["width"] / natural
+    left, top, right, bottom = box
+    page.mouse.click(rect["x"] + (left + right) / 2 * scale, rect["y"] + (top + bottom) / 2 * scale)
+
+
+def printed(page, marker: str) -> str:
+    """The text a cell printed after ``marker`` (the cell prints ``marker`` then JSON)."""
+    output = page.locator(".jp-OutputArea-output pre", has_text=marker).last
+    output.wait_for(timeout=60_000)
+    return output.inner_text().split(marker, 1)[1].strip()
+
+
+def test_dataset_view_in_jupyterlab(page, lab_url, screenshots):
+    """Filter, click a confusion cell, pick thumbnails, explain them: the digits of notebooks/dataset.ipynb."""
+    import json
+
+    page.goto(f"{lab_url}/lab/tree/dataset.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=LONG)
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
+                           "const k = w && w.sessionContext && w.sessionContext.session && "
+                           "w.sessionContext.session.kernel; return k && k.status === 'idle'; }", timeout=LONG)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.locator(".jp-OutputArea-output pre", has_text="golf ball").first.wait_for(timeout=LONG)
+    no_news = page.get_by_role("button", name="No")
+    if no_news.count():
+        no_news.first.click()
+    run_cell(page, "t = sw.SaliencyWidget(model, scan, methods=('vanilla',))\nt")
+    panel = page.locator(PANEL).last
+    panel.scroll_into_view_if_needed()
+    page_label = panel.locator(".salwidget-dataset-page").first
+    wait_until(lambda: "of 1,797 images shown" in page_label.inner_text(), 120, page=page)
+
+    # 1. A filter: the wrong predictions only.
+    panel.locator(".salwidget-filter-correct button", has_text="wrong").first.click()
+    wait_until(lambda: page_label.inner_text().startswith("20 of 1,797 images shown"), 60, page=page)
+    panel.screenshot(path=str(screenshots / "08-lab-dataset-wrong.png"))
+
+    # 2. A confusion cell: true 8, predicted 1 (3 digits in the notebook's scan).
+    run_cell(page, "import json\nprint('CELL', json.dumps([b for b, v in t._dataset.matrix.boxes if v == (8, 1)][0]))")
+    click_in_picture(page, panel, "img.salwidget-confusion", json.loads(printed(page, "CELL")))
+    wait_until(lambda: page_label.inner_text().startswith("3 of 1,797 images shown"), 60, page=page)
+
+    # 3. Pick two thumbnails by clicking them, then explain them in the Maps view.
+    run_cell(page, "print('THUMBS', json.dumps(t._dataset.thumbs.boxes[:2]))")
+    thumbs = json.loads(printed(page, "THUMBS"))
+    for box, _ in thumbs:
+        click_in_picture(page, panel, "img.salwidget-thumbnails", box)
+    explain = panel.locator(".salwidget-explain-selected").first
+    wait_until(lambda: "Explain selected (2)" in explain.inner_text(), 30, page=page)
+    panel.screenshot(path=str(screenshots / "09-lab-dataset-picked.png"))
+    explain.click()
+    own_status = panel.locator(".salwidget-status").first
+    wait_until(lambda: panel.locator(GRID).first.is_visible() and own_status.inner_text().startswith("Done"), 240,
+               page=page)
+    run_cell(page, "print('SELECTED', json.dumps(t.selection))")
+    assert json.loads(printed(page, "SELECTED")) == sorted(row for _, row in thumbs)
+    panel.screenshot(path=str(screenshots / "10-lab-dataset-explained.png"))
