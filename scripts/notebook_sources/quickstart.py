@@ -63,6 +63,12 @@ CELLS = [
         "touching the model. Integrated Gradients is signed: show it in a diverging map, one scale per method:"
     ),
     new_code_cell("w.view = \"signed\"\nw.scaling = \"method\"\nw.cmap = \"viridis\"\nw.wait();"),
+    new_markdown_cell(
+        "Which images are worth explaining among thousands? Hand the panel a whole dataset (a torch `Dataset`, "
+        "a `tf.data.Dataset`, a folder of pictures) and its *Dataset* view finds the wrong and the confidently "
+        "wrong ones: see `dataset.ipynb`. For figures in a paper, `w.figure()` returns the grid as a matplotlib "
+        "figure (`w.figure().savefig(\"grid.pdf\")`)."
+    ),
     new_code_cell(
         "# NBVAL_IGNORE_OUTPUT\n"
         "import resource\n"
