@@ -412,3 +412,43 @@ def test_a_compiled_model_in_train_mode_is_left_as_found_and_explained_in_eval_m
     compiled = sw.attribute(net, images, "vanilla", target=1)
     assert torch.equal(net[1].running_mean, running) and net.training
     np.testing.assert_allclose(compiled.raw, sw.attribute(twin, images, "vanilla", target=1).raw, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------- the weights identity behind every cache key
+def test_the_torch_weights_identity_follows_every_change_of_the_weights(images):
+    from salwidget.backends import get_backend
+
+    model = make_torch_cnn()
+    backend = get_backend(model)
+    first = backend.identity()
+    assert backend.identity() == first  # nothing changed: the same key
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.from_numpy(images)).sum().backward()
+    optimizer.step()  # a training step: in place
+    stepped = backend.identity()
+    assert stepped != first
+    model[6] = torch.nn.Linear(8, 5)  # a replaced submodule
+    replaced = backend.identity()
+    assert replaced not in (first, stepped)
+    model.double()  # cast: new storage for every weight
+    assert backend.identity() != replaced
+
+
+def test_the_keras_weights_identity_follows_assign_and_training(images):
+    import keras
+
+    from salwidget.backends import get_backend
+
+    from .helpers import keras_twin
+
+    model = keras_twin(make_torch_cnn())
+    backend = get_backend(model)
+    first = backend.identity()
+    assert backend.identity() == first
+    kernel = model.layers[-1].kernel
+    kernel.assign(kernel.numpy() * 1.0001)
+    assigned = backend.identity()
+    assert assigned != first
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(images.transpose(0, 2, 3, 1), np.zeros((4, 5), np.float32), epochs=1, verbose=0)
+    assert backend.identity() not in (first, assigned)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
+from ..digests import bytes_digest
 from ..inputs import to_numpy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -113,19 +114,6 @@ class ArraySource(DataSource):
             self._digest = bytes_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
                                         np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
         return self._digest
-
-
-def bytes_digest(*parts) -> str:
-    """CRC-32 and Adler-32 of ``parts`` (bytes or arrays), 64 bits: a change detector, not a cryptographic
-    hash; ten times faster than blake2b on this machine (3.9 and 3 GB/s against 0.4), which matters for
-    an array of gigabytes."""
-    import zlib
-
-    crc, adler = 0, 1
-    for part in parts:
-        view = memoryview(part).cast("B") if not isinstance(part, bytes) else part
-        crc, adler = zlib.crc32(view, crc), zlib.adler32(view, adler)
-    return f"{crc:08x}{adler:08x}"
 
 
 def check_labels(labels: Any, count: int) -> np.ndarray:

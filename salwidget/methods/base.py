@@ -146,9 +146,24 @@ class RunContext:
     plan: Any = None  # set by the method's start(): its sampling plan, if any
     clean: Any = None  # the engine's CleanPass when a single-pass method's passes double as the clean forward
     cache: dict = field(default_factory=dict)  # per-run values a method computes once (baselines, ...)
-    low: list = field(default_factory=list)
-    high: list = field(default_factory=list)
     chunk: int = 8
+
+    @property
+    def low(self) -> list:
+        """Each input's per-image minimum (device tensors), computed on first use: only noise and random
+        baselines need it, so a plain gradient pays nothing for it."""
+        return self._bounds()[0]
+
+    @property
+    def high(self) -> list:
+        """Each input's per-image maximum (see :attr:`low`)."""
+        return self._bounds()[1]
+
+    def _bounds(self) -> tuple[list, list]:
+        if "row_bounds" not in self.cache:
+            self.cache["row_bounds"] = ([self.ops.row_min(x) for x in self.inputs],
+                                        [self.ops.row_max(x) for x in self.inputs])
+        return self.cache["row_bounds"]
 
     @property
     def batch(self) -> int:
