@@ -65,6 +65,7 @@ class Request:
     resume_from: Attribution | None = None
     fuse: bool = False  # the only output is explained: a single-pass method may read the clean outputs itself
     fuse_target: Any = None  # the user's target when fused (None: each image's prediction)
+    image_ids: Any = None  # ids that key each image's random draws (dataset indices), else its row
 
 
 def attribute(
@@ -89,6 +90,7 @@ def attribute(
     resume_from: Attribution | None = None,
     rng: str = "device",
     layer: Any = None,
+    image_ids: Any = None,
     **options: Any,
 ) -> Attribution:
     """Compute a saliency map for each image of a batch.
@@ -152,6 +154,10 @@ def attribute(
         (fast), or on the host (the same numbers in torch and TensorFlow).
     layer : str or layer object, optional
         The layer a CAM method reads (None: picked automatically).
+    image_ids : sequence of int, optional
+        One id per image (e.g. its dataset index) that keys its random draws (noise, random baselines,
+        positions) instead of its row in the batch: the same image gets the same numbers in any batch, so
+        a dataset computed in other blocks or on other workers gives the same maps.
     **options
         Options of other methods (see each method's ``options``), e.g.
         ``references=`` for ``'expected_gradients'``.
@@ -170,7 +176,7 @@ def attribute(
     resolved = chosen.resolve({**given, **options})
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
     request = Request(chosen, resolved, batch_size, seed, rng, layer, None, (), progress, cancel, resume_from,
-                      fuse=output_index is None, fuse_target=target)
+                      fuse=output_index is None, fuse_target=target, image_ids=image_ids)
 
     def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
         return {choose_output(clean, output_index): target}
@@ -214,7 +220,8 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
         ctx = RunContext(
             backend=backend, ops=ops, inputs=device_inputs, host_inputs=inputs, channels_last=layout,
             targets=targets, targets_np=targets_np, output_index=out_index, scores=scores,
-            options=request.options, seed=seed, draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout),
+            options=request.options, seed=seed,
+            draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout, request.image_ids),
             pairing=request.pairing, chunk=chunk, clean=clean_pass,
         )
         if method.reads == "layer":
@@ -222,7 +229,8 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
 
         def key() -> str:
             return result_key(method, request.options, ctx.targets_np, seed, rng, out_index, request.pairing,
-                              ctx.layer, backend, inputs, request.randomize)
+                              ctx.layer, backend, inputs,
+                              (*request.randomize, None if request.image_ids is None else tuple(request.image_ids)))
 
         state = method.start(ctx, None if fused else _resumable(request.resume_from, key))
         total = method.passes_left(ctx, state)

@@ -22,9 +22,11 @@ NOISE, BASELINE, REFERENCE, POSITION = 1, 2, 3, 4
 RNG_MODES = ("device", "numpy")
 
 
-def derive_key(seed: int, stream: int, input_index: int, sample: int) -> int:
-    """A 63-bit generator seed for one draw (well mixed by numpy's SeedSequence)."""
-    words = np.random.SeedSequence([int(seed), stream, input_index, int(sample)]).generate_state(2, np.uint32)
+def derive_key(seed: int, stream: int, input_index: int, sample: int, image: int | None = None) -> int:
+    """A 63-bit generator seed for one draw (well mixed by numpy's SeedSequence); ``image`` keys a draw of
+    one image by its id (a dataset index) instead of the whole batch's."""
+    entropy = [int(seed), stream, input_index, int(sample)] + ([] if image is None else [int(image), 1])
+    words = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return (int(words[0]) << 31 | int(words[1]) >> 1) & (2**63 - 1)
 
 
@@ -49,9 +51,15 @@ class Draws:
         Layout of image inputs; numpy draws are made channels last and moved.
     """
 
-    def __init__(self, ops: Any, shapes: Sequence[tuple], seed: int, rng: str, channels_last: bool):
+    def __init__(self, ops: Any, shapes: Sequence[tuple], seed: int, rng: str, channels_last: bool,
+                 image_ids: Sequence[int] | None = None):
         self.ops, self.shapes, self.seed = ops, [tuple(s) for s in shapes], int(seed)
         self.rng, self.channels_last = check_rng(rng), channels_last
+        # With ids (dataset indices), each image's numbers are keyed by its id, not its row: the same image
+        # gets the same noise in any batch, on any worker.
+        self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
+        if self.image_ids is not None and len(self.image_ids) != self.shapes[0][0]:
+            raise SaliencyError(f"image_ids has {len(self.image_ids)} ids for {self.shapes[0][0]} images.")
 
     def normal(self, stream: int, input_index: int, sample: int):
         """(B, ...) standard normal numbers for one sample of one input."""
@@ -62,19 +70,29 @@ class Draws:
         return self._draw(stream, input_index, sample, normal=False)
 
     def vector(self, stream: int, sample: int, length: int) -> np.ndarray:
-        """``length`` uniform numbers in [0, 1) on the host (positions, choices)."""
+        """``length`` uniform numbers in [0, 1) on the host (positions, choices); with image ids and a
+        length of whole images, each image's share is keyed by its id."""
+        ids = self.image_ids
+        if ids is not None and length % len(ids) == 0:
+            per = length // len(ids)
+            return np.concatenate([np.random.default_rng([self.seed, stream, int(sample), i, 1]).random(per)
+                                   for i in ids])
         return np.random.default_rng([self.seed, stream, int(sample)]).random(length)
 
     def _draw(self, stream: int, m: int, sample: int, normal: bool):
         shape = self.shapes[m]
         if self.rng == "device":
+            if self.image_ids is not None:  # one draw per image, keyed by its id
+                one = (1,) + tuple(shape[1:])
+                draw = self.ops.normal if normal else self.ops.uniform
+                return self.ops.concat([draw(one, derive_key(self.seed, stream, m, sample, i)) for i in self.image_ids])
             key = derive_key(self.seed, stream, m, sample)
             return self.ops.normal(shape, key) if normal else self.ops.uniform(shape, key)
         image_shape = shape[1:]
         moved = len(image_shape) == 3 and not self.channels_last
         draw_shape = image_shape[1:] + image_shape[:1] if moved else image_shape
         rows = []
-        for i in range(shape[0]):
+        for i in (range(shape[0]) if self.image_ids is None else self.image_ids):
             generator = np.random.default_rng([self.seed, stream, m, i, int(sample)])
             row = generator.standard_normal(draw_shape, np.float32) if normal else generator.random(draw_shape, np.float32)
             rows.append(np.moveaxis(row, -1, 0) if moved else row)

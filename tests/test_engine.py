@@ -452,3 +452,17 @@ def test_the_keras_weights_identity_follows_assign_and_training(images):
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     model.fit(images.transpose(0, 2, 3, 1), np.zeros((4, 5), np.float32), epochs=1, verbose=0)
     assert backend.identity() not in (first, assigned)
+
+
+@pytest.mark.parametrize("rng", ["device", "numpy"])
+@pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated", "expected_gradients"])
+def test_image_ids_key_each_images_draws_so_any_batch_gives_its_map(images, method, rng):
+    model, x = copy.deepcopy(make_torch_cnn()).double(), images.astype(np.float64)
+    options = dict(nsamples=4, nintegration=3, seed=5, rng=rng, target=[0, 1, 2, 3])
+    if method == "expected_gradients":  # the default references are the batch's other images: give fixed ones
+        options["references"] = x[::-1].copy()
+    whole = sw.attribute(model, x, method, image_ids=[10, 11, 12, 13], **options).raw
+    apart = sw.attribute(model, x[[2, 0]], method, image_ids=[12, 10], **{**options, "target": [2, 0]}).raw
+    np.testing.assert_allclose(apart, whole[[2, 0]], rtol=1e-6, atol=1e-9)
+    by_row = sw.attribute(model, x, method, **options).raw  # without ids: keyed by the row, other numbers
+    assert not np.allclose(by_row, whole)
