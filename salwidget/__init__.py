@@ -31,6 +31,7 @@ __all__ = [
     "Scan",
     "all_methods",
     "attribute",
+    "attribute_dataset",
     "deletion_insertion",
     "get_method",
     "plot_grid",
@@ -53,7 +54,7 @@ def __getattr__(name: str):
         from .widget import SaliencyWidget
 
         return SaliencyWidget
-    if name in ("scan", "Scan"):  # datasets: pandas, pyarrow and zarr on first use
+    if name in ("scan", "Scan", "attribute_dataset"):  # datasets: pandas, pyarrow and zarr on first use
         from . import dataset
 
         return getattr(dataset, name)

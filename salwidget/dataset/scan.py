@@ -90,7 +90,8 @@ class Scan:
 
                 frame = pd.DataFrame({"index": np.zeros(0, np.int64), **{c: [] for c in COLUMNS}})
             frame = frame.set_index("index")
-            self._table = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+            frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
+            self._table = frame.join(self._rows.job_columns(), how="left") if self._rows.has_jobs() else frame
         return self._table
 
     def refresh(self) -> None:

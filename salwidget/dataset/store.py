@@ -161,6 +161,22 @@ class ScanStore:
     def table(self):
         return read_parts(self.folder / "table")
 
+    def has_jobs(self) -> bool:
+        return (self.folder / "jobs").exists()
+
+    def job_columns(self):
+        """The per-image columns of every dataset job (and of the pairs of jobs), indexed by dataset index."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        frames = []
+        for folder in sorted((self.folder / "jobs").glob("*/table")):
+            parts = sorted(folder.glob("part-*.parquet"))
+            if parts:
+                frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+                frames.append(frame.groupby("index").first())  # parts may hold different columns (pairs)
+        return pd.concat(frames, axis=1) if frames else pd.DataFrame(index=pd.Index([], name="index"))
+
     def errors(self) -> list[tuple[int, str]]:
         frame = read_parts(self.folder / "errors")
         return [] if frame is None else list(zip(frame["index"].tolist(), frame["message"].tolist()))

@@ -1,0 +1,403 @@
+"""Maps and faithfulness over a whole dataset: :func:`attribute_dataset`, block by block, locally or on Ray.
+
+One job is one method with its options, target, seed and metrics over a scan's
+images. Its rows are computed in blocks of the scan's 256-row grid by one
+function, :func:`run_block`, which both engines call (so they cannot drift):
+``"local"`` loops over the blocks in this process; ``"ray"``
+(:mod:`salwidget.dataset.ray_engine`) runs the same function in Ray Data actors,
+each writing its own rows. A block writes its maps into the job's zarr array
+first, then its table part (``index`` and the job's columns) under a temporary
+name that it renames: what is missing after any interruption is exactly what
+a re-run computes. Random draws are keyed by dataset index
+(``sw.attribute(image_ids=...)``), so which block or worker computes a row does
+not change its map.
+
+Store layout, under the scan (see :mod:`salwidget.dataset.store`)::
+
+    <store>/scans/<scan>/jobs/<job>/meta.json          method, options, target, seed, metrics, steps, label
+    <store>/scans/<scan>/jobs/<job>/maps.zarr          (N, *map shape), float16 by default, chunks of 16 rows
+    <store>/scans/<scan>/jobs/<job>/table/part-*.parquet  index, <label>_deletion_auc, <label>_insertion_auc,
+                                                         <label>_completeness_gap (path methods)
+    <store>/scans/<scan>/jobs/pairs/table/part-*.parquet  index, <a>_vs_<b>_spearman
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import AttributionCancelled, SaliencyError
+from .keys import digest
+from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet
+
+ENGINES = ("local", "ray")
+METRICS = ("deletion", "insertion")
+
+
+@dataclass
+class JobSpec:
+    """Everything a worker needs to compute rows of one job (picklable: it travels to Ray actors)."""
+
+    folder: str  # the job's folder
+    method: str
+    options: dict
+    target: Any  # 'predicted', 'label', an int, or one per dataset image (an array)
+    seed: int
+    metrics: tuple
+    curve_steps: int
+    dtype: str
+    label: str
+    batch_size: Any = "auto"
+    layer: Any = None
+    output_index: Any = None
+    channels_last: bool = False
+    labels: Any = None  # the scan's labels (for target='label')
+    map_shape: tuple = ()
+
+
+def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: Callable[[], bool] | None = None
+              ) -> int:
+    """Compute ``rows`` of one job and commit them (maps, then the table part); the rows written.
+
+    Rows that cannot be read are left out (the scan lists them). Called by the local loop and, unchanged,
+    by each Ray actor.
+    """
+    import zarr
+
+    from .. import attribute
+    from ..evaluation import deletion_insertion
+
+    rows = np.asarray(rows, np.int64)
+    batch = source.read(rows)
+    rows = rows[batch.ok]
+    if not len(rows):
+        return 0
+    target = _targets(spec, rows)
+    result = attribute(model, batch.inputs, spec.method, target=target, seed=spec.seed, batch_size=spec.batch_size,
+                       channels_last=spec.channels_last, output_index=spec.output_index, image_ids=rows,
+                       cancel=cancel, **({"layer": spec.layer} if spec.layer is not None else {}), **spec.options)
+    raw = result.raw if not isinstance(result.raw, tuple) else result.raw[0]
+    columns = {}
+    if spec.metrics:
+        curves = deletion_insertion(model, batch.inputs, result, steps=spec.curve_steps, batch_size=spec.batch_size,
+                                    channels_last=spec.channels_last, output_index=spec.output_index, cancel=cancel)
+        if "deletion" in spec.metrics:
+            columns[f"{spec.label}_deletion_auc"] = np.asarray(curves.auc_deletion, np.float32)
+        if "insertion" in spec.metrics:
+            columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
+    if result.delta is not None:
+        columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
+    maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
+    maps.set_orthogonal_selection((rows,), raw.astype(spec.dtype))
+    import pyarrow as pa
+
+    write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
+    return len(rows)
+
+
+def _targets(spec: JobSpec, rows: np.ndarray):
+    if isinstance(spec.target, str):
+        if spec.target == "predicted":
+            return None
+        return np.asarray(spec.labels)[rows]  # 'label'
+    if np.ndim(spec.target) == 0 or callable(spec.target) or not hasattr(spec.target, "__len__"):
+        return spec.target
+    return np.asarray(spec.target)[rows]
+
+
+class DatasetMaps:
+    """What :func:`attribute_dataset` stored: each job's maps and the per-image columns.
+
+    Attributes
+    ----------
+    scan : Scan
+    labels : list of str
+        The jobs' labels (a method's name; with ``_<key>`` when one method is stored with other options too).
+    calls : int
+        Blocks computed by this call (0: everything was stored already).
+    """
+
+    def __init__(self, scan: Any, jobs: dict[str, JobSpec], blocks: int):
+        self.scan, self.jobs, self.calls = scan, jobs, blocks
+        self.labels = list(jobs)
+
+    @property
+    def table(self):
+        """The scan's table with every stored job's columns (and the pairs' Spearman columns)."""
+        self.scan.refresh()
+        return self.scan.table
+
+    def maps(self, method: str, rows: Sequence[int]) -> np.ndarray:
+        """The stored raw maps of ``rows`` (as ``Attribution.raw`` per image), float32."""
+        import zarr
+
+        spec = self._spec(method)
+        rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
+        frame = read_parts(Path(spec.folder) / "table", columns=["index"])
+        done = set() if frame is None else set(frame["index"].tolist())
+        if not set(rows.tolist()) <= done:
+            missing = sorted(set(rows.tolist()) - done)[:5]
+            raise SaliencyError(f"Rows {missing} of {method!r} are not computed yet: run attribute_dataset again.")
+        maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r")
+        return np.asarray(maps.get_orthogonal_selection((rows,)), np.float32)
+
+    def _spec(self, method: str) -> JobSpec:
+        if method in self.jobs:
+            return self.jobs[method]
+        matches = [s for s in self.jobs.values() if s.method == method]
+        if len(matches) == 1:
+            return matches[0]
+        raise SaliencyError(f"No stored job {method!r}; the jobs are {', '.join(self.jobs)}.")
+
+    def __repr__(self) -> str:
+        return f"DatasetMaps({', '.join(self.labels)} over {len(self.scan)} images; store {self.scan.store!r})"
+
+
+def attribute_dataset(
+    model: Any,
+    data: Any,
+    methods: str | Sequence[str],
+    *,
+    rows: Sequence[int] | None = None,
+    options: dict | None = None,
+    target: Any = "predicted",
+    metrics: Sequence[str] = METRICS,
+    store: Any = None,
+    engine: str = "local",
+    batch_size: int | str = "auto",
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    dtype: str = "float16",
+    curve_steps: int = 16,
+    labels: Any = None,
+    class_names: Sequence[str] | None = None,
+    preprocess: Callable | None = None,
+    channels_last: bool | None = None,
+    output_index: int | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> DatasetMaps:
+    """Maps, deletion/insertion AUCs and completeness gaps of every image of a dataset, stored.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or Keras model
+    data : anything :func:`salwidget.scan` accepts, or a :class:`~salwidget.dataset.Scan`
+        A dataset is scanned first (into ``store``); a Scan's own store is the default.
+    methods : str or sequence of str
+        Registered methods (``salwidget.METHODS``); each is one job.
+    rows : sequence of int, optional
+        Dataset indices to compute (e.g. ``scan.table.query("not correct").index``); all by default.
+    options : dict, optional
+        ``{method: {option: value}}``, as :func:`salwidget.attribute` takes them (``layer`` for CAMs too).
+    target : 'predicted', 'label', int or one per dataset image
+        The class explained: each image's prediction, its true label, one class, or a class per image.
+    metrics : subset of ('deletion', 'insertion')
+        Per-image AUCs (:func:`salwidget.deletion_insertion`, ``curve_steps`` steps); () for none.
+    store : str or path
+        The folder for the scan and the maps (required unless ``data`` is a Scan).
+    engine : {'local', 'ray'}
+        This process, or Ray Data actors (``ray_address=`` or the Ray you started with ``ray.init``, else a
+        local cluster; ``workers`` actors, one GPU each where the cluster has GPUs).
+    batch_size, seed
+        As for :func:`salwidget.attribute`; draws are keyed by dataset index (``image_ids``).
+    progress : callable(done, total), optional
+        Rows committed so far, over every job.
+    cancel : callable() -> bool, optional
+        Checked between blocks and chunks; True stops with :class:`salwidget.AttributionCancelled`; what
+        was committed stays and a re-run computes only the rest.
+    dtype : str
+        How maps are stored (float16 halves the space; float32 keeps every bit).
+
+    Returns
+    -------
+    DatasetMaps
+        ``.table`` (the scan's table with the new columns), ``.maps(method, rows)``.
+    """
+    from ..methods import get_method
+    from .scan import Scan, scan as scan_dataset
+
+    if engine not in ENGINES:
+        raise SaliencyError(f"Unknown engine {engine!r}: use 'local' or 'ray'.")
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise SaliencyError("Give at least one method.")
+    chosen = [get_method(m) for m in methods]  # unknown methods are refused here, as attribute says
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise SaliencyError(f"Unknown metric {unknown[0]!r}; choose from {METRICS}.")
+    options = dict(options or {})
+    stray = [m for m in options if m not in methods]
+    if stray:
+        raise SaliencyError(f"options names {stray[0]!r}, which is not among the methods {methods}.")
+    if isinstance(data, Scan):
+        scanned = data
+        if store is not None and str(Path(store)) != str(Path(scanned.store)):
+            raise SaliencyError("A Scan keeps its maps in its own store; leave store= out (or scan into that store).")
+    else:
+        if store is None:
+            raise SaliencyError("attribute_dataset needs store=: the folder for the scan and the maps.")
+        scanned = scan_dataset(model, data, labels, class_names=class_names, preprocess=preprocess, store=store,
+                               batch_size=batch_size, cancel=cancel, channels_last=channels_last,
+                               output_index=output_index)
+    if scanned._runner is not None and scanned._runner[0].model is not model:
+        from .keys import model_fingerprint
+
+        if model_fingerprint(model) != scanned._rows.meta.get("model"):
+            raise SaliencyError("The Scan was made with another model or other weights; scan again with this one.")
+    wanted = _rows(rows, len(scanned), scanned)
+    folder = Path(scanned.store) / "scans" / scanned.key / "jobs"
+    specs = {}
+    for name, method in zip(methods, chosen):
+        given = dict(options.get(name, {}))
+        layer = given.pop("layer", None)  # CAMs: which layer (not one of the method's options)
+        resolved = method.resolve(given)
+        spec = _job(folder, scanned, model, method, resolved, layer, target, seed, metrics, curve_steps, dtype,
+                    batch_size, output_index)
+        specs[spec.label] = spec
+    todo = [(spec, block) for spec in specs.values() for block in _blocks(_missing(spec, wanted))]
+    total = sum(len(b) for _, b in todo)
+    if engine == "ray":
+        from .ray_engine import run_on_ray
+
+        run_on_ray(model, scanned.source, todo, progress, cancel, ray_address, workers)
+    else:
+        done = 0
+        for spec, block in todo:
+            if cancel is not None and cancel():
+                raise AttributionCancelled("Dataset job cancelled; the committed rows stay.")
+            done += len(block)
+            run_block(spec, scanned.source, model, block, cancel)
+            if progress is not None:
+                progress(done, total)
+    _pair_columns(folder, specs, wanted)
+    scanned.refresh()
+    return DatasetMaps(scanned, specs, len(todo))
+
+
+def _rows(rows, length: int, scanned) -> np.ndarray:
+    if rows is None:
+        unreadable = {r for r, _ in scanned.errors}
+        return np.asarray([r for r in range(length) if r not in unreadable], np.int64)
+    values = np.unique(np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows).reshape(-1))
+    if values.dtype.kind not in "iu":
+        raise SaliencyError(f"rows must be dataset indices (integers); got {values[:3].tolist()}.")
+    bad = values[(values < 0) | (values >= length)]
+    if bad.size:
+        raise SaliencyError(f"rows holds {int(bad[0])}, outside the dataset of {length} images (0 to {length - 1}).")
+    return values.astype(np.int64)
+
+
+def _blocks(missing: np.ndarray) -> list[np.ndarray]:
+    """``missing`` rows split along the store's 256-row grid (a block never shares a zarr chunk with another)."""
+    if not len(missing):
+        return []
+    grid = missing // CHUNK_ROWS
+    cuts = np.nonzero(np.diff(grid))[0] + 1
+    return np.split(missing, cuts)
+
+
+def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, seed: int, metrics: tuple,
+         curve_steps: int, dtype: str, batch_size, output_index) -> JobSpec:
+    """The job's spec and folder: created (meta, an empty maps array) or found with the same settings."""
+    import zarr
+
+    target_key = target if isinstance(target, (str, int, np.integer)) else digest(np.asarray(target).tobytes())
+    key = digest(method.name, method.key(resolved), str(layer), target_key, seed, metrics, curve_steps, dtype)
+    job_folder = folder / key
+    meta_path = job_folder / "meta.json"
+    if meta_path.exists():
+        label = json.loads(meta_path.read_text())["label"]
+    else:
+        taken = {json.loads(p.read_text())["label"] for p in folder.glob("*/meta.json")}
+        label = method.name if method.name not in taken else f"{method.name}_{key[:6]}"
+    spec = JobSpec(str(job_folder), method.name, resolved, target, int(seed), metrics, int(curve_steps), dtype, label,
+                   batch_size, layer, output_index, scanned.channels_last,
+                   scanned.table["label"].reindex(range(len(scanned))).fillna(-1).astype(np.int64).to_numpy()
+                   if target == "label" else None)
+    if not meta_path.exists():
+        job_folder.mkdir(parents=True, exist_ok=True)
+        probe = scanned.source.read([_first_readable(scanned)])
+        from .. import attribute
+
+        shape = attribute(model, probe.inputs, method.name, target=_targets(spec, np.asarray([0]))
+                          if not isinstance(target, str) else None, seed=seed, channels_last=scanned.channels_last,
+                          output_index=output_index, **({"layer": layer} if layer is not None else {}),
+                          **resolved).raw
+        shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
+        zarr.open_array(str(job_folder / "maps.zarr"), mode="w", shape=(len(scanned), *shape),
+                        chunks=(THUMBNAIL_CHUNK_ROWS, *shape), dtype=dtype, fill_value=0)
+        _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
+                                    target=str(target_key), seed=int(seed), metrics=list(metrics),
+                                    curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
+                                    channels_last=bool(scanned.channels_last), kind=method.output))
+    spec.map_shape = tuple(json.loads(meta_path.read_text())["map_shape"])
+    return spec
+
+
+def _first_readable(scanned) -> int:
+    unreadable = {r for r, _ in scanned.errors}
+    return next(r for r in range(len(scanned)) if r not in unreadable)
+
+
+def _jsonable(options: dict) -> dict:
+    out = {}
+    for name, value in options.items():
+        out[name] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(type(value).__name__)
+    return out
+
+
+def _missing(spec: JobSpec, wanted: np.ndarray) -> np.ndarray:
+    frame = read_parts(Path(spec.folder) / "table", columns=["index"])
+    done = set() if frame is None else set(frame["index"].tolist())
+    return np.asarray([r for r in wanted.tolist() if r not in done], np.int64)
+
+
+def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -> None:
+    """``<a>_vs_<b>_spearman`` for every pair of stored jobs, on rows both have and the pair does not yet."""
+    import pyarrow as pa
+    import zarr
+
+    from ..evaluation.similarity import spearman
+
+    stored = {}
+    for meta in sorted(folder.glob("*/meta.json")):
+        info = json.loads(meta.read_text())
+        frame = read_parts(meta.parent / "table", columns=["index"])
+        stored[info["label"]] = (meta.parent, set() if frame is None else set(frame["index"].tolist()), info)
+    labels = sorted(stored)
+    pairs_folder = folder / "pairs" / "table"
+    have = read_parts(pairs_folder)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            column = f"{a}_vs_{b}_spearman"
+            done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
+            rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
+            for block in _blocks(rows):
+                first = _as_masks(zarr.open_array(str(stored[a][0] / "maps.zarr"), mode="r")
+                                  .get_orthogonal_selection((block,)), stored[a][2])
+                second = _as_masks(zarr.open_array(str(stored[b][0] / "maps.zarr"), mode="r")
+                                   .get_orthogonal_selection((block,)), stored[b][2])
+                size = (min(first.shape[1], second.shape[1]), min(first.shape[2], second.shape[2]))
+                values = spearman(_resize(first, size), _resize(second, size))
+                write_parquet(pairs_folder, pa.table({"index": block, column: values.astype(np.float32)}), int(block[0]))
+
+
+def _as_masks(maps: np.ndarray, info: dict) -> np.ndarray:
+    """(n, H, W) magnitudes of stored maps: channels summed for input maps (|.|), as the grayscale view does."""
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim == 4:  # input-shaped, in the input's layout
+        return np.abs(maps).sum(axis=-1 if info.get("channels_last") else 1)
+    return np.abs(maps) if maps.ndim == 3 else maps.reshape(len(maps), 1, -1)
+
+
+def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from ..visualize import resize_bilinear
+
+    return maps if maps.shape[1:] == size else resize_bilinear(maps, size)

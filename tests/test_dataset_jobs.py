@@ -1,0 +1,187 @@
+"""sw.attribute_dataset: maps and AUCs of every image, stored; the same as sw.attribute and
+sw.deletion_insertion on the same rows; resumed after a kill; the Ray engine gives the local engine's results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import salwidget as sw
+from salwidget.errors import SaliencyError
+from salwidget.evaluation.similarity import spearman
+
+from .helpers import PassGate, keras_twin, make_torch_cnn
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(8)
+    return rng.uniform(0, 1, size=(N, 3, 16, 16)).astype(np.float32), rng.integers(0, 5, N)
+
+
+def test_stored_maps_and_aucs_equal_attribute_and_deletion_insertion_on_the_same_rows(data, tmp_path):
+    x, labels = data
+    model = make_torch_cnn()
+    rows = [3, 200, 299, 17]
+    result = sw.attribute_dataset(model, x, ["smoothgrad", "integrated"], rows=rows, labels=labels, store=tmp_path,
+                                  options={"smoothgrad": {"nsamples": 6}, "integrated": {"nsamples": 8,
+                                                                                          "baseline": 0.0}},
+                                  dtype="float32", curve_steps=8, seed=3)
+    table = result.table
+    for method, options in (("smoothgrad", dict(nsamples=6)), ("integrated", dict(nsamples=8, baseline=0.0))):
+        expected = sw.attribute(model, x[sorted(rows)], method, seed=3, image_ids=sorted(rows), **options)
+        np.testing.assert_allclose(result.maps(method, sorted(rows)), expected.raw, rtol=1e-5, atol=1e-9)
+        curves = sw.deletion_insertion(model, x[sorted(rows)], expected, steps=8)
+        np.testing.assert_allclose(table.loc[sorted(rows), f"{method}_deletion_auc"], curves.auc_deletion, rtol=1e-5)
+        np.testing.assert_allclose(table.loc[sorted(rows), f"{method}_insertion_auc"], curves.auc_insertion, rtol=1e-5)
+    np.testing.assert_allclose(table.loc[sorted(rows), "integrated_completeness_gap"],
+                               sw.attribute(model, x[sorted(rows)], "integrated", nsamples=8, baseline=0.0).delta,
+                               rtol=1e-4, atol=1e-7)
+    assert "smoothgrad_completeness_gap" not in table  # not a path method
+    assert table["smoothgrad_deletion_auc"].notna().sum() == 4  # only the rows asked for
+    masks = lambda m: np.abs(result.maps(m, sorted(rows))).sum(1)
+    np.testing.assert_allclose(table.loc[sorted(rows), "integrated_vs_smoothgrad_spearman"],
+                               spearman(masks("integrated"), masks("smoothgrad")), rtol=1e-5)
+
+
+def test_a_second_call_reuses_what_is_stored_and_adds_columns(data, tmp_path):
+    x, labels = data
+    model = make_torch_cnn()
+    first = sw.attribute_dataset(model, x, "vanilla", labels=labels, store=tmp_path, curve_steps=4)
+    assert first.calls == 2  # two blocks of the 256-row grid
+    gate = PassGate(model[0], when=lambda calls, grad: False)
+    again = sw.attribute_dataset(model, first.scan, "vanilla", curve_steps=4)
+    assert again.calls == 0 and gate.calls == 0
+    more = sw.attribute_dataset(model, first.scan, ["vanilla", "gradcam"], curve_steps=4)
+    assert more.calls == 2 and {"gradcam_deletion_auc", "gradcam_vs_vanilla_spearman"} <= set(more.table.columns)
+    other = sw.attribute_dataset(model, first.scan, "vanilla", options={"vanilla": {}}, target="label", curve_steps=4)
+    label = other.labels[0]
+    assert label.startswith("vanilla_") and f"{label}_deletion_auc" in other.table  # another job, its own columns
+    expected = sw.attribute(model, x[:5], "vanilla", target=labels[:5]).raw
+    np.testing.assert_allclose(other.maps(label, range(5)), expected, rtol=1e-3, atol=1e-6)  # float16 by default
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import salwidget as sw
+    from tests.helpers import make_torch_cnn
+    x = np.load(sys.argv[2])
+    sw.attribute_dataset(make_torch_cnn(), x, "smoothgrad", store=sys.argv[3], options={"smoothgrad": {"nsamples": 3}},
+                         curve_steps=4, progress=lambda done, total: done >= 256 and os.kill(os.getpid(), signal.SIGKILL))
+""")
+
+
+def test_a_job_killed_half_way_computes_only_the_missing_rows(data, tmp_path):
+    from pathlib import Path
+
+    x, _ = data
+    np.save(tmp_path / "x.npy", x)
+    root = Path(__file__).resolve().parents[1]
+    killed = subprocess.run([sys.executable, "-c", KILLED, str(root), str(tmp_path / "x.npy"), str(tmp_path / "s")])
+    assert killed.returncode == -9
+    model = make_torch_cnn()
+    resumed = sw.attribute_dataset(model, x, "smoothgrad", store=tmp_path / "s", options={"smoothgrad": {"nsamples": 3}},
+                                   curve_steps=4)
+    assert resumed.calls == 1  # the second block only
+    whole = sw.attribute_dataset(model, x, "smoothgrad", store=tmp_path / "w", options={"smoothgrad": {"nsamples": 3}},
+                                 curve_steps=4)
+    np.testing.assert_array_equal(resumed.maps("smoothgrad", range(N)), whole.maps("smoothgrad", range(N)))
+    np.testing.assert_allclose(resumed.table["smoothgrad_deletion_auc"], whole.table["smoothgrad_deletion_auc"])
+
+
+def test_a_keras_model_stores_its_twins_maps(data, tmp_path):
+    x, labels = data
+    torch_model = make_torch_cnn()
+    rows = [0, 1, 2]
+    keras = sw.attribute_dataset(keras_twin(torch_model), x.transpose(0, 2, 3, 1), "integrated", rows=rows,
+                                 labels=labels, store=tmp_path, dtype="float32", curve_steps=4,
+                                 options={"integrated": {"baseline": 0.0, "nsamples": 8}})
+    ours = sw.attribute(torch_model, x[rows], "integrated", baseline=0.0, nsamples=8).raw
+    np.testing.assert_allclose(keras.maps("integrated", rows).transpose(0, 3, 1, 2), ours, rtol=1e-3,
+                               atol=1e-4 * np.abs(ours).max())
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, x, d: sw.attribute_dataset(m, x, "smoothgrd", store=d), "Unknown method 'smoothgrd'"),
+    (lambda m, x, d: sw.attribute_dataset(m, x, "smoothgrad", store=d, options={"smoothgrad": {"nsample": 3}}),
+     "nsample"),
+    (lambda m, x, d: sw.attribute_dataset(m, x, "vanilla", store=d, rows=[0, 300]), "rows holds 300, outside"),
+    (lambda m, x, d: sw.attribute_dataset(m, x, "vanilla"), "needs store="),
+    (lambda m, x, d: sw.attribute_dataset(m, x, "gradcam", store=d, options={"gradcam": {"layer": "7x"}}),
+     "no layer '7x'"),
+    (lambda m, x, d: sw.attribute_dataset(m, x, "vanilla", store=d, engine="spark"), "Unknown engine 'spark'"),
+])
+def test_bad_jobs_say_what_to_do(data, tmp_path, call, words):
+    x, _ = data
+    with pytest.raises(SaliencyError, match=words):
+        call(make_torch_cnn(), x[:8], tmp_path)
+
+
+def test_a_scan_of_other_weights_is_refused(data, tmp_path):
+    x, _ = data
+    scan = sw.scan(make_torch_cnn(), x[:8], store=tmp_path)
+    other = make_torch_cnn(seed=1)
+    with pytest.raises(SaliencyError, match="another model or other weights"):
+        sw.attribute_dataset(other, scan, "vanilla")
+
+
+def test_the_ray_engine_needs_ray_and_says_which_extra(data, tmp_path, monkeypatch):
+    x, _ = data
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    with pytest.raises(SaliencyError, match=r"pip install 'salwidget\[ray\]'"):
+        sw.attribute_dataset(make_torch_cnn(), x[:8], "vanilla", store=tmp_path, engine="ray")
+
+
+# ---------------------------------------------------------------------- Ray
+def test_the_ray_engine_gives_the_local_engines_maps_and_aucs(data, tmp_path, ray_cluster):
+    x, labels = data
+    model = make_torch_cnn()
+    options = {"smoothgrad": {"nsamples": 4}}
+    seen = []
+    on_ray = sw.attribute_dataset(model, x, ["smoothgrad", "gradcam"], labels=labels, store=tmp_path / "ray",
+                                  engine="ray", workers=2, options=options, curve_steps=4,
+                                  progress=lambda done, total: seen.append((done, total)))
+    local = sw.attribute_dataset(model, x, ["smoothgrad", "gradcam"], labels=labels, store=tmp_path / "local",
+                                 options=options, curve_steps=4)
+    assert seen[-1] == (2 * N, 2 * N) and len(seen) == 4  # rows, counted per block
+    for method in ("smoothgrad", "gradcam"):
+        np.testing.assert_allclose(on_ray.maps(method, range(N)), local.maps(method, range(N)), rtol=1e-3, atol=1e-7)
+    columns = [c for c in local.table.columns if c.endswith(("_auc", "_spearman"))]
+    np.testing.assert_allclose(on_ray.table[columns].to_numpy(), local.table[columns].to_numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_rows_of_a_ray_worker_that_dies_are_run_again_not_lost(data, tmp_path, ray_cluster):
+    import os
+
+    x, _ = data
+    flag = str(tmp_path / "died")
+
+    class DiesOnce(torch.nn.Module):  # defined here: it travels to the workers by value
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, images):
+            import ray
+
+            if ray.get_runtime_context().get_actor_id() is not None and not os.path.exists(flag):
+                open(flag, "w").close()
+                os._exit(1)  # the worker process dies in the middle of its first block
+            return self.net(images)
+
+    model = DiesOnce(make_torch_cnn())
+    result = sw.attribute_dataset(model, x, "vanilla", store=tmp_path / "s", engine="ray", workers=2, metrics=(),
+                                  dtype="float32")
+    assert os.path.exists(flag)  # a worker did die
+    expected = sw.attribute(model.net, x, "vanilla").raw
+    np.testing.assert_allclose(result.maps("vanilla", range(N)), expected, rtol=1e-5, atol=1e-9)
