@@ -1,4 +1,9 @@
-"""Command line: ``python -m salwidget demo --out grid.png`` renders the quickstart's grid."""
+"""Command line.
+
+    python -m salwidget demo --out grid.png                  # the quickstart's grid, no browser needed
+    python -m salwidget scan --model M:F --data DIR --store S   # every image's prediction, into a store
+    python -m salwidget attribute-dataset --model M:F --data DIR --store S --methods gradcam smoothgrad
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,88 @@ def demo(out: str, methods: list[str] | None, images: list[str], nsamples: int |
     panel.close()
 
 
+def _load(spec: str):
+    """``module:attribute`` (called when it is a function, e.g. a model factory) or a path."""
+    import importlib
+    import os
+
+    if ":" in spec and not os.path.exists(spec):
+        module, name = spec.split(":", 1)
+        value = getattr(importlib.import_module(module), name)
+        return value() if callable(value) and not hasattr(value, "forward") and not hasattr(value, "predict") else value
+    if spec.endswith(".npy"):
+        import numpy as np
+
+        return np.load(spec)
+    return spec
+
+
+def _model(spec: str):
+    """A model from ``module:factory``; a factory may return (model, class_names)."""
+    made = _load(spec)
+    return made if isinstance(made, tuple) else (made, None)
+
+
+def _options(pairs: list[str]) -> dict:
+    """``method.option=value`` pairs -> {method: {option: value}} (values read as Python literals)."""
+    import ast
+
+    out: dict = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        method, _, option = key.partition(".")
+        if not option or not text:
+            raise SystemExit(f"error: --option takes method.option=value, e.g. smoothgrad.nsamples=32; got {pair!r}")
+        try:
+            value = text if option == "layer" else ast.literal_eval(text)  # a layer is a name, even "0"
+        except (ValueError, SyntaxError):
+            value = text
+        out.setdefault(method, {})[option] = value
+    return out
+
+
+def _bar(description: str):
+    """A tqdm progress bar counting rows (a terminal's, or a notebook's widget via tqdm.auto)."""
+    from tqdm.auto import tqdm
+
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=description, unit="image")
+        bar = state["bar"]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def dataset_command(args) -> None:
+    """``scan`` and ``attribute-dataset``: a batch job from the shell."""
+    from . import attribute_dataset, scan
+
+    model, names = _model(args.model)
+    data = _load(args.data)
+    labels = None if args.labels is None else _load(args.labels)
+    preprocess = None if args.preprocess is None else _load(args.preprocess)
+    scanned = scan(model, data, labels, class_names=names, preprocess=preprocess, store=args.store,
+                   batch_size=args.batch_size, progress=_bar("scan"))
+    print(f"scan: {len(scanned.table)} images, accuracy {scanned.accuracy:.4f}, {len(scanned.errors)} unreadable; "
+          f"store {args.store} (key {scanned.key})")
+    if args.command == "scan":
+        return
+    rows = None if args.query is None else scanned.table.query(args.query).index
+    result = attribute_dataset(model, scanned, args.methods, rows=rows, options=_options(args.option),
+                               target=args.target, metrics=tuple(args.metrics), engine=args.engine,
+                               batch_size=args.batch_size, seed=args.seed, dtype=args.dtype,
+                               curve_steps=args.curve_steps, progress=_bar("maps"))
+    columns = [c for c in result.table.columns if c.startswith(tuple(result.labels))]
+    summary = result.table[columns].describe().loc[["count", "mean"]].round(4)
+    print(f"{', '.join(result.labels)}: {result.calls} blocks computed; columns {', '.join(columns)}\n"
+          f"{summary.to_string()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m salwidget", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,9 +133,35 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--images", nargs="+", default=["chelsea", "coffee"])
     run.add_argument("--nsamples", type=int, help="SmoothGrad samples (default: the panel's, 16)")
     run.add_argument("--nintegration", type=int, help="IG steps (default: the panel's, 16)")
+    for name, help_text in (("scan", "predict every image of a dataset into a store (Parquet + zarr)"),
+                            ("attribute-dataset", "scan, then maps and deletion/insertion AUCs of every image")):
+        job = sub.add_parser(name, help=help_text)
+        job.add_argument("--model", required=True, help="module:factory returning a model or (model, class_names), "
+                                                        "e.g. salwidget.models:efficientnet_lite0")
+        job.add_argument("--data", required=True, help="a folder of images (class subfolders = labels), a .npy "
+                                                       "array, or module:function returning a dataset")
+        job.add_argument("--store", required=True, help="the folder the rows and maps go to")
+        job.add_argument("--labels", help="a .npy of one label per image (for arrays)")
+        job.add_argument("--preprocess", help="module:function turning a picture (H, W, 3) uint8 into a model input")
+        job.add_argument("--batch-size", default="auto", type=lambda v: v if v == "auto" else int(v))
+        if name == "attribute-dataset":
+            job.add_argument("--methods", nargs="+", required=True, choices=[m.name for m in all_methods()])
+            job.add_argument("--option", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                             help="e.g. smoothgrad.nsamples=32 or gradcam.layer=net._bn1 (repeat for more)")
+            job.add_argument("--query", help="a pandas query choosing the rows, e.g. 'not correct'")
+            job.add_argument("--target", default="predicted", help="predicted, label, or a class index")
+            job.add_argument("--metrics", nargs="*", default=["deletion", "insertion"])
+            job.add_argument("--engine", default="local", choices=("local", "ray"))
+            job.add_argument("--seed", type=int, default=0)
+            job.add_argument("--dtype", default="float16")
+            job.add_argument("--curve-steps", type=int, default=16)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, args.methods, args.images, args.nsamples, args.nintegration)
+    elif args.command in ("scan", "attribute-dataset"):
+        if getattr(args, "target", None) not in (None, "predicted", "label"):
+            args.target = int(args.target)
+        dataset_command(args)
 
 
 if __name__ == "__main__":
