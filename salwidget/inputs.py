@@ -58,6 +58,10 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
                 f"by default. Transpose it ({move}), or pass channels_last={not channels_last} "
                 "if the model really takes this layout."
             )
+    # One cheap pass first: a NaN or infinity anywhere makes the sum non-finite (so can a huge finite sum:
+    # then the exact check below decides). Most inputs are clean and pay only this.
+    if np.isfinite(x.sum(dtype=np.float32)):
+        return x
     bad = ~np.isfinite(x)
     if bad.any():
         raise SaliencyError(

@@ -46,9 +46,10 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     if isinstance(images, np.ndarray) and images.dtype != np.uint8:
         # Reduce first (area average in float32), then scale the small pictures for display: a tenth of the
         # work of scaling 224 x 224 inputs first.
-        batch = images if channels_last or images.ndim != 4 else np.moveaxis(images, 1, -1)
-        batch = _reduce(np.asarray(batch, np.float32)) if batch.ndim == 4 else batch
-        return _fit_batch((to_display_image(batch, channels_last=True) * 255).round().astype(np.uint8))
+        batch = np.asarray(images, np.float32)
+        if batch.ndim == 4:  # reduced in the input's own layout: strided views of contiguous rows
+            batch = _reduce(batch, (1, 2) if channels_last else (2, 3))
+        return _fit_batch((to_display_image(batch, channels_last=channels_last) * 255).round().astype(np.uint8))
     pictures = [np.asarray(p) for p in images]
     pictures = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p[..., :3] for p in pictures]
     if len({p.shape for p in pictures}) == 1:
@@ -56,15 +57,25 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     return np.concatenate([_fit_batch(p[None].astype(np.uint8)) for p in pictures])
 
 
-def _reduce(batch: np.ndarray) -> np.ndarray:
-    """(n, h, w, c) -> the area average over the largest integer factor that keeps it at least THUMBNAIL_PX."""
-    n, h, w, c = batch.shape
+def _reduce(batch: np.ndarray, axes: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """The area average over the largest integer factor that keeps the spatial ``axes`` at least
+    THUMBNAIL_PX: the mean of the factor x factor strided views (several times faster than a mean over
+    the axes of a reshaped, non-contiguous view)."""
+    h, w = batch.shape[axes[0]], batch.shape[axes[1]]
     factor = max(h, w) // THUMBNAIL_PX
     if factor < 2:
         return batch
-    h2, w2 = h // factor * factor, w // factor * factor
-    blocks = batch[:, :h2, :w2].reshape(n, h2 // factor, factor, w2 // factor, factor, c)
-    return blocks.mean(axis=(2, 4), dtype=np.float32)
+    h2, w2 = h // factor, w // factor
+    shape = list(batch.shape)
+    shape[axes[0]], shape[axes[1]] = h2, w2
+    total = np.zeros(shape, np.float32)
+    for i in range(factor):
+        for j in range(factor):
+            view = [slice(None)] * batch.ndim
+            view[axes[0]] = slice(i, h2 * factor, factor)
+            view[axes[1]] = slice(j, w2 * factor, factor)
+            total += batch[tuple(view)]
+    return total / (factor * factor)
 
 
 def _fit_batch(batch: np.ndarray) -> np.ndarray:

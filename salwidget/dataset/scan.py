@@ -240,10 +240,10 @@ def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
                 # Reading (files, decoding, preprocess) runs a block ahead and writing (thumbnails, Parquet)
                 # a block behind, in their own threads: the model's device is kept busy.
                 for block in read_ahead(self.source.blocks(missing, CHUNK_ROWS)):
-                    found, thumbs = _predict_block(block, backend, self.channels_last, batch_size, output_index,
-                                                   cancel, rows, state)
-                    committer.submit(rows.commit, block.rows[block.ok], _named(found, self.class_names), thumbs,
-                                     block.failed)
+                    found = _predict_block(block, backend, self.channels_last, batch_size, output_index, cancel,
+                                           rows, state)
+                    # Thumbnails are made in the writer's thread too: the model does not wait for them.
+                    committer.submit(_commit_block, rows, block, _named(found, self.class_names), self.channels_last)
                     done += len(block.rows)
                     if progress is not None:
                         committer.flush()  # progress counts committed rows
@@ -266,10 +266,9 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
     """The columns and thumbnails of one block's readable rows (model calls in chunks, cancel between them)."""
     from ..engine import auto_batch_size
     from ..inputs import check_output, choose_output, prepare_inputs
-    from .pictures import thumbnails
 
     if block.inputs is None or not len(block.inputs):
-        return {}, None
+        return {}
     inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
     if state["chunk"] is None:
         state["chunk"] = _chunk(batch_size, backend, inputs, auto_batch_size)
@@ -291,8 +290,17 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         state["probabilities"] = rows.setting("scores_are_probabilities", are_probabilities(scores))
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
-    found = columns(scores, labels, state["probabilities"])
-    return found, thumbnails(block.pictures if block.pictures is not None else block.inputs, layout)
+    return columns(scores, labels, state["probabilities"])
+
+
+def _commit_block(rows: ScanStore, block, found: dict, layout: bool) -> None:
+    """The writer thread's part of a block: its thumbnails, then its rows."""
+    from .pictures import thumbnails
+
+    thumbs = None
+    if found:
+        thumbs = thumbnails(block.pictures if block.pictures is not None else block.inputs, layout)
+    rows.commit(block.rows[block.ok], found, thumbs, block.failed)
 
 
 class Committer:
