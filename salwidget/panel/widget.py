@@ -76,8 +76,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         picture to display). With it the panel shows an upload button.
     page_size : int, default 6
         Images per page; only the visible page is computed.
-    batch_size, output_index, rng
-        As for :func:`salwidget.attribute`.
+    batch_size, output_index, output, multilabel, rng
+        As for :func:`salwidget.attribute` (``output=`` picks one of several
+        outputs by position or name; ``multilabel=True`` shows sigmoid
+        probabilities).
 
     Notes
     -----
@@ -117,13 +119,16 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         batch_size: int | str = "auto",
         output_index: int | None = None,
         rng: str = "device",
+        output: int | str | None = None,
+        multilabel: bool | None = None,
         **kwargs,
     ):
         self.page_size = page_size
         backend = get_backend(model)
         inputs, layout, _ = prepare_inputs(images, channels_last, backend.default_channels_last)
         self._model, self._images, self._channels_last = model, inputs[0], layout
-        self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
+        self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng,
+                                      output=output, multilabel=multilabel)
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
         self._labels = None if labels is None else np.asarray(labels).reshape(-1)
