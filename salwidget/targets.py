@@ -452,7 +452,7 @@ class Similarity(Target):
 def _similarity_score(length: int) -> Callable:
     def score(ops, output, units):
         flat = ops.reshape(output, (-1, length))
-        norms = ops.maximum(ops.sqrt(ops.row_sum(ops.square(flat))), _EPSILON)
+        norms = ops.clip(ops.sqrt(ops.row_sum(ops.square(flat))), low=_EPSILON)
         return ops.row_sum(flat * units) / norms
 
     return score

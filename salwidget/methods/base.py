@@ -181,10 +181,12 @@ class RunContext:
         self._observe(outputs, images)
         return grads, self.target_scores(outputs, images) if scores else None
 
-    def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str):
-        """A layer's activations and their gradients for the target score, and every output."""
+    def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str, observe: bool = True):
+        """A layer's activations and their gradients for the target score, and every output
+        (``observe=False``: a probe, whose outputs the clean pass does not record)."""
         activation, gradient, outputs = self.backend.layer_gradients(points, self.row_targets(images), layer)
-        self._observe(outputs, images)
+        if observe:
+            self._observe(outputs, images)
         return activation, gradient, outputs
 
     def _observe(self, outputs: Sequence, images: np.ndarray) -> None:
