@@ -102,7 +102,7 @@ class PerturbationCurves(Method):
         )
         everyone = np.arange(batch)
         ctx.cache["probability"] = self._probability(ctx.scores)
-        clean = self._scores(ctx, [ops.asarray(ctx.scores)], everyone)
+        clean = self._scores(ctx, {ctx.output_index: ops.asarray(ctx.scores)}, everyone)  # the explained output
         for curve, k in known:
             self._store(ctx, state, np.full(batch, k), np.full(batch, curve), everyone, clean)
         return state
