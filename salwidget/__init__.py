@@ -12,6 +12,7 @@ from .attribution import Attribution
 from .engine import attribute, predict
 from .methods import CLASSIC, all_methods, get_method
 from .errors import AttributionCancelled, NotDifferentiableError, SaliencyError
+from . import outputs, targets  # what to explain (sw.targets.Region, ...) and what an output is
 from .visualize import to_diverging, to_grayscale
 
 __version__ = "0.2.0"
@@ -34,10 +35,12 @@ __all__ = [
     "attribute_dataset",
     "deletion_insertion",
     "get_method",
+    "outputs",
     "plot_grid",
     "predict",
     "sanity_check",
     "scan",
+    "targets",
     "to_diverging",
     "to_grayscale",
 ]

@@ -21,9 +21,21 @@ class Attribution:
         for region methods (``kind == 'pixel'``) ``(B, H, W)``. A progress
         preview fetches it from the device when first read.
     target : numpy.ndarray of shape (B,)
-        The class explained for each image.
-    scores : numpy.ndarray of shape (B, num_classes)
-        The model's outputs on the clean input.
+        The class explained for each image (for ``Region(k, ...)`` the class
+        ``k``, for ``Output(i)`` the index ``i``; -1 for a similarity or a
+        function target).
+    explained : salwidget.targets.Target or None
+        What was explained, concretely (a prediction as ``Class(classes)``):
+        :func:`salwidget.deletion_insertion` scores the same target.
+    scores : numpy.ndarray
+        The explained output on the clean input: (B, num_classes) class
+        scores, or the output's own shape (a dense map, a regression head, an
+        embedding).
+    output_index, output_name : int, str or None
+        Which model output was explained (its name when it has one).
+    multilabel : bool
+        Whether the (B, K) head was taken as independent sigmoids (given or
+        detected); see :attr:`probabilities`.
     delta : numpy.ndarray of shape (B,) or None
         Integrated Gradients completeness gap ``sum(raw) - (f(x) - f(baseline))``
         (averaged over noise samples for SmoothGrad+IG without magnitude);
@@ -74,6 +86,9 @@ class Attribution:
     options: dict = field(default_factory=dict)
     input_size: tuple | None = None
     output_index: int = 0
+    output_name: str | None = None
+    explained: Any = None
+    multilabel: bool = False
     extras: dict = field(default_factory=dict)
     _state: Any = field(default=None, repr=False)
     _fetch: Callable[[], Any] | None = field(default=None, repr=False)
@@ -85,6 +100,24 @@ class Attribution:
                 object.__setattr__(self, "raw", fetch())
                 object.__setattr__(self, "_fetch", None)
         return object.__getattribute__(self, name)
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        """Class probabilities of :attr:`scores` (B, K): sigmoids for a multi-label head, else a softmax;
+        None for outputs that are not class scores."""
+        if self.scores is None or np.ndim(self.scores) != 2:
+            return None
+        from .outputs import probabilities
+
+        return probabilities(self.scores, self.multilabel)
+
+    def labels_above(self, threshold: float = 0.5) -> list[np.ndarray]:
+        """Per image, the labels whose probability is above ``threshold``, most probable first."""
+        from .outputs import labels_above
+
+        if self.scores is None or np.ndim(self.scores) != 2:
+            raise ValueError("labels_above needs class scores (B, K); this output has another shape.")
+        return labels_above(self.scores, threshold, self.multilabel)
 
     def grayscale(self, percentile: float = 99, input_index: int = 0) -> np.ndarray:
         """Greyscale masks (B, H, W) in [0, 1] at the input's size; see :func:`salwidget.to_grayscale`."""

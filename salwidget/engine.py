@@ -23,10 +23,12 @@ import numpy as np
 from .attribution import Attribution
 from .backends import get_backend
 from .errors import AttributionCancelled, SaliencyError
-from .inputs import check_output, check_target_range, choose_output, prepare_inputs, prepare_target
+from .inputs import check_output, prepare_inputs
 from .methods import CLASSIC, MethodOutput, RunContext, get_method
 from .digests import bytes_digest
+from .outputs import choose_output, is_multilabel, output_selector
 from .randomness import Draws, check_rng
+from .targets import Class, as_target, bind, is_plain
 
 ProgressFn = Callable[[int, int, Attribution], None]
 
@@ -66,6 +68,7 @@ class Request:
     fuse: bool = False  # the only output is explained: a single-pass method may read the clean outputs itself
     fuse_target: Any = None  # the user's target when fused (None: each image's prediction)
     image_ids: Any = None  # ids that key each image's random draws (dataset indices), else its row
+    multilabel: bool | None = None  # the explained head's labels are independent sigmoids (None: detect)
 
 
 def attribute(
@@ -91,6 +94,8 @@ def attribute(
     rng: str = "device",
     layer: Any = None,
     image_ids: Any = None,
+    output: int | str | None = None,
+    multilabel: bool | None = None,
     **options: Any,
 ) -> Attribution:
     """Compute a saliency map for each image of a batch.
@@ -107,9 +112,14 @@ def attribute(
         A registered method: ``'vanilla'``, ``'smoothgrad'``, ``'integrated'``,
         ``'smooth_integrated'``, ``'gradient_x_input'``, ``'vargrad'`` and the
         others listed by ``salwidget.methods.all_methods()``.
-    target : None, int or sequence of int
-        Class to explain. None takes the argmax of the clean input, once, and
-        holds it fixed for every noisy or interpolated sample.
+    target : None, int, sequence of int, a ``sw.targets`` target or a callable
+        What to explain. None takes each image's predicted class (argmax of the
+        clean output), once, and holds it fixed for every noisy or interpolated
+        sample; an int (or one per image) a class's raw score. ``sw.targets``
+        also has ``Class(k, score='softmax' | 'sigmoid')``, ``Region(k, mask)``
+        (a region of a dense output), ``Output(i)`` (a regression head),
+        ``Similarity(reference)`` (an embedding); a callable ``f(output) -> (B,)``
+        written in the model's framework is any score (see :mod:`salwidget.targets`).
     nsamples : int, default 25
         SmoothGrad noise samples (the first is the clean input), or the path
         steps of ``'integrated'``.
@@ -139,7 +149,7 @@ def attribute(
     cancel : callable() -> bool, optional
         Checked between chunks; True raises :class:`AttributionCancelled`.
     output_index : int, optional
-        Which output to explain when the model returns several.
+        Which output to explain when the model returns several (the same as ``output=`` with an int).
     quadrature : {'riemann', 'trapezoid'}
         IG path weights: the seed's equal weights, or trapezoid.
     framework : {'torch', 'tensorflow'}, optional
@@ -158,6 +168,17 @@ def attribute(
         One id per image (e.g. its dataset index) that keys its random draws (noise, random baselines,
         positions) instead of its row in the batch: the same image gets the same numbers in any batch, so
         a dataset computed in other blocks or on other workers gives the same maps.
+    output : int or str, optional
+        Which output to explain when the model returns several: its position,
+        or its name (a dict key, a Hugging Face output field such as
+        ``'logits'``, a Keras output layer's name). Errors list every output's
+        name and shape.
+    multilabel : bool, optional
+        Whether the explained (B, K) head's labels are independent sigmoids
+        (None: detected where unambiguous, see
+        :func:`salwidget.outputs.is_multilabel`). It changes no map ("predicted"
+        is each image's top label either way): ``Attribution.probabilities``
+        are then sigmoids, and the evaluation scores sigmoids.
     **options
         Options of other methods (see each method's ``options``), e.g.
         ``references=`` for ``'expected_gradients'``.
@@ -175,20 +196,23 @@ def attribute(
     ).items() if v is not None}
     resolved = chosen.resolve({**given, **options})
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
+    selected = output_selector(output, output_index)
     request = Request(chosen, resolved, batch_size, seed, rng, layer, None, (), progress, cancel, resume_from,
-                      fuse=output_index is None, fuse_target=target, image_ids=image_ids)
+                      fuse=selected is None, fuse_target=as_target(target), multilabel=multilabel,
+                      image_ids=image_ids)
 
-    def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
-        return {choose_output(clean, output_index): target}
+    def pick_targets(clean: list[np.ndarray], names: list | None = None) -> dict[int, Any]:
+        return {choose_output(clean, selected, names): request.fuse_target}
 
     return run(backend, inputs, layout, several, request, pick_targets, started)
 
 
 def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request: Request,
         pick_targets: Callable[[list[np.ndarray]], dict[int, Any]], started: float | None = None) -> Attribution:
-    """Run ``request`` on checked inputs; ``pick_targets(clean outputs)`` maps each
-    output index to explain to its user target (or None). Scores and the
-    targets reported are those of the first output picked."""
+    """Run ``request`` on checked inputs; ``pick_targets(clean outputs, their names)`` maps
+    each output index to explain to its user target (None, classes, a
+    :class:`~salwidget.targets.Target` or a callable). Scores and the targets
+    reported are those of the first output picked."""
     started = time.perf_counter() if started is None else started
     method = request.method
     targets_np: dict[int, np.ndarray] = {}
@@ -196,39 +220,46 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else int(request.seed)
     rng = check_rng(request.rng)
 
-    # A single-pass method explaining the prediction reads the clean outputs from its own pass.
-    fused = request.fuse and method.single_pass(request.options)
+    # A single-pass method explaining raw class scores (predicted or given) reads the clean outputs from its
+    # own pass. Other targets take the clean forward first: their checks (a mask's size, an index's range, a
+    # reference's length) need the output's shape before any pass computes their score.
+    batch = len(inputs[0])
+    fused = request.fuse and method.single_pass(request.options) and is_plain(request.fuse_target)
+    explained: dict[int, Any] = {}
     with backend.session(randomize=request.randomize, seed=seed, variant=method.variant(request.options)):
         ops = backend.ops
         device_inputs = [ops.asarray(x) for x in inputs]
         if fused:  # targets None: each row's argmax, taken in the pass; given ones: range-checked after the first
-            clean_pass, out_index, scores = CleanPass(len(inputs[0]), request.fuse_target is not None), 0, None
-            if request.fuse_target is None:
+            given = as_target(request.fuse_target).k is not None
+            clean_pass, out_index, scores = CleanPass(batch, given), 0, None
+            if not given:
                 targets = {0: None}
             else:
-                targets_np = {0: prepare_target(request.fuse_target, len(inputs[0]), None, None)}
-                targets = {0: ops.asarray(targets_np[0], "int")}
+                explained = {0: bind(request.fuse_target, batch)}
+                targets_np = {0: explained[0].labels}
+                targets = {0: explained[0].on_device(ops)}
         else:
             clean_pass = None
             clean = [ops.numpy(o).astype(np.float32, copy=False) for o in _forward_in_chunks(backend, device_inputs, chunk)]
-            for index, user_target in pick_targets(clean).items():
-                check_output(clean[index], index, len(inputs[0]))
-                out = clean[index]
-                targets_np[index] = prepare_target(user_target, len(out), out.shape[1], out.argmax(axis=1))
+            for index, user_target in pick_targets(clean, backend.output_names).items():
+                explained[index] = bind(user_target, batch, output=clean[index], channels_last=layout, index=index)
+                targets_np[index] = explained[index].labels
             out_index = next(iter(targets_np))
-            targets, scores = {o: ops.asarray(t, "int") for o, t in targets_np.items()}, clean[out_index]
+            targets, scores = {o: b.on_device(ops) for o, b in explained.items()}, clean[out_index]
         ctx = RunContext(
             backend=backend, ops=ops, inputs=device_inputs, host_inputs=inputs, channels_last=layout,
             targets=targets, targets_np=targets_np, output_index=out_index, scores=scores,
             options=request.options, seed=seed,
             draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout, request.image_ids),
             pairing=request.pairing, chunk=chunk, clean=clean_pass,
+            explained=explained,
         )
+        output_name = _name_of(backend.output_names, out_index)
         if method.reads == "layer":
             ctx.layer = method.pick_layer(ctx, request.layer)
 
-        def key() -> str:
-            return result_key(method, request.options, ctx.targets_np, seed, rng, out_index, request.pairing,
+        def key() -> str | None:
+            return result_key(method, request.options, ctx.explained, seed, rng, out_index, request.pairing,
                               ctx.layer, backend, inputs,
                               (*request.randomize, None if request.image_ids is None else tuple(request.image_ids)))
 
@@ -239,7 +270,8 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
             if fused:
                 clean_pass.publish(ctx)
             return _result(method, ctx, output, several, backend, started, seed, done, max(total, done),
-                           complete, key if complete else None, state if complete else None)
+                           complete, key if complete else None, state if complete else None,
+                           output_name, request.multilabel)
 
         def report(done: int) -> None:
             if request.progress is not None:  # the preview's maps are reduced on the device, fetched if read
@@ -268,10 +300,10 @@ class CleanPass:
     def record(self, ctx: RunContext, outputs, images: np.ndarray) -> None:
         if self.count is None:  # the first chunk: what the clean forward would have checked
             self.count = len(outputs)
-            choose_output(outputs, None)
+            choose_output(outputs, None, ctx.backend.output_names)
             check_output(outputs[0], 0, len(images))
             if self.given:
-                check_target_range(ctx.targets_np[0], int(outputs[0].shape[1]))
+                ctx.explained[0].check(tuple(outputs[0].shape), 0, len(images))
         self.parts.append((np.asarray(images), outputs[0]))
 
     def publish(self, ctx: RunContext) -> None:
@@ -286,6 +318,7 @@ class CleanPass:
         ctx.scores = scores
         if not self.given:
             ctx.targets_np = {0: scores.argmax(axis=1)}
+            ctx.explained = {0: Class(ctx.targets_np[0]).bind(self.batch)}
 
 
 def _tuner(backend, request: Request, inputs: list[np.ndarray], method, ctx: RunContext):
@@ -359,14 +392,21 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
     return done
 
 
-def result_key(method, options, targets, seed, rng, output_index, pairing, layer, backend, inputs, randomize) -> str:
-    """The one key behind resuming and caching (see the module docstring)."""
+def result_key(method, options, targets, seed, rng, output_index, pairing, layer, backend, inputs,
+               randomize) -> str | None:
+    """The one key behind resuming and caching (see the module docstring); None when a target cannot be
+    keyed (a function): such a result is never resumed from."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr((method.key(options), seed, rng, output_index, pairing, layer, tuple(randomize),
                         backend.identity())).encode())
-    for o, t in targets.items():
+    for o, t in targets.items():  # bound targets (salwidget.targets.Bound) or arrays of classes
         digest.update(f"target{o}".encode())
-        digest.update(memoryview(np.ascontiguousarray(t)))
+        if isinstance(t, np.ndarray):
+            digest.update(memoryview(np.ascontiguousarray(t)))
+        elif t.key is None:
+            return None
+        else:
+            digest.update(t.key)
     for x in inputs:
         digest.update(str(x.shape).encode())
         # The input's bytes through CRC-32 and Adler-32 (several GB/s), not blake2b (0.4 GB/s here): a
@@ -383,10 +423,15 @@ def predict(
     output_index: int | None = None,
     batch_size: int | str = "auto",
     framework: str | None = None,
+    output: int | str | None = None,
 ) -> np.ndarray:
-    """The model's scores (B, num_classes) on ``x`` as numpy, in inference mode.
+    """The model's chosen output on ``x`` as numpy, in inference mode.
 
     Takes the same inputs as :func:`attribute` and checks them the same way.
+    ``output=`` (a position or a name) picks one of several outputs. Class
+    scores are (B, num_classes); a dense output (B, K, H, W) (Keras:
+    (B, H, W, K)), a regression head or an embedding come back in their own
+    shape (see :mod:`salwidget.outputs` for what to read from them).
     """
     backend = get_backend(model, framework)
     inputs, _, _ = prepare_inputs(x, channels_last, backend.default_channels_last)
@@ -394,8 +439,13 @@ def predict(
         device_inputs = [backend.ops.asarray(x) for x in inputs]
         outputs = [backend.ops.numpy(o).astype(np.float32, copy=False) for o in
                    _forward_in_chunks(backend, device_inputs, _check_batch_size(batch_size, backend, inputs))]
-    index = choose_output(outputs, output_index)
-    check_output(outputs[index], index, len(inputs[0]))
+        names = backend.output_names
+    index = choose_output(outputs, output_selector(output, output_index), names)
+    if len(outputs[index].shape) == 0 or outputs[index].shape[0] != len(inputs[0]):
+        raise SaliencyError(
+            f"Model output {index} has shape {tuple(outputs[index].shape)}; its first axis must be the batch "
+            f"({len(inputs[0])} images)."
+        )
     return outputs[index]
 
 
@@ -414,15 +464,22 @@ def _forward_in_chunks(backend, inputs, chunk) -> list:
     return [ops.concat([p[o] for p in parts]) for o in range(len(parts[0]))]
 
 
-def _resumable(previous: Attribution | None, key: Callable[[], str]):
+def _name_of(names: list | None, index: int) -> str | None:
+    return names[index] if names is not None and index < len(names) else None
+
+
+def _resumable(previous: Attribution | None, key: Callable[[], str | None]):
     state = getattr(previous, "_state", None)
-    if state is None or not previous.complete or getattr(state, "key", None) != key():
+    if state is None or not previous.complete:
+        return None
+    current = key()  # None: a target that cannot be keyed (a function) is never resumed
+    if current is None or getattr(state, "key", None) != current:
         return None
     return state
 
 
 def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backend, started, seed,
-            done, total, complete, key, state) -> Attribution:
+            done, total, complete, key, state, output_name=None, multilabel=None) -> Attribution:
     options = ctx.options
     raw_tensors = output.raw
 
@@ -465,9 +522,23 @@ def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backen
         targets=tuple(ctx.targets_np.values()),
         input_size=ctx.spatial_size,
         output_index=ctx.output_index,
+        output_name=output_name,
+        explained=_explained(ctx),
+        multilabel=_multilabel(ctx.scores, multilabel),
         extras={k: v for k, v in output.extras.items() if k != "delta"},
         _state=saved,
     )
+
+
+def _explained(ctx: RunContext):
+    bound = ctx.explained.get(ctx.output_index)
+    return None if bound is None else bound.target
+
+
+def _multilabel(scores, given: bool | None) -> bool:
+    if scores is None or np.ndim(scores) != 2:
+        return False
+    return is_multilabel(scores) if given is None else bool(given)
 
 
 __all__ = ["METHODS", "Request", "attribute", "auto_batch_size", "predict", "result_key", "run"]

@@ -22,6 +22,8 @@ from .backends import get_backend
 from .engine import attribute, predict
 from .inputs import prepare_inputs
 from .methods import get_method
+from .outputs import output_selector, probabilities
+from .targets import Target
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Explorer:
 
     Parameters
     ----------
-    model, images, channels_last, output_index, rng, batch_size
+    model, images, channels_last, output_index, output, multilabel, rng, batch_size
         As for :func:`salwidget.attribute`.
     seed : int
         Fixed for every computation, so a setting always gives the same map.
@@ -69,7 +71,7 @@ class Explorer:
 
     def __init__(self, model: Any, images: Any, *, channels_last: bool | None = None, seed: int = 0,
                  batch_size: int | str = "auto", cache_size: int = 48, output_index: int | None = None,
-                 rng: str = "device"):
+                 rng: str = "device", output: int | str | None = None, multilabel: bool | None = None):
         self._backend = get_backend(model)
         inputs, self.channels_last, _ = prepare_inputs(images, channels_last, self._backend.default_channels_last)
         self.model = model
@@ -78,7 +80,8 @@ class Explorer:
         self.seed = seed
         self.batch_size = batch_size
         self.cache_size = cache_size
-        self.output_index = output_index
+        self.output_index = output_selector(output, output_index)  # a position or a name
+        self.multilabel = multilabel
         self.rng = rng
         self.seconds_per_pass: float | None = None  # measured by the last computation; None before any
         self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
@@ -91,8 +94,8 @@ class Explorer:
         with self._lock:
             self._cache.clear()
         self.scores = predict(self.model, self.images, channels_last=self.channels_last,
-                              output_index=self.output_index, batch_size=self.batch_size)
-        self.probabilities = softmax(self.scores)
+                              output=self.output_index, batch_size=self.batch_size)
+        self.probabilities = probabilities(self.scores, self.multilabel) if self.scores.ndim == 2 else None
         self.predicted = self.scores.argmax(axis=1)
         self.weights = self._backend.identity()
 
@@ -166,11 +169,13 @@ class Explorer:
             self.model, self.images, method,
             target=list(target) if isinstance(target, (tuple, list)) else target,
             batch_size=self.batch_size, seed=self.seed, channels_last=self.channels_last,
-            output_index=self.output_index, progress=progress, cancel=cancel, rng=self.rng,
+            output=self.output_index, multilabel=self.multilabel, progress=progress, cancel=cancel, rng=self.rng,
             resume_from=self._resumable(method, settings), **extra, **settings.options_for(method),
         )
         if result.passes_done:
             self.seconds_per_pass = result.seconds / result.passes_done
+        if isinstance(target, Target) and not target.cacheable:  # a function's maps are never served again
+            return result
         with self._lock:
             self._cache[self.map_key(method, settings)] = result
             while len(self._cache) > self.cache_size:

@@ -96,6 +96,19 @@ def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bo
     return inputs, cl, several
 
 
+def class_indices(target: Any) -> np.ndarray:
+    """A class index or one per image as a flat int64 array (not yet matched to a batch)."""
+    values = to_numpy(target)
+    if values.dtype.kind not in "iu" and not (
+        values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)
+    ):
+        raise SaliencyError(f"target must be an int or one int per image; got {target!r}.")
+    values = values.astype(np.int64).reshape(-1)
+    if values.size and values.min() < 0:
+        raise SaliencyError(f"Target class {int(values.min())} is out of range: classes are numbered from 0.")
+    return values
+
+
 def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: np.ndarray | None) -> np.ndarray:
     """None -> the clean prediction; an int -> every image; a sequence -> one per image.
 
@@ -104,20 +117,13 @@ def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: 
     """
     if target is None:
         return predicted.astype(np.int64)
-    values = to_numpy(target)
-    if values.dtype.kind not in "iu" and not (
-        values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0)
-    ):
-        raise SaliencyError(f"target must be an int or one int per image; got {target!r}.")
-    values = values.astype(np.int64).reshape(-1)
+    values = class_indices(target)
     if values.size == 1:
         values = np.full(batch, values[0], dtype=np.int64)
     if values.size != batch:
         raise SaliencyError(
             f"Got {values.size} targets for {batch} images: pass one int for all images or one per image."
         )
-    if values.size and values.min() < 0:
-        raise SaliencyError(f"Target class {int(values.min())} is out of range: classes are numbered from 0.")
     if num_classes is not None:
         check_target_range(values, num_classes)
     return values
@@ -132,31 +138,32 @@ def check_target_range(values: np.ndarray, num_classes: int) -> None:
         )
 
 
-def check_output(output: np.ndarray, index: int, batch: int | None) -> None:
+def check_output(output: Any, index: int, batch: int | None) -> None:
     """Raise unless a model output is (batch, num_classes) scores (any batch when None)."""
     if len(output.shape) != 2 or (batch is not None and output.shape[0] != batch):
         shown = tuple(output.shape)
+        rank = len(shown)
+        if rank == 4 or rank == 3:
+            hint = ("For a dense (segmentation) output explain a region: target=sw.targets.Region(k, mask).")
+        elif rank == 1:
+            hint = "For a scalar head pass target=sw.targets.Output()."
+        elif rank == 2:
+            hint = f"It has {shown[0]} rows for {batch} images."
+        else:
+            hint = "Pass a target that reads it (sw.targets.Similarity, or a function of the output)."
         raise SaliencyError(
             f"Model output {index} has shape {shown}; salwidget needs "
-            f"(batch, num_classes) = ({batch if batch is not None else 'B'}, C) class scores (logits). Wrap the "
-            "model so it returns one score per class, e.g. pool a segmentation map over its pixels."
+            f"(batch, num_classes) = ({batch if batch is not None else 'B'}, C) class scores (logits) to explain "
+            f"a class. {hint} Or wrap the model so it returns one score per class."
         )
 
 
-def choose_output(outputs: Sequence[np.ndarray], output_index: int | None) -> int:
-    """Which model output the class scores come from."""
-    if output_index is None:
-        if len(outputs) > 1:
-            raise SaliencyError(
-                f"The model returns {len(outputs)} outputs; choose the one to explain with "
-                "output_index=0, 1, ..."
-            )
-        return 0
-    if not 0 <= output_index < len(outputs):
-        raise SaliencyError(
-            f"output_index={output_index} but the model returns {len(outputs)} output(s)."
-        )
-    return output_index
+def choose_output(outputs: Sequence[Any], output_index: int | str | None = None,
+                  names: Sequence[str | None] | None = None) -> int:
+    """Which model output the class scores come from (by position or name; see :mod:`salwidget.outputs`)."""
+    from .outputs import choose_output as choose
+
+    return choose(outputs, output_index, names)
 
 
 def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bool) -> list:

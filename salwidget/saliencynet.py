@@ -158,7 +158,7 @@ class SaliencyNet:
         if self.pairing == "paired" and outputs > 1:
             pairing = [(index,) for index in range(len(inputs))]
 
-        def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
+        def pick_targets(clean: list[np.ndarray], names: list | None = None) -> dict[int, Any]:
             if len(clean) != outputs:
                 raise SaliencyError(
                     f"The model returns {len(clean)} output(s) but model_outputs names "

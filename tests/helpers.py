@@ -94,3 +94,34 @@ class PassGate:
 def drain(panel, timeout: float = 60.0) -> None:
     """Return once everything the panel's worker thread was given has run (its queue is first in, first out)."""
     panel._worker._executor.submit(lambda: None).result(timeout)
+def make_torch_segnet(num_classes: int = 3, seed: int = 0):
+    """A small fully convolutional net: (B, 3, 16, 16) images to (B, num_classes, 16, 16) class maps."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.Conv2d(6, 6, 3, padding=1),
+        torch.nn.Softplus(),
+        torch.nn.Conv2d(6, num_classes, 1),
+    )
+    return model.eval()
+
+
+def keras_segnet_twin(torch_model, image_size: int = 16):
+    """The segmentation net in Keras: (B, H, W, 3) to (B, H, W, K), weights copied from ``torch_model``."""
+    import keras
+
+    convs = [torch_model[0], torch_model[2], torch_model[4]]
+    model = keras.Sequential(
+        [
+            keras.Input((image_size, image_size, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="softplus"),
+            keras.layers.Conv2D(convs[2].out_channels, 1),
+        ]
+    )
+    for layer, conv in zip(model.layers, convs):
+        layer.set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0), conv.bias.detach().numpy()])
+    return model

@@ -19,6 +19,8 @@ import tensorflow as tf
 
 from ..errors import SaliencyError
 from ..inputs import check_output
+from ..outputs import flatten_outputs
+from ..targets import RowScore, names_function
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
@@ -30,12 +32,9 @@ def _is_keras(model) -> bool:
     return any(cls.__module__.split(".")[0] in ("keras", "tf_keras") for cls in type(model).__mro__)
 
 
-def _as_list(output) -> list:
-    if isinstance(output, dict):
-        return list(output.values())
-    if isinstance(output, (tuple, list)):
-        return list(output)
-    return [output]
+def _as_list(output) -> tuple[list, list]:
+    """(tensors, names) of what the model returned (see :func:`salwidget.outputs.flatten_outputs`)."""
+    return flatten_outputs(output, lambda value: tf.is_tensor(value) or isinstance(value, np.ndarray))
 
 
 def _rows(rows) -> tf.Tensor:
@@ -313,8 +312,17 @@ class TensorFlowBackend:
         try:
             if self._keras:
                 inputs = tensors[0] if len(tensors) == 1 else list(tensors)
-                return _as_list(model(inputs, training=False))
-            return _as_list(model(*tensors))
+                returned = model(inputs, training=False)
+            else:
+                returned = model(*tensors)
+            outputs, names = _as_list(returned)
+            if model is self._active:  # not a tapped model (whose first output is a layer's)
+                if isinstance(returned, (list, tuple)) and all(n is None for n in names):
+                    declared = list(getattr(model, "output_names", None) or ())  # a functional model's output layers
+                    if len(declared) == len(outputs) and len(set(declared)) == len(declared):
+                        names = declared
+                self._local.output_names = names
+            return outputs
         except SaliencyError:
             raise
         except Exception as exc:
@@ -343,12 +351,23 @@ class TensorFlowBackend:
     def outputs(self, points) -> list[tf.Tensor]:
         return self._call(self._prepare(points))
 
-    @staticmethod
-    def _score(outputs, indices, targets, which=None, predicted=()):
-        """Sum of each row's target score; outputs in ``predicted`` use each row's own argmax."""
+    @property
+    def output_names(self) -> list | None:
+        """The names of the outputs of this thread's last model call (None for positions)."""
+        return getattr(self._local, "output_names", None)
+
+    def _score(self, outputs, indices, targets, which=None, predicted=(), scorers=None):
+        """Sum of each row's target score; outputs in ``predicted`` use each row's own argmax;
+        outputs in ``scorers`` are scored by that :class:`~salwidget.targets.RowScore`'s function
+        (``targets`` then holds its data)."""
         score = tf.constant(0.0)
+        scorers = scorers or {}
         for index, target in zip(indices, targets):
             if which is not None and index not in which:
+                continue
+            if index in scorers:
+                values = scorers[index](self.ops, outputs[index], *target)
+                score = score + tf.reduce_sum(tf.cast(values, tf.float32))
                 continue
             check_output(outputs[index], index, None)
             if index in predicted:
@@ -360,16 +379,30 @@ class TensorFlowBackend:
         return score
 
     @staticmethod
-    def _target_rows(targets, indices) -> tuple[list, tuple]:
-        """Target tensors for a traced step, and which outputs take their argmax (target None) instead."""
+    def _target_rows(targets, indices) -> tuple[list, tuple, tuple]:
+        """Target tensors for a traced step, which outputs take their argmax (target None) instead, and
+        the scoring functions' signatures (part of the step's key: a step never runs another's function)."""
         predicted = tuple(i for i in indices if targets[i] is None)
-        rows = [_NO_TARGET if targets[i] is None else targets[i] for i in indices]
-        return rows, predicted
+        rows, signatures = [], []
+        for i in indices:
+            target = targets[i]
+            if isinstance(target, RowScore):
+                rows.append(tuple(target.data))
+                signatures.append(target.signature)
+            else:
+                rows.append(_NO_TARGET if target is None else target)
+                signatures.append(None)
+        return rows, predicted, tuple(signatures)
+
+    @staticmethod
+    def _scorers(targets, indices) -> dict:
+        return {i: targets[i].score for i in indices if isinstance(targets[i], RowScore)}
 
     def input_gradients(self, points, targets, pairing=None):
         indices = tuple(targets)
         pairs = None if pairing is None else tuple(tuple(p) for p in pairing)
-        target_rows, predicted = self._target_rows(targets, indices)
+        target_rows, predicted, signatures = self._target_rows(targets, indices)
+        scorers = self._scorers(targets, indices)
 
         def build():
             def step(tensors, target_rows):
@@ -378,9 +411,10 @@ class TensorFlowBackend:
                         tape.watch(t)
                     outputs = self._call(list(tensors))
                     if pairs is None:
-                        scores = [self._score(outputs, indices, target_rows, predicted=predicted)]
+                        scores = [self._score(outputs, indices, target_rows, predicted=predicted, scorers=scorers)]
                     else:
-                        scores = [self._score(outputs, indices, target_rows, set(p), predicted) for p in pairs]
+                        scores = [self._score(outputs, indices, target_rows, set(p), predicted, scorers)
+                                  for p in pairs]
                 if pairs is None:
                     grads = tape.gradient(scores[0], list(tensors))
                 else:
@@ -389,11 +423,11 @@ class TensorFlowBackend:
 
             return step
 
-        step = self._function(("grad", indices, pairs, predicted), build)
+        step = self._function(("grad", indices, pairs, predicted, signatures), build)
         grads, outputs = step(self._prepare(points), target_rows)
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
-            raise not_differentiable(f"input {missing[0]} does not reach the class score")
+            raise _unreachable(targets, f"input {missing[0]} does not reach the class score")
         return list(grads), list(outputs)
 
     # ----------------------------------------------------------------- layers
@@ -428,12 +462,12 @@ class TensorFlowBackend:
             model = self._active
             try:
                 inner = model.get_layer(layer).output
-                outputs = model.outputs
+                outputs = _output_structure(model)
                 inputs = model.inputs
             except (AttributeError, ValueError) as exc:
                 raise _untappable(model, f"tap layer {layer!r}") from exc
             inputs = inputs[0] if len(inputs) == 1 else inputs  # as _call passes them (no structure warning)
-            self._tapped[key] = keras.Model(inputs, [inner, *outputs])
+            self._tapped[key] = keras.Model(inputs, [inner, outputs])
         return self._tapped[key]
 
     def layer_activations(self, points, layer: str):
@@ -443,7 +477,8 @@ class TensorFlowBackend:
     def layer_gradients(self, points, targets, layer: str):
         tapped = self._tapped_model(layer)
         indices = tuple(targets)
-        target_rows, predicted = self._target_rows(targets, indices)
+        target_rows, predicted, signatures = self._target_rows(targets, indices)
+        scorers = self._scorers(targets, indices)
 
         def build():
             def step(tensors, target_rows):
@@ -454,15 +489,15 @@ class TensorFlowBackend:
                         tape.watch(t)
                     values = self._call(list(tensors), model=tapped)
                     activation, outputs = values[0], values[1:]
-                    score = self._score(outputs, indices, target_rows, predicted=predicted)
+                    score = self._score(outputs, indices, target_rows, predicted=predicted, scorers=scorers)
                 return activation, tape.gradient(score, activation), outputs
 
             return step
 
-        step = self._function(("layer", id(tapped), indices, predicted), build)
+        step = self._function(("layer", id(tapped), indices, predicted, signatures), build)
         activation, grad, outputs = step(self._prepare(points), target_rows)
         if grad is None:
-            raise not_differentiable(f"the class score does not depend on layer {layer!r}")
+            raise _unreachable(targets, f"the class score does not depend on layer {layer!r}")
         return activation, grad, list(outputs)
 
     def layer_shapes(self, points) -> list[tuple[str, tuple[int, ...]]]:
@@ -482,6 +517,21 @@ class TensorFlowBackend:
 
     def weighted_layers(self) -> list[str]:
         return [layer.name for layer in self._layers() if layer.weights][::-1]
+
+
+def _output_structure(model):
+    """The model's outputs as it returns them (a dict keeps its keys: flattened in the order of its plain
+    calls, which ``model.outputs`` does not keep); a Sequential has only ``outputs``."""
+    try:
+        return model.output
+    except (AttributeError, ValueError):
+        return model.outputs
+
+
+def _unreachable(targets: dict, detail: str) -> Exception:
+    if names_function(targets):
+        detail += "; the target function's score may not depend differentiably on the output"
+    return not_differentiable(detail)
 
 
 def _untappable(model, doing: str) -> SaliencyError:

@@ -23,6 +23,8 @@ import torch
 
 from ..errors import SaliencyError
 from ..inputs import check_output
+from ..outputs import flatten_outputs
+from ..targets import RowScore, names_function
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
@@ -31,17 +33,9 @@ _RANDOMIZE_STREAM = 5
 _LAYOUT_HINT = "torch models usually take (B, C, H, W); pass channels_last=True if yours takes (B, H, W, C)"
 
 
-def _as_list(output) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in output):
-        return list(output)
-    if isinstance(output, dict) and all(isinstance(o, torch.Tensor) for o in output.values()):
-        return list(output.values())
-    raise SaliencyError(
-        f"The model returned a {type(output).__name__}; salwidget needs a tensor of class "
-        "scores (or a tuple/list/dict of them)."
-    )
+def _as_list(output) -> tuple[list[torch.Tensor], list]:
+    """(tensors, names) of what the model returned (see :func:`salwidget.outputs.flatten_outputs`)."""
+    return flatten_outputs(output, lambda value: isinstance(value, torch.Tensor))
 
 
 def model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -432,8 +426,11 @@ class TorchBackend:
         try:
             with context() if context is not None else _no_context():
                 if self._keras:
-                    return _as_list(self._active(*tensors, training=False))
-                return _as_list(self._active(*tensors))
+                    returned = self._active(*tensors, training=False)
+                else:
+                    returned = self._active(*tensors)
+            outputs, self._local.output_names = _as_list(returned)
+            return outputs
         except SaliencyError:
             raise
         except Exception as exc:  # the model's own error, with what salwidget knows
@@ -450,20 +447,34 @@ class TorchBackend:
         with torch.no_grad():
             return [o.detach() for o in self._call(self._prepare(points, grad=False))]
 
-    @staticmethod
-    def _score(outputs: list[torch.Tensor], targets: dict[int, torch.Tensor | None], which=None) -> torch.Tensor:
-        """Sum of each row's target score; a target of None is the row's own argmax (taken in this pass)."""
+    @property
+    def output_names(self) -> list | None:
+        """The names of the outputs of this thread's last model call (None for positions)."""
+        return getattr(self._local, "output_names", None)
+
+    def _score(self, outputs: list[torch.Tensor], targets: dict, which=None) -> torch.Tensor:
+        """Sum of each row's target score: a class (None: the row's own argmax, taken in this pass)
+        or a :class:`~salwidget.targets.RowScore`."""
         score = 0
         for index, rows in targets.items():
             if which is not None and index not in which:
                 continue
             out = outputs[index]
+            if isinstance(rows, RowScore):
+                score = score + rows(self.ops, out).sum()
+                continue
             check_output(out, index, None)
             # Given targets are clamped: a fused pass checks their range after it (an index out of range
             # would be a device-side assert on CUDA).
             rows = out.detach().argmax(1) if rows is None else rows.reshape(-1).to(out.device).clamp(0, out.shape[1] - 1)
             score = score + out.gather(1, rows.reshape(-1, 1)).sum()
         return score
+
+    @staticmethod
+    def _unreachable(targets: dict, detail: str) -> Exception:
+        if names_function(targets):
+            detail += "; the target function's score may not depend differentiably on the output"
+        return not_differentiable(detail)
 
     def input_gradients(self, points, targets, pairing=None):
         tensors = self._prepare(points, grad=True)
@@ -472,7 +483,7 @@ class TorchBackend:
             if pairing is None:
                 score = self._score(outputs, targets)
                 if not isinstance(score, torch.Tensor) or not score.requires_grad:
-                    raise not_differentiable("the class score does not require grad")
+                    raise self._unreachable(targets, "the class score does not require grad")
                 grads = list(torch.autograd.grad(score, tensors, allow_unused=True))
             else:
                 grads = []
@@ -484,7 +495,7 @@ class TorchBackend:
                     grads.append(torch.autograd.grad(score, tensor, allow_unused=True, retain_graph=not last)[0])
         missing = [i for i, g in enumerate(grads) if g is None]
         if missing:
-            raise not_differentiable(f"input {missing[0]} does not reach the class score")
+            raise self._unreachable(targets, f"input {missing[0]} does not reach the class score")
         return grads, [o.detach() for o in outputs]
 
     # ----------------------------------------------------------------- layers
@@ -535,9 +546,11 @@ class TorchBackend:
             if not activation.requires_grad:
                 raise not_differentiable(f"the output of layer {layer!r} does not require grad")
             score = self._score(outputs, targets)
+            if not isinstance(score, torch.Tensor) or not score.requires_grad:
+                raise self._unreachable(targets, f"the class score does not depend on layer {layer!r}")
             (grad,) = torch.autograd.grad(score, activation, allow_unused=True)
         if grad is None:
-            raise not_differentiable(f"the class score does not depend on layer {layer!r}")
+            raise self._unreachable(targets, f"the class score does not depend on layer {layer!r}")
         return activation.detach(), grad.detach(), [o.detach() for o in outputs]
 
     def layer_shapes(self, points) -> list[tuple[str, tuple[int, ...]]]:

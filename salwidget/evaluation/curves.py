@@ -20,7 +20,8 @@ from ..attribution import Attribution
 from ..backends import get_backend
 from ..engine import Request, run
 from ..errors import SaliencyError
-from ..inputs import choose_output, prepare_baselines, prepare_inputs, to_numpy
+from ..inputs import prepare_baselines, prepare_inputs, to_numpy
+from ..outputs import choose_output, output_selector
 from ..visualize import resize_bilinear
 from .perturbation import DELETION, FORWARD_COST, INSERTION, Fill, PerturbationCurves, pixels_replaced
 
@@ -57,7 +58,7 @@ class Curves:
         higher insertion areas mean a more faithful map). A preview integrates
         the points computed so far.
     target : numpy.ndarray of shape (B,)
-        The class whose score is recorded.
+        The class whose score is recorded (-1 for a similarity or function target).
     score : {'probability', 'logit'}
     saliency : str
         Where the ranking came from: the Attribution's method, ``'array'`` or ``'random'``.
@@ -120,6 +121,8 @@ def deletion_insertion(
     channels_last: bool | None = None,
     output_index: int | None = None,
     framework: str | None = None,
+    output: int | str | None = None,
+    multilabel: bool | None = None,
 ) -> Curves:
     """Deletion and insertion curves of a saliency map's pixel ranking.
 
@@ -140,9 +143,10 @@ def deletion_insertion(
         upsampled bilinearly to the image; a ``kind == 'pixel'`` map and an
         array as they are (highest first). ``'random'``: a random order per
         image, drawn from ``seed``, the chance level to compare a map against.
-    target : None, int or sequence of int
-        The class whose score is recorded. None: the Attribution's own target,
-        else the clean prediction (as :func:`salwidget.attribute`).
+    target : None, int, sequence of int, a ``sw.targets`` target or a callable
+        What is scored. None: what the Attribution explained (its
+        ``explained``: a Region target's curves read the region's score), else
+        the clean prediction (as :func:`salwidget.attribute`).
     steps : int, default 32
         Points per curve after the first (``steps + 1`` in all); at most H * W.
     deletion_value : float, array or 'blur', default 0.0
@@ -155,8 +159,11 @@ def deletion_insertion(
         see :func:`blur_sigma`), computed on the model's device. For another
         blur pass the blurred array.
     score : {'probability', 'logit'}, default 'probability'
-        The target's softmax probability (a single-logit model: its sigmoid),
-        or its raw output.
+        For a class target: its softmax probability (a single-logit or
+        multi-label head: its sigmoid; a head that already outputs independent
+        probabilities: that output), or its raw output. Every other target
+        (``Class(k, score=...)``, ``Region``, ``Output``, ``Similarity``, a
+        function) records its own score.
     batch_size : 'auto' or int
         'auto' sizes chunks for forward passes (three times the passes of a
         gradient method); an int is the number of images per model call.
@@ -166,8 +173,11 @@ def deletion_insertion(
         Checked between chunks; True raises :class:`~salwidget.AttributionCancelled`.
     seed : int, default 0
         Seed of ``saliency='random'``.
-    channels_last, output_index, framework
+    channels_last, output_index, output, framework
         As for :func:`salwidget.attribute`.
+    multilabel : bool, optional
+        Whether the class scores are independent sigmoids (None: the
+        Attribution's, else detected; see :func:`salwidget.outputs.is_multilabel`).
 
     Returns
     -------
@@ -186,12 +196,15 @@ def deletion_insertion(
     sigma = blur_sigma(height, width)
     deletion = check_fill(deletion_value, "deletion_value", inputs, layout, sigma)
     insertion = check_fill(insertion_start, "insertion_start", inputs, layout, sigma)
+    selected = output_selector(output, output_index)
     if isinstance(saliency, Attribution):
-        target = saliency.target if target is None else target
-        output_index = saliency.output_index if output_index is None else output_index
+        if target is None:
+            target = saliency.explained if saliency.explained is not None else saliency.target
+        selected = saliency.output_index if selected is None else selected
+        multilabel = saliency.multilabel if multilabel is None else multilabel
     # 'auto' lets the scheduler fit more forward passes in a chunk; an int is images per model call.
     cost = FORWARD_COST if batch_size == "auto" else 1.0
-    method = PerturbationCurves(ranking(maps), steps, deletion, insertion, score, cost)
+    method = PerturbationCurves(ranking(maps), steps, deletion, insertion, score, cost, multilabel)
     fractions = pixels_replaced(steps, height * width) / (height * width)
     blurred = sigma if "blur" in (_text(deletion_value), _text(insertion_start)) else None
 
@@ -206,8 +219,8 @@ def deletion_insertion(
     report = None if progress is None else (lambda done, total, partial: progress(done, total, curves_of(partial)))
     request = Request(method, {}, batch_size=batch_size, seed=0, progress=report, cancel=cancel)
 
-    def pick_targets(clean: list[np.ndarray]) -> dict[int, Any]:
-        return {choose_output(clean, output_index): target}
+    def pick_targets(clean: list[np.ndarray], names: list | None = None) -> dict[int, Any]:
+        return {choose_output(clean, selected, names): target}
 
     return curves_of(run(backend, inputs, layout, several, request, pick_targets, started))
 

@@ -21,6 +21,8 @@ import numpy as np
 
 from ..methods.base import Method, MethodOutput, RunContext, Stage, _hashable
 from ..methods.sampling import coarse_to_fine
+from ..outputs import is_multilabel
+from ..targets import DeviceTarget
 
 DELETION, INSERTION = 0, 1
 # A forward pass costs about a third of a forward+backward pass: bigger chunks.
@@ -71,13 +73,14 @@ class PerturbationCurves(Method):
     output = "pixel"
 
     def __init__(self, ranks: np.ndarray, steps: int, deletion: Fill, insertion: Fill, score: str,
-                 cost: float = FORWARD_COST):
+                 cost: float = FORWARD_COST, multilabel: bool | None = None):
         self.ranks, self.steps, self.deletion, self.insertion = ranks, steps, deletion, insertion
-        self.score, self.cost = score, cost
+        self.score, self.cost, self.multilabel = score, cost, multilabel
         self.counts = pixels_replaced(steps, int(np.prod(ranks.shape[1:])))
 
     def key(self, options: dict) -> tuple:
-        return (self.name, self.steps, self.score, _hashable(self.ranks), self.deletion.key(), self.insertion.key())
+        return (self.name, self.steps, self.score, self.multilabel, _hashable(self.ranks), self.deletion.key(),
+                self.insertion.key())
 
     def passes(self, options: dict, batch: int) -> int:
         return 2 * self.steps * batch
@@ -98,7 +101,8 @@ class PerturbationCurves(Method):
             seen=np.zeros((2, last + 1, batch), bool), plan=plan,
         )
         everyone = np.arange(batch)
-        clean = self._scores(ctx, [ops.asarray(ctx.scores)], everyone)
+        ctx.cache["probability"] = self._probability(ctx.scores)
+        clean = self._scores(ctx, {ctx.output_index: ops.asarray(ctx.scores)}, everyone)  # the explained output
         for curve, k in known:
             self._store(ctx, state, np.full(batch, k), np.full(batch, curve), everyone, clean)
         return state
@@ -133,13 +137,31 @@ class PerturbationCurves(Method):
             return ops.where(chosen, ops.take(state.deletion_fill, images), x)
         return ops.where(chosen, x, ops.take(state.insertion_start, images))
 
+    def _probability(self, scores: np.ndarray) -> str | None:
+        """How a class target's probability is read from clean (B, K) scores: 'softmax', 'sigmoid',
+        'as_is' (a head already giving independent probabilities), or None (the logit)."""
+        if self.score != "probability" or np.ndim(scores) != 2:
+            return None
+        if scores.shape[1] == 1:
+            return "sigmoid"
+        if is_multilabel(scores) if self.multilabel is None else self.multilabel:
+            return "as_is" if scores.min() >= 0 and scores.max() <= 1 else "sigmoid"
+        return "softmax"
+
     def _scores(self, ctx: RunContext, outputs, images: np.ndarray):
-        """The score of each row's target: its probability (softmax; sigmoid for one logit) or its logit."""
+        """The score of each row's target: a class's probability (see ``_probability``) or logit; any
+        other target's own score."""
         ops = ctx.ops
+        target = ctx.targets[ctx.output_index]
         logits = outputs[ctx.output_index]
-        if self.score == "probability":
-            logits = ops.sigmoid(logits) if int(logits.shape[1]) == 1 else ops.softmax(logits, axis=-1)
-        return ops.take_along_rows(logits, ops.take(ctx.targets[ctx.output_index], images))
+        if isinstance(target, DeviceTarget):
+            return target.rows(ops, images)(ops, logits)
+        kind = ctx.cache["probability"]
+        if kind == "sigmoid":
+            logits = ops.sigmoid(logits)
+        elif kind == "softmax":
+            logits = ops.softmax(logits, axis=-1)
+        return ops.take_along_rows(logits, ops.take(target, images))
 
     def _store(self, ctx, state: _State, steps, curves, images, scores) -> None:
         batch, width = ctx.batch, self.steps + 1

@@ -26,7 +26,8 @@ from ..attribution import Attribution
 from ..backends import get_backend
 from ..engine import Request, run
 from ..errors import AttributionCancelled, SaliencyError
-from ..inputs import choose_output, prepare_inputs
+from ..inputs import prepare_inputs
+from ..outputs import choose_output, output_selector
 from ..methods import get_method
 from ..randomness import derive_key
 from ..visualize import to_diverging, to_grayscale
@@ -120,6 +121,7 @@ def sanity_check(
     framework: str | None = None,
     rng: str = "device",
     layer: Any = None,
+    output: int | str | None = None,
     **method_options: Any,
 ) -> SanityCheck:
     """How much a method's maps change as the model's weights are randomised.
@@ -132,9 +134,9 @@ def sanity_check(
         A batch of images, as for :func:`salwidget.attribute`.
     method : str
         A registered method, e.g. ``'vanilla'``.
-    target : None, int or sequence of int
-        The class explained (None: the trained model's prediction), held fixed
-        for every randomised model.
+    target : None, int, sequence of int, a ``sw.targets`` target or a callable
+        What is explained (None: the trained model's prediction), held fixed
+        for every randomised model (see :func:`salwidget.attribute`).
     order : {'cascading', 'independent'}, default 'cascading'
         Randomise from the output layer down, cumulatively; or one layer at a time.
     similarity : {'spearman', 'spearman_abs', 'ssim'}, default 'spearman'
@@ -156,7 +158,7 @@ def sanity_check(
         passes done over all computations (the trained model's map and one per
         layer) and a partial :class:`SanityCheck`; ``cancel()`` is checked
         between chunks and raises :class:`~salwidget.AttributionCancelled`.
-    channels_last, output_index, framework, rng, layer, **method_options
+    channels_last, output_index, output, framework, rng, layer, **method_options
         As for :func:`salwidget.attribute` (e.g. ``nsamples=``).
 
     Returns
@@ -171,6 +173,7 @@ def sanity_check(
     backend = get_backend(model, framework)
     chosen = get_method(method)
     options = chosen.resolve(method_options)
+    selected = output_selector(output, output_index)
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
     if several or inputs[0].ndim != 4:
         raise SaliencyError("sanity_check needs a single batch of images (B, C, H, W) or (B, H, W, C).")
@@ -202,16 +205,17 @@ def sanity_check(
         request = Request(chosen, options, batch_size, drawn, rng, layer, None, randomize,
                           None if progress is None else report, cancel)
         return run(backend, inputs, layout, several, request,
-                   lambda clean: {choose_output(clean, output_index): targets})
+                   lambda clean, names=None: {choose_output(clean, selected, names): targets})
 
     result.original = compute((), target, 0)
     result.original_mask, result.target = to_grayscale(result.original), result.original.target
+    explained = result.original.explained  # concrete: the prediction of the trained model, held fixed
     for index, name in enumerate(reported):
         if cancel is not None and cancel():
             raise AttributionCancelled("Sanity check cancelled by the caller.")
         depth = weighted.index(name)
         randomize = tuple(weighted[: depth + 1]) if order == "cascading" else (name,)
-        randomised = compute(randomize, result.target, per_map * (1 + index))
+        randomised = compute(randomize, explained, per_map * (1 + index))
         result.maps[index] = to_grayscale(randomised)
         result.similarity[:, index] = compare(similarity, result.original, randomised)
         result.layers_done = index + 1

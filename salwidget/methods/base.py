@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
+from ..targets import DeviceTarget, RowScore
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,12 @@ class MethodOutput:
 class RunContext:
     """Everything a method may use while it runs (built by the engine).
 
-    ``inputs`` are device tensors, ``targets`` the class explained per image
-    for each explained output (device int tensors), ``scores`` the clean outputs
-    of the explained output (numpy), ``draws`` the seeded random numbers.
+    ``inputs`` are device tensors, ``targets`` what is explained for each
+    explained output (device int tensors of classes, or a
+    :class:`~salwidget.targets.DeviceTarget`), ``targets_np`` the classes (or
+    indices) per image on the host, ``explained`` each output's
+    :class:`~salwidget.targets.Bound` target, ``scores`` the clean outputs of
+    the explained output (numpy), ``draws`` the seeded random numbers.
     """
 
     backend: Any
@@ -147,6 +151,7 @@ class RunContext:
     clean: Any = None  # the engine's CleanPass when a single-pass method's passes double as the clean forward
     cache: dict = field(default_factory=dict)  # per-run values a method computes once (baselines, ...)
     chunk: int = 8
+    explained: dict = field(default_factory=dict)  # output index -> salwidget.targets.Bound
 
     @property
     def low(self) -> list:
@@ -178,9 +183,10 @@ class RunContext:
         return (shape[1], shape[2]) if self.channels_last else (shape[2], shape[3])
 
     def row_targets(self, images: np.ndarray) -> dict:
-        """Each explained output's targets for passes of ``images`` (None: each row's own argmax,
-        while the engine takes the targets from the method's own clean pass; see ``clean``)."""
-        return {o: None if t is None else self.ops.take(t, images) for o, t in self.targets.items()}
+        """Each explained output's targets for passes of ``images``: class rows (None: each row's own
+        argmax, while the engine takes the targets from the method's own clean pass; see ``clean``), or
+        a :class:`~salwidget.targets.RowScore` for other targets (see :mod:`salwidget.targets`)."""
+        return {o: _rows_of(self.ops, t, images) for o, t in self.targets.items()}
 
     def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True):
         """Input gradients of the target score for a chunk of points (one per row of
@@ -190,10 +196,12 @@ class RunContext:
         self._observe(outputs, images)
         return grads, self.target_scores(outputs, images) if scores else None
 
-    def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str):
-        """A layer's activations and their gradients for the target score, and every output."""
+    def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str, observe: bool = True):
+        """A layer's activations and their gradients for the target score, and every output
+        (``observe=False``: a probe, whose outputs the clean pass does not record)."""
         activation, gradient, outputs = self.backend.layer_gradients(points, self.row_targets(images), layer)
-        self._observe(outputs, images)
+        if observe:
+            self._observe(outputs, images)
         return activation, gradient, outputs
 
     def _observe(self, outputs: Sequence, images: np.ndarray) -> None:
@@ -205,10 +213,21 @@ class RunContext:
         ops = self.ops
         total = None
         for o, rows in self.row_targets(images).items():
-            rows = ops.argmax(outputs[o], 1) if rows is None else rows
-            picked = ops.take_along_rows(outputs[o], rows)
+            if isinstance(rows, RowScore):
+                picked = rows(ops, outputs[o])
+            else:
+                rows = ops.argmax(outputs[o], 1) if rows is None else rows
+                picked = ops.take_along_rows(outputs[o], rows)
             total = picked if total is None else total + picked
         return total
+
+
+def _rows_of(ops, target: Any, images: np.ndarray) -> Any:
+    if target is None:
+        return None
+    if isinstance(target, DeviceTarget):
+        return target.rows(ops, images)
+    return ops.take(target, images)
 
 
 class Method:

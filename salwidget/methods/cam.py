@@ -35,20 +35,30 @@ scorecam   ``ReLU(sum_k w_k A_k)``, ``w = softmax_k(s_k)``, ``s_k`` the target's
 
 The layer: ``layer=None`` takes the last layer (in call order) whose output is
 a spatial feature map, (B, C, h, w) in torch or (B, h, w, C) in Keras, with
-more than one position: found with one forward pass of one image, as torchcam's
-``locate_candidate_layer`` (and remembered per model and input shape).
-Otherwise a ``named_modules`` name, a Keras layer name, or the module/layer
-object.
+more than one position: found with one forward pass of two copies of one
+image (an output whose first axis is not the images, such as attention
+windows, is no candidate), as torchcam's ``locate_candidate_layer`` (and
+remembered per model and input shape). When the last such layer is a
+transformer's token layer (or a feature map in the other framework's layout),
+it is the last one whose CAM is not zero: walking back from the output, a few
+one-image probes; a block whose map is zero is followed by its own first layer
+(the block's input norm). In a ViT whose head reads the class token this is
+the last block's input norm (``blocks[-1].norm1``; Hugging Face's
+``vit.layers.<last>.layernorm_before``); in a Swin, its final norm over the
+last stage's tokens. Otherwise a ``named_modules`` name, a Keras layer name, or
+the module/layer object.
 
-Token layers (Vision Transformers): an output (B, N, C) loses its leading
-class/prefix tokens (``prefix_tokens``; by default the fewest of 0, 1 or 2 that
-leave a grid with the input's aspect ratio, a perfect square for square
-inputs) and the rest is folded row-major into (h, w). Other layouts (Swin's
-(B, h, w, C) in torch, anything else) take ``reshape=f``: ``f(layer_output)``
-returns the framework's own feature-map layout, (B, C, h, w) in torch (so
-pytorch-grad-cam's ``reshape_transform`` functions work unchanged) and
-(B, h, w, C) in Keras; it is applied to the activation and its gradient alike,
-so it must only move, select or reshape values.
+Layouts (see :mod:`salwidget.methods.grids`): token outputs (B, N, C) lose
+their leading class/prefix tokens (``prefix_tokens``; by default the fewest of
+0, 1 or 2 that leave a grid with the input's aspect ratio, a perfect square
+for square inputs) and the rest is folded row-major into (h, w); a Swin
+stage's (B, h*w, C) and a torch (B, h, w, C) map are read as grids too. A
+layer that cannot be read as a grid is an error naming one that can. Other
+layouts take ``reshape=f``: ``f(layer_output)`` returns the framework's own
+feature-map layout, (B, C, h, w) in torch (so pytorch-grad-cam's
+``reshape_transform`` functions work unchanged) and (B, h, w, C) in Keras; it
+is applied to the activation and its gradient alike, so it must only move,
+select or reshape values.
 
 Multi-input models: the map is for input 0 (its spatial size; Score-CAM masks
 input 0 and passes the others unchanged).
@@ -66,7 +76,6 @@ and a warning says so.
 
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -76,17 +85,19 @@ import numpy as np
 
 from ..errors import SaliencyError
 from .base import Method, MethodOutput, Option, RunContext, Stage, register
+from .grids import AUTO_PREFIXES, Grid, grid_layers, read_grid, to_channels_first, token_grid  # noqa: F401
 
 # A forward pass costs about a third of a forward+backward pass: Score-CAM's
 # masked passes run in chunks three times as big as gradient passes.
 FORWARD_COST = 1.0 / 3.0
-AUTO_PREFIXES = (0, 1, 2)  # no prefix token, a class token, class + distillation tokens
 _SUGGESTION_TRIES = 4  # earlier layers tried (one image each) when a map is all zero
+_AUTO_TRIES = 8  # token layers probed (one image each) for the automatic layer
+_SHAPE_ROWS = 2  # rows of the probe that records layer shapes: an output with another first axis is not the images'
 
 RESHAPE = Option(
     "reshape", None,
     "A function from the CAM layer's output to a feature map, (B, C, h, w) in torch or (B, h, w, C) in Keras, "
-    "for token layouts that are not (B, prefix + h*w, C), e.g. Swin.",
+    "for layouts that are not read as a grid by themselves.",
     kind="any", allow_none=True, label="reshape",
 )
 PREFIX_TOKENS = Option(
@@ -100,37 +111,6 @@ PREFIX_TOKENS = Option(
 def _channels_last_layers(ctx: RunContext) -> bool:
     """Whether the model's feature maps are (B, h, w, C): Keras' layout; torch's is (B, C, h, w)."""
     return ctx.backend.framework == "tensorflow"
-
-
-def _grid(n: int, height: int, width: int) -> tuple[int, int] | None:
-    """(h, w) with ``h * w == n`` and ``h / w == height / width``, if there is one."""
-    h = int(round(math.sqrt(n * height / width))) if n > 0 else 0
-    if h >= 1 and n % h == 0 and h * width == (n // h) * height:
-        return h, n // h
-    return None
-
-
-def token_grid(tokens: int, size: tuple[int, int], prefix: int | None, layer: str, shape: tuple) -> tuple[int, int, int]:
-    """(prefix, h, w) such that ``tokens - prefix == h * w`` with ``h / w`` the input's aspect ratio."""
-    height, width = size
-    for dropped in AUTO_PREFIXES if prefix is None else (prefix,):
-        grid = _grid(tokens - dropped, height, width)
-        if grid is not None:
-            return (dropped, *grid)
-    dropping = "dropping 0, 1 or 2 leading class/prefix tokens" if prefix is None else f"dropping {prefix} prefix token(s)"
-    wanted = "a perfect square" if height == width else f"an h x w grid with h / w = {height} / {width}"
-    hint = ""
-    for extra in range(min(tokens, 16)):  # name a small prefix count that would work, if one does
-        grid = _grid(tokens - extra, height, width)
-        if grid is not None:
-            hint = (f" Dropping {extra} token(s) would leave {grid[0]} x {grid[1]}: pass prefix_tokens={extra} "
-                    "if the model has that many.")
-            break
-    raise SaliencyError(
-        f"Layer {layer!r} outputs {tokens} tokens (shape {shape}); after {dropping} the rest is not {wanted}, "
-        f"so it cannot be folded into the image's grid.{hint} For other layouts (Swin, ...) pass reshape=f, "
-        "a function from the layer's output to (B, C, h, w) in torch or (B, h, w, C) in Keras."
-    )
 
 
 def feature_map(ctx: RunContext, tensor: Any, layer: str) -> Any:
@@ -148,17 +128,38 @@ def feature_map(ctx: RunContext, tensor: Any, layer: str) -> Any:
             )
         return ops.transpose(tensor, (0, 3, 1, 2)) if last else tensor
     shape = tuple(int(d) for d in tensor.shape)
-    if len(shape) == 4:
-        return ops.transpose(tensor, (0, 3, 1, 2)) if last else tensor
     if len(shape) == 3:
-        prefix, h, w = token_grid(shape[1], ctx.spatial_size, ctx.options.get("prefix_tokens"), layer, shape)
-        grid = ops.reshape(tensor[:, prefix:], (shape[0], h, w, shape[2]))
-        return ops.transpose(grid, (0, 3, 1, 2))
-    raise SaliencyError(
-        f"Layer {layer!r} outputs shape {shape}; a CAM needs a feature map {wanted} or transformer tokens "
-        "(B, N, C). Pick a layer before the flattening or pooling (or leave layer=None), or pass reshape=f "
-        f"returning {wanted}."
-    )
+        try:
+            token_grid(shape[1], ctx.spatial_size, ctx.options.get("prefix_tokens"), layer, shape)
+        except SaliencyError as exc:
+            raise SaliencyError(f"{exc}{_readable_hint(ctx, layer)}") from None
+    grid = read_grid(shape, ctx.spatial_size, last, ctx.options.get("prefix_tokens"))
+    if grid is None:
+        raise SaliencyError(
+            f"Layer {layer!r} outputs shape {shape}; a CAM needs a feature map {wanted} or transformer tokens "
+            "(B, N, C). Pick a layer before the flattening or pooling (or leave layer=None), or pass reshape=f "
+            f"returning {wanted}.{_readable_hint(ctx, layer)}"
+        )
+    return to_channels_first(ops, tensor, grid)
+
+
+def _check_rows(ctx: RunContext, tensor: Any, rows: int, layer: str) -> None:
+    """A layer output whose first axis is not the images (windows, heads) cannot be read as their grid."""
+    if ctx.options.get("reshape") is None and int(tensor.shape[0]) != rows:
+        raise SaliencyError(
+            f"Layer {layer!r} outputs shape {tuple(int(d) for d in tensor.shape)} for {rows} image(s): its first "
+            "axis is not the images (attention windows or heads), so it cannot be read as their grid."
+            f"{_readable_hint(ctx, layer)}"
+        )
+
+
+def _readable_hint(ctx: RunContext, layer: str) -> str:
+    """`` Try layer='...'`` naming the layer the automatic choice reads, when there is one."""
+    try:
+        other = _automatic_layer(ctx)
+    except SaliencyError:
+        return ""
+    return "" if other == layer else f" Layer {other!r} can be read as a grid: try layer={other!r} (or layer=None)."
 
 
 def spatial_layers(shapes: list[tuple[str, tuple]], channels_last: bool) -> list[str]:
@@ -174,9 +175,71 @@ def spatial_layers(shapes: list[tuple[str, tuple]], channels_last: bool) -> list
 
 
 def _layer_shapes(ctx: RunContext) -> list[tuple[str, tuple]]:
+    """(name, output shape) of every layer, recorded on two copies of image 0 (``_SHAPE_ROWS`` rows)."""
     if "layer_shapes" not in ctx.cache:
-        ctx.cache["layer_shapes"] = ctx.backend.layer_shapes([x[:1] for x in ctx.inputs])
+        ops = ctx.ops
+        ctx.cache["layer_shapes"] = ctx.backend.layer_shapes([ops.concat([x[:1]] * _SHAPE_ROWS) for x in ctx.inputs])
     return ctx.cache["layer_shapes"]
+
+
+def _grid_layers(ctx: RunContext) -> list[tuple[str, Grid]]:
+    return grid_layers(_layer_shapes(ctx), ctx.spatial_size, _channels_last_layers(ctx), _SHAPE_ROWS)
+
+
+def _automatic_layer(ctx: RunContext, label: str = "A CAM") -> str:
+    """The layer a CAM reads when none is given (see the module docstring), remembered per model and shapes."""
+    shapes = tuple(x.shape[1:] for x in ctx.host_inputs)
+    remembered = _AUTO_LAYERS.get(ctx.backend.model, shapes)
+    if remembered is not None and remembered in ctx.backend.layer_names():
+        return remembered
+    last = _channels_last_layers(ctx)
+    candidates = _grid_layers(ctx)
+    if not candidates:
+        raise SaliencyError(
+            f"No layer of this model outputs a spatial feature map {'(B, h, w, C)' if last else '(B, C, h, w)'}, "
+            f"so {label} cannot pick one. Pass layer= (a transformer's token layer is folded into a grid; "
+            "see reshape= for other layouts)."
+        )
+    name, grid = candidates[-1]
+    if grid.layout != ("channels_last" if last else "channels_first"):  # tokens: the last that reaches the score
+        name = _last_reaching_layer(ctx, [n for n, _ in candidates]) or name
+    _AUTO_LAYERS.put(ctx.backend.model, shapes, name)
+    return name
+
+
+def _last_reaching_layer(ctx: RunContext, names: list[str]) -> str | None:
+    """Walking back in call order, the first layer whose map the score reaches (image 0, a probe each).
+
+    A block that does not reach it (a ViT's last block, whose patch tokens the
+    class token's head never reads) is followed by its own first layer: the
+    block's input norm, which its attention mixes into the class token. Its
+    other sublayers are then ruled out; a torch ``Sequential`` is skipped (its
+    output is its last child's).
+    """
+    ruled_out: list[str] = []
+    probes = 0
+    for position in range(len(names) - 1, -1, -1):
+        name = names[position]
+        if any(name.startswith(r + ".") for r in ruled_out) or _is_sequence(ctx, name):
+            continue
+        first = next((n for n in names if n.startswith(name + ".")), None)
+        for tried in (name, first):
+            if tried is None or probes >= _AUTO_TRIES:
+                continue
+            probes += 1
+            if _reaches(ctx, tried):
+                return tried
+        ruled_out.append(name)
+    return None
+
+
+def _reaches(ctx: RunContext, layer: str) -> bool:
+    """Whether the score's gradient is non-zero somewhere on ``layer``'s grid, for image 0."""
+    try:
+        _, reach = GRADCAM._probe(ctx, layer)
+    except SaliencyError:
+        return False
+    return float(ctx.ops.numpy(reach)[0]) > 0
 
 
 class _AutoLayerMemo:
@@ -255,20 +318,7 @@ class ClassActivationMap(Method):
             )
         if layer is not None:
             return ctx.backend.layer_name(layer)
-        shapes = tuple(x.shape[1:] for x in ctx.host_inputs)
-        remembered = _AUTO_LAYERS.get(ctx.backend.model, shapes)
-        if remembered is not None and remembered in ctx.backend.layer_names():
-            return remembered
-        last = _channels_last_layers(ctx)
-        candidates = spatial_layers(_layer_shapes(ctx), last)
-        if not candidates:
-            raise SaliencyError(
-                f"No layer of this model outputs a spatial feature map {'(B, h, w, C)' if last else '(B, C, h, w)'}, "
-                f"so {self.label} cannot pick one. Pass layer= (a transformer's token layer is folded into a grid; "
-                "see reshape= for other layouts)."
-            )
-        _AUTO_LAYERS.put(ctx.backend.model, shapes, candidates[-1])
-        return candidates[-1]
+        return _automatic_layer(ctx, self.label)
 
     # --- what each CAM defines ---------------------------------------------------
     def combine(self, ops, activation, gradient):
@@ -286,9 +336,11 @@ class ClassActivationMap(Method):
         if self.passes_left(ctx, state) > 0:
             yield Stage(ctx.batch, lambda start, stop: self._run_chunk(ctx, state, start, stop))
 
-    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
-        """(maps (n, h, w), largest |gradient| per image) at ``layer``."""
-        activation, gradient, _ = ctx.layer_gradients(points, images, layer)
+    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str, observe: bool = True):
+        """(maps (n, h, w), largest |gradient| per image) at ``layer``; ``observe=False`` for a probe (its
+        outputs are not the clean pass's)."""
+        activation, gradient, _ = ctx.layer_gradients(points, images, layer, observe)
+        _check_rows(ctx, activation, len(images), layer)
         a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
         return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_max(ctx.ops.abs(g))
 
@@ -351,12 +403,11 @@ class ClassActivationMap(Method):
         position = len(names) - 1 - names[::-1].index(ctx.layer)
         ruled_out = [ctx.layer]
         tried, seen = 0, set()
+        readable = {name for name, _ in _grid_layers(ctx)}
         for name, shape in reversed(shapes[:position]):
-            if name in seen or any(name.startswith(r + ".") for r in ruled_out) or len(shape) not in (3, 4):
+            if name in seen or any(name.startswith(r + ".") for r in ruled_out) or name not in readable:
                 continue
             seen.add(name)
-            if len(shape) == 4 and not spatial_layers([(name, shape)], _channels_last_layers(ctx)):
-                continue
             if _is_sequence(ctx, name):
                 continue
             tried += 1
@@ -373,7 +424,7 @@ class ClassActivationMap(Method):
 
     def _probe(self, ctx: RunContext, layer: str):
         """The map of image 0 at ``layer`` and its gradient's reach (one forward+backward pass)."""
-        return self._layer_map(ctx, [x[:1] for x in ctx.inputs], np.zeros(1, np.int64), layer)
+        return self._layer_map(ctx, [x[:1] for x in ctx.inputs], np.zeros(1, np.int64), layer, observe=False)
 
 
 class GradCAM(ClassActivationMap):
@@ -450,15 +501,17 @@ class ScoreCAM(ClassActivationMap):
     summary = ("Channels weighted by a softmax of the class score when the input is masked by each channel "
                "(Wang et al. 2020); one forward pass per channel, no gradients.")
 
-    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str):
+    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str, observe: bool = True):
         # A probe for another layer uses Grad-CAM's gradient weights: one pass instead of one per channel.
-        return GRADCAM._layer_map(ctx, points, images, layer)
+        return GRADCAM._layer_map(ctx, points, images, layer, observe)
 
     def start(self, ctx: RunContext, resume: Any = None) -> ScoreState:
         ops, batch = ctx.ops, ctx.batch
         parts = []
         for s in range(0, batch, ctx.chunk):  # forward passes only: cheap next to the masked ones
-            activation, _ = ctx.backend.layer_activations([x[s : s + ctx.chunk] for x in ctx.inputs], ctx.layer)
+            points = [x[s : s + ctx.chunk] for x in ctx.inputs]
+            activation, _ = ctx.backend.layer_activations(points, ctx.layer)
+            _check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
             parts.append(feature_map(ctx, activation, ctx.layer))
         a = ops.concat(parts)
         channels, h, w = (int(d) for d in a.shape[1:])

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SaliencyError
+from ..targets import is_plain
 from .base import Method, MethodOutput, Option, _hashable, register
 from .sampling import Ends, SampledGradients, Sampling, nsamples_option, path_weights
 
@@ -277,6 +278,13 @@ class XRAI(Method):
                 raise SaliencyError(
                     f"base_attribution explains classes {np.asarray(base.target).tolist()} but this call explains "
                     f"{ctx.targets_np[ctx.output_index].tolist()}: pass target=base_attribution.target."
+                )
+            mine = ctx.explained[ctx.output_index].target
+            if base.explained is not None and not (is_plain(mine) and is_plain(base.explained)) \
+                    and base.explained != mine:
+                raise SaliencyError(
+                    f"base_attribution explains {base.explained!r} but this call explains {mine!r}: pass "
+                    "target=base_attribution.explained."
                 )
             raw = np.asarray(base.raw_of(0), np.float32)
             if base.kind == "layer":

@@ -211,12 +211,12 @@ def compute_unit(job: EvaluationJob, unit: Unit, progress: Callable | None, canc
     from ..evaluation import deletion_insertion, sanity_check
 
     explorer, settings = job.explorer, job.settings
-    common = dict(channels_last=explorer.channels_last, output_index=explorer.output_index,
+    common = dict(channels_last=explorer.channels_last, output=explorer.output_index,
                   batch_size=explorer.batch_size, progress=progress, cancel=cancel)
     if unit.kind == CURVES:
         if unit.method == RANDOM:
             return deletion_insertion(explorer.model, explorer.images, "random", target=target_argument(settings),
-                                      steps=job.steps, seed=explorer.seed, **common)
+                                      steps=job.steps, seed=explorer.seed, multilabel=explorer.multilabel, **common)
         if explorer.cached(unit.method, settings) is None and on_map is not None:
             on_map(unit.method)
         attribution = explorer.compute(unit.method, settings, None, cancel)  # the map the grid shows

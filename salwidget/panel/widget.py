@@ -77,8 +77,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         picture to display). With it the panel shows an upload button.
     page_size : int, default 6
         Images per page; only the visible page is computed.
-    batch_size, output_index, rng
-        As for :func:`salwidget.attribute`.
+    batch_size, output_index, output, multilabel, rng
+        As for :func:`salwidget.attribute` (``output=`` picks one of several
+        outputs by position or name; ``multilabel=True`` shows sigmoid
+        probabilities).
 
     Notes
     -----
@@ -119,6 +121,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         output_index: int | None = None,
         rng: str = "device",
         store: Any = None,
+        output: int | str | None = None,
+        multilabel: bool | None = None,
         **kwargs,
     ):
         from ..dataset.sources import ArraySource, as_source, is_dataset
@@ -138,7 +142,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             images, display_images, labels = batch.inputs, self._pictures(batch, layout), batch.labels
         inputs, layout, _ = prepare_inputs(images, layout, backend.default_channels_last)
         self._model, self._images, self._channels_last = model, inputs[0], layout
-        self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
+        self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng,
+                                      output=output, multilabel=multilabel)
         self._given_scan, self._store = given_scan, store
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
