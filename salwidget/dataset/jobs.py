@@ -331,14 +331,26 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                           output_index=output_index, **({"layer": layer} if layer is not None else {}),
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
-        zarr.open_array(str(job_folder / "maps.zarr"), mode="w", shape=(len(scanned), *shape),
-                        chunks=(THUMBNAIL_CHUNK_ROWS, *shape), dtype=dtype, fill_value=0)
+        _create_maps(job_folder / "maps.zarr", (len(scanned), *shape), dtype)
         _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
                                     target=str(target_key), seed=int(seed), metrics=list(metrics),
                                     curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
                                     channels_last=bool(scanned.channels_last), kind=method.output))
     spec.map_shape = tuple(json.loads(meta_path.read_text())["map_shape"])
     return spec
+
+
+def _create_maps(path: Path, shape: tuple, dtype: str) -> None:
+    """The job's maps array: chunks of 16 rows, not compressed (saliency maps are noise to a compressor:
+    it would cost more time than it saves space, and a GPU computes maps faster than zstd packs them)."""
+    import zarr
+
+    chunks = (THUMBNAIL_CHUNK_ROWS, *shape[1:])
+    if hasattr(zarr, "create_array"):  # zarr 3
+        zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressors=None,
+                          overwrite=True)
+    else:  # zarr 2
+        zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressor=None)
 
 
 def _first_readable(scanned) -> int:
@@ -374,8 +386,13 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
     labels = sorted(stored)
     pairs_folder = folder / "pairs" / "table"
     have = read_parts(pairs_folder)
+    current = set(specs)
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
+            # Two methods (not one method under two settings), one of them a job of this call: the pairs
+            # grow with the jobs asked for, not with everything stored.
+            if stored[a][2]["method"] == stored[b][2]["method"] or not {a, b} & current:
+                continue
             column = f"{a}_vs_{b}_spearman"
             done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
             rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
