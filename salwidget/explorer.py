@@ -22,7 +22,7 @@ from .backends import get_backend
 from .engine import attribute, predict
 from .inputs import prepare_inputs
 from .methods import get_method
-from .outputs import output_selector, probabilities
+from .outputs import is_multilabel, output_selector, probabilities
 from .targets import Target
 
 
@@ -102,6 +102,13 @@ class Explorer:
     @property
     def num_classes(self) -> int:
         return self.scores.shape[1]
+
+    @property
+    def multilabel_head(self) -> bool:
+        """Whether the explained (B, K) head's labels are independent sigmoids (given, or detected)."""
+        if self.scores.ndim != 2:
+            return False
+        return is_multilabel(self.scores) if self.multilabel is None else bool(self.multilabel)
 
     def weights_changed(self) -> bool:
         """Whether the model's weights changed since the predictions were read."""

@@ -240,6 +240,7 @@ class GridRenderer:
 
     def __init__(self, cell_px: int = 200):
         self.cell_px = cell_px
+        self.layout: GridLayout | None = None  # the last drawn grid's layout (where a click lands)
 
     def render(self, columns: list[Column], row_titles: list[str] | None = None) -> bytes:
         """Draw ``columns`` (each with one entry per row) and return PNG bytes.
@@ -250,7 +251,8 @@ class GridRenderer:
 
     def draw(self, columns: list[Column], row_titles: list[str] | None = None):
         """The picture :meth:`render` encodes, as a Pillow RGB image (to compose it into another)."""
-        return self.paint(grid_layout(columns, row_titles, self.cell_px))
+        self.layout = grid_layout(columns, row_titles, self.cell_px)
+        return self.paint(self.layout)
 
     def paint(self, layout: GridLayout):
         """A Pillow RGB image of ``layout``."""

@@ -31,7 +31,9 @@ def completeness_gap(result: Attribution) -> tuple[float, int] | None:
     raws = result.raw if isinstance(result.raw, tuple) else (result.raw,)
     total = sum(np.asarray(r, np.float64).reshape(len(delta), -1).sum(axis=1) for r in raws)
     scores = np.asarray(result.scores, np.float64)
-    scale = np.maximum(np.abs(total - delta), scores.max(axis=1) - scores.min(axis=1))
+    # The range of each image's class scores; a dense output (a region's score) has only f(x) - f(b).
+    spread = scores.max(axis=1) - scores.min(axis=1) if scores.ndim == 2 else 0.0
+    scale = np.maximum(np.abs(total - delta), spread)
     if not (scale > 0).any():
         return None
     share = np.where(scale > 0, np.abs(delta) / np.where(scale > 0, scale, 1.0), 0.0)

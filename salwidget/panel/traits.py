@@ -58,6 +58,9 @@ class PanelTraits(traitlets.HasTraits):
                                           "weights, from the output layer to the first.")
     selection = traitlets.List(traitlets.Int(), help="Dataset indices of the images the Maps view explains "
                                                      "(set by the Dataset view's Explain selected).")
+    regions = traitlets.Dict(help="Dense (segmentation) outputs: {image: (class, mask)}, the region each image's maps "
+                                  "explain (a click or a dragged box on the image column sets it); images without "
+                                  "one explain their largest predicted region.")
     query = traitlets.Unicode("", help="Dataset view: a pandas query over the scan's table, e.g. "
                                        "'not correct and probability > 0.9'.")
     sort_by = traitlets.Unicode("loss", help="Dataset view: the column the thumbnails are sorted by "

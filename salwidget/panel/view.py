@@ -61,6 +61,7 @@ class GridView:
     def __init__(self):
         self.renderer = GridRenderer()
         self.columns: dict[str, ColumnState] = {}
+        self.layout = None  # the last drawn grid's layout
 
     def select(self, methods: tuple[str, ...]) -> None:
         """Keep a column for each of ``methods``, in that order; maps already there stay, marked pending."""
@@ -110,6 +111,7 @@ class GridView:
         self.renderer.cell_px = look.cell_px
         columns, masks, scales = self.columns_for(look, images)
         png = self.renderer.render(columns, row_titles)
+        self.layout = self.renderer.layout  # where a click on the picture lands
         return Picture(png, masks, scales, self.complete)
 
     def figure(self, look: Look, images: np.ndarray, row_titles: list[str], dpi: float = 100):

@@ -25,8 +25,10 @@ from ..inputs import prepare_inputs
 from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import controls
+from ..outputs import labels_above
 from .classes import check_labels, ClassNames, row_titles, top_classes
 from .dataset_pane import DatasetPane
+from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .evaluate_pane import EvaluatePane
 from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import SANITY_NOTE, notes_html
@@ -38,6 +40,7 @@ from .traits import PanelTraits
 from .worker import Job, Worker, run_job
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
+THRESHOLD = 0.5  # a multi-label head's labels above this probability are offered as targets
 COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
 EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
@@ -150,7 +153,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._preprocess = preprocess
         self._explorers: dict[int, Explorer] = {}
         explorer = self._explorer(0)
-        self._classes = ClassNames(class_names, explorer.num_classes)
+        self._dense = explorer.scores.ndim == 4  # a segmentation output: regions are explained
+        self._press = None  # where a press on the grid began (a click or a dragged box)
+        self._classes = ClassNames(class_names, explorer.num_classes if not self._dense else
+                                   explorer.scores.shape[-1 if layout else 1])
         self._labels = check_labels(labels, len(self._images), explorer.num_classes)
         if not self._from_dataset:  # the images are the dataset
             self._source = ArraySource(self._images, self._labels)
@@ -192,6 +198,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self.observe(self._on_error_change, names="error")
         self.observe(self._on_status_change, names="status")
         self.observe(self._on_selection_change, names="selection")
+        self.observe(self._on_regions_change, names="regions")
         self.observe(self._on_dataset_change, names=[t for t, _ in self._dataset.pairs()])
         self._show_pane_boxes()
         if self._from_dataset:
@@ -254,6 +261,12 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         # No margin: the widgets' default 2 px would push a full-width picture past the panel's edge.
         self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(
             width="100%", height="auto", margin="0px")), "grid", None)
+        from ipyevents import Event
+
+        # Dense outputs: a click or a dragged box on the image column picks the region to explain.
+        self._grid_events = Event(source=self._image, watched_events=["mousedown", "mouseup"],
+                                  prevent_default_actions=True)
+        self._grid_events.on_dom_event(self._on_grid_event)
         self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow="auto", width="100%"))
         self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
                                                    layout=widgets.Layout(width="110px")),
@@ -398,9 +411,20 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def _show_target(self) -> None:
         explorer, first = self._explorer(), self._page_slice().start
+        if self._dense:  # regions, set by clicks on the pictures
+            controls.set_choices(self._target, [("Regions: click a picture or drag a box", "predicted")])
+            controls.show_value(self._target, "predicted")
+            self._search.layout.display = "none"
+            return
         choices = [(self._classes.target_label("predicted"), "predicted")]
-        for c, i, p in top_classes(explorer.probabilities):
-            choices.append((f"{self._classes.label(c)}; image {first + i + 1}: {p:.2f}", c))
+        if explorer.multilabel_head:  # every label above the threshold, per image
+            for i, labels in enumerate(labels_above(explorer.scores, THRESHOLD, True)):
+                for c in labels:
+                    choices.append((f"{self._classes.label(int(c))}; image {first + i + 1}: "
+                                    f"{explorer.probabilities[i, c]:.2f}", int(c)))
+        else:
+            for c, i, p in top_classes(explorer.probabilities):
+                choices.append((f"{self._classes.label(c)}; image {first + i + 1}: {p:.2f}", c))
         known = [v for _, v in choices]
         choices += [(self._classes.label(c), c) for c in self._offered if c not in known]
         if not any(controls.same(self.target, v) for _, v in choices):
@@ -660,6 +684,12 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def _settings(self) -> Settings:
         part = self._page_slice()
         target = self.target[part] if isinstance(self.target, tuple) else self.target
+        if self._dense:  # the page's regions, one per image
+            from ..targets import Region
+
+            chosen = {i - part.start: self.regions[i] for i in range(part.start, part.stop) if i in self.regions}
+            regions = regions_for(self._explorer().scores, self._channels_last, chosen)
+            target = Region([k for k, _ in regions], np.stack([m for _, m in regions]))
         return Settings(tuple(self.methods), {m: dict(self.options[m]) for m in self.methods}, target, self.layer)
 
     def _request(self) -> None:
@@ -785,7 +815,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         """Draw the grid as it stands (call under the worker's lock)."""
         started = _now()
         part = self._page_slice()
-        picture = self._view.draw(self._look_now(), self._display[part], self._row_titles(part))
+        picture = self._view.draw(self._look_now(), self._shown_images(part), self._row_titles(part))
         self._picture = picture
         columns = 1 + len(self._view.columns) + (self.overlay_method is not None)
         natural = columns * (self.cell_size + 8) + 8
@@ -808,8 +838,60 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         target = next(iter(results.values())).target if results else None
         explorer = self._explorer()
         indices = self._indices[part] if self._from_dataset or len(self._indices) != len(self._source) else None
+        if self._dense:
+            return self._region_titles(part, indices)
         return row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
                           None if self._labels is None else self._labels[part], part.start, indices)
+
+    def _region_titles(self, part: slice, indices) -> list[str]:
+        """Per image: its number, the class and size of the region its maps explain."""
+        chosen = {i - part.start: self.regions[i] for i in range(part.start, part.stop) if i in self.regions}
+        titles = []
+        for i, (k, mask) in enumerate(regions_for(self._explorer().scores, self._channels_last, chosen)):
+            number = f"image {part.start + i + 1}" + (f" (#{int(indices[i])})" if indices is not None else "")
+            how = "clicked" if i in chosen else "largest"
+            titles.append(f"{number}\nexplains: {self._classes.name(k)}\n{how} region, {int(mask.sum())} px")
+        return titles
+
+    def _shown_images(self, part: slice) -> np.ndarray:
+        """The image column: the pictures, and for a dense output the predicted classes over them."""
+        if not self._dense:
+            return self._display[part]
+        chosen = {i - part.start: self.regions[i] for i in range(part.start, part.stop) if i in self.regions}
+        scores = self._explorer().scores
+        return shaded(self._display[part], scores, self._channels_last, regions_for(scores, self._channels_last, chosen))
+
+    def _on_grid_event(self, event: dict) -> None:
+        """Dense outputs: a click on a picture explains the predicted region under it, a dragged box the part
+        of that region inside the box (ipyevents reports both ends in the grid picture's pixels)."""
+        if not self._dense or self._view.layout is None:
+            return
+        scores = self._explorer().scores
+        size = scores.shape[1:3] if self._channels_last else scores.shape[2:4]
+        where = pixel_under(self._view.layout, event.get("dataX", -1), event.get("dataY", -1), size)
+        if event.get("type") == "mousedown":
+            self._press = where
+            return
+        start, self._press = self._press, None
+        if where is None or start is None or start[0] != where[0]:
+            return
+        row = where[0]
+        try:
+            k, mask = region_from_gesture(scores, self._channels_last, row, start[1:], where[1:])
+        except SaliencyError as exc:
+            self.error = str(exc)
+            return
+        self.set_region(self._page_slice().start + row, k, mask)
+
+    def set_region(self, image: int, k: int, mask: Any) -> None:
+        """Explain class ``k``'s score over ``mask`` (the output's H x W) for panel image ``image`` (dense outputs);
+        what a click or a dragged box on the image column does."""
+        self.regions = {**self.regions, int(image): (int(k), np.asarray(mask, bool))}
+
+    def _on_regions_change(self, change) -> None:
+        with self._worker.lock:
+            self._view.clear()
+        self._request()
 
     def _show_downloads(self) -> None:
         self._downloads.value = png_link(self._png)
