@@ -342,3 +342,50 @@ def test_dataset_view_in_jupyterlab(page, lab_url, screenshots):
     run_cell(page, "print('SELECTED', json.dumps(t.selection))")
     assert json.loads(printed(page, "SELECTED")) == sorted(row for _, row in thumbs)
     panel.screenshot(path=str(screenshots / "10-lab-dataset-explained.png"))
+
+
+SEGMENTATION_PANEL = '''
+import json
+import numpy as np, torch
+import salwidget as sw
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)).eval()  # each pixel's class: its strongest colour
+with torch.no_grad():
+    net[0].weight.copy_(torch.eye(3)[:, :, None, None]); net[0].bias.zero_()
+x = np.zeros((2, 3, 32, 32), np.float32)
+x[:, 0, :, :16] = 0.9   # left half red (class 0)
+x[:, 1, :, 16:] = 0.9   # right half green (class 1)
+x[1, 1, :, 8:16] = 0.9; x[1, 0, :, 8:16] = 0.0   # image 2: mostly green
+seg = sw.SaliencyWidget(net, x, methods=("vanilla",), class_names=["red", "green", "blue"])
+seg
+'''
+
+
+def test_a_click_on_a_segmentation_picture_explains_that_region(page, lab_url, screenshots):
+    """Dense outputs: clicking the green half of image 1 sets its region (class green), and the maps follow."""
+    import json
+
+    page.goto(f"{lab_url}/lab/tree/saliencynet_api.ipynb")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=LONG)
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
+                           "const k = w && w.sessionContext && w.sessionContext.session && "
+                           "w.sessionContext.session.kernel; return k && k.status === 'idle'; }", timeout=LONG)
+    no_news = page.get_by_role("button", name="No")
+    if no_news.count():
+        no_news.first.click()
+    run_cell(page, SEGMENTATION_PANEL)
+    panel = page.locator(PANEL).last
+    own_status = panel.locator(".salwidget-status").first
+    wait_until(lambda: own_status.inner_text().startswith("Done"), 120, page=page)
+    run_cell(page, "cell = next(i for i in seg._view.layout.items if i.kind == 'cell' and i.column == 0 and i.row == 0)\n"
+                   "print('CELL', json.dumps([cell.left + 0.8 * cell.width, cell.top + 0.5 * cell.height]))")
+    x, y = json.loads(printed(page, "CELL"))
+    image = panel.locator(GRID).first
+    image.scroll_into_view_if_needed()
+    rect = image.bounding_box()
+    scale = rect["width"] / image.evaluate("e => e.naturalWidth")
+    page.mouse.click(rect["x"] + x * scale, rect["y"] + y * scale)
+    run_cell(page, "seg.wait()\nprint('REGION', json.dumps({i: [k, int(m.sum())] for i, (k, m) in seg.regions.items()}))")
+    assert json.loads(printed(page, "REGION")) == {"0": [1, 512]}  # green, its 32 x 16 pixels
+    wait_until(lambda: own_status.inner_text().startswith("Done"), 120, page=page)
+    panel.screenshot(path=str(screenshots / "11-lab-segmentation-click.png"))
