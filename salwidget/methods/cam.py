@@ -375,6 +375,13 @@ class ClassActivationMap(Method):
         return MethodOutput(maps, 0, extras)
 
     def _unreachable_message(self, ctx: RunContext) -> str:
+        bound = ctx.explained.get(ctx.output_index)
+        if getattr(bound.target if bound is not None else None, "score", "logit") != "logit":
+            return (
+                f"{self.label} at layer {ctx.layer!r} is zero for every image: the gradient of the target's "
+                f"{bound.target.score} vanishes there. A confident probability is flat (its gradient underflows "
+                "to zero): explain the raw score instead (score='logit', or target=k for a class)."
+            )
         suggestion = self._earlier_layer(ctx)
         advice = (f"Try layer={suggestion!r}: its {self.label} map is not zero." if suggestion is not None
                   else "Try an earlier layer (layer=...).")
