@@ -71,7 +71,8 @@ class Explorer:
 
     def __init__(self, model: Any, images: Any, *, channels_last: bool | None = None, seed: int = 0,
                  batch_size: int | str = "auto", cache_size: int = 48, output_index: int | None = None,
-                 rng: str = "device", output: int | str | None = None, multilabel: bool | None = None):
+                 rng: str = "device", output: int | str | None = None, multilabel: bool | None = None,
+                 image_ids: Any = None, stored: Callable | None = None):
         self._backend = get_backend(model)
         inputs, self.channels_last, _ = prepare_inputs(images, channels_last, self._backend.default_channels_last)
         self.model = model
@@ -84,6 +85,10 @@ class Explorer:
         self.multilabel = multilabel
         self.rng = rng
         self.seconds_per_pass: float | None = None  # measured by the last computation; None before any
+        # Dataset rows: their ids key the random draws (a row's map is the same in any selection) and a
+        # dataset job's stored maps of the same settings are shown without computing (stored(...) finds them).
+        self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
+        self.stored = stored
         self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
         self._cache: OrderedDict[tuple, Attribution] = OrderedDict()
         self._layers: list[tuple[str, tuple]] | None = None
@@ -172,12 +177,20 @@ class Explorer:
             return hit
         target = None if settings.target == "predicted" else settings.target
         extra = {"layer": settings.layer} if get_method(method).reads == "layer" else {}
+        if self.stored is not None and self.image_ids is not None and target is None:
+            found = self.stored(method, get_method(method).resolve(settings.options_for(method)),
+                                extra.get("layer"), self.seed, self.image_ids, self)
+            if found is not None:
+                with self._lock:
+                    self._cache[self.map_key(method, settings)] = found
+                return found
         result = attribute(
             self.model, self.images, method,
             target=list(target) if isinstance(target, (tuple, list)) else target,
             batch_size=self.batch_size, seed=self.seed, channels_last=self.channels_last,
             output=self.output_index, multilabel=self.multilabel, progress=progress, cancel=cancel, rng=self.rng,
-            resume_from=self._resumable(method, settings), **extra, **settings.options_for(method),
+            resume_from=self._resumable(method, settings), image_ids=self.image_ids, **extra,
+            **settings.options_for(method),
         )
         if result.passes_done:
             self.seconds_per_pass = result.seconds / result.passes_done

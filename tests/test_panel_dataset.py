@@ -188,3 +188,30 @@ def test_selection_out_of_range_is_refused(data):
     panel = panel_over(x[:20], labels[:20])
     with pytest.raises(traitlets.TraitError, match="selection must be dataset indices from 0 to 19"):
         panel.selection = [3, 25]
+
+
+def test_stored_maps_of_the_same_settings_are_shown_without_computing(data, tmp_path):
+    x, labels = data
+    model = make_torch_cnn()
+    scan = sw.scan(model, x, labels, store=tmp_path)
+    job = sw.attribute_dataset(model, scan, ["smoothgrad"], options={"smoothgrad": {"nsamples": 5}}, metrics=(),
+                               seed=0)
+    panel = sw.SaliencyWidget(model, scan, methods=("smoothgrad",), nsamples=5)
+    assert panel.wait(120)
+    gradient_passes = []
+    PassGate(model[0], when=lambda calls, grad: gradient_passes.append(grad) and False)
+    panel.selection = [7, 250, 3]
+    panel.pane = "maps"
+    assert panel.wait(60)
+    result = panel.results["smoothgrad"]
+    assert "stored" in result.extras and not any(gradient_passes)  # read from the store (a forward for titles)
+    assert "SmoothGrad (n=5) from the dataset store" in panel.status
+    np.testing.assert_array_equal(result.raw, job.maps("smoothgrad", [7, 250, 3]))
+    # Other settings: computed, with the rows' draws keyed by their dataset index (the job's maps, unrounded)
+    panel.nsamples = 6
+    assert panel.wait(60) and any(gradient_passes) and "stored" not in panel.results["smoothgrad"].extras
+    expected = sw.attribute(model, x[[7, 250, 3]], "smoothgrad", nsamples=6, seed=0, image_ids=[7, 250, 3])
+    np.testing.assert_allclose(panel.results["smoothgrad"].raw, expected.raw, rtol=1e-5, atol=1e-9)
+    panel.nsamples = 5  # back: the stored maps again
+    assert panel.wait(60)
+    np.testing.assert_array_equal(panel.results["smoothgrad"].raw, job.maps("smoothgrad", [7, 250, 3]))

@@ -32,6 +32,8 @@ def done_status(outcomes: Sequence, seconds: float, device: str) -> str:
         label = describe(o.result)
         if o.how == "cached":
             label += " from the cache"
+        elif o.how == "stored":
+            label += " from the dataset store"
         elif o.how == "resumed":
             label += f" resumed from n={o.resumed_from}"
         parts.append(label)

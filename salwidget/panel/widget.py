@@ -209,8 +209,13 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         """The page's explorer (its own cache of maps), made on first visit."""
         page = self.page if page is None else page
         if page not in self._explorers:
-            self._explorers[page] = Explorer(self._model, self._images[self._page_slice(page)],
-                                             channels_last=self._channels_last, **self._explorer_options)
+            part = self._page_slice(page)
+            ids = self._indices[part] if self._from_dataset and getattr(self, "_indices", None) is not None else None
+            dataset_rows = ids is not None and bool((ids >= 0).all())
+            self._explorers[page] = Explorer(self._model, self._images[part], channels_last=self._channels_last,
+                                             image_ids=ids if dataset_rows else None,
+                                             stored=self._dataset.stored_maps if dataset_rows else None,
+                                             **self._explorer_options)
         return self._explorers[page]
 
     # ----------------------------------------------------------------- controls

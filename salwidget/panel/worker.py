@@ -170,4 +170,6 @@ def _one_method(worker, generation, explorer, settings, method, sink, interval) 
         worker.publish(generation, lambda: sink.progress(method, partial, done, total, draw))
 
     result = explorer.compute(method, settings, progress, lambda: worker.is_stale(generation))
+    if "stored" in getattr(result, "extras", {}):  # a dataset job's maps, read back
+        return Outcome(method, "stored", result)
     return Outcome(method, "computed" if resumed is None else "resumed", result, resumed)
