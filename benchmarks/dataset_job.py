@@ -87,46 +87,21 @@ def speed(images: int, rounds: int, methods: list[str]) -> None:
             print(f"\nloop / job = **{ratio:.2f}x**", flush=True)
 
 
-MEMORY = r"""
-import os, sys, tempfile
-sys.path.insert(0, sys.argv[2])
-import numpy as np, torch
-import salwidget as sw
-from tests.helpers import make_torch_cnn
-
-class OnTheFly(torch.utils.data.Dataset):
-    def __init__(self, n): self.n = n
-    def __len__(self): return self.n
-    def __getitem__(self, i):
-        return torch.from_numpy(np.random.default_rng(i).uniform(0, 1, (3, 64, 64)).astype(np.float32)), i % 5
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
-
-model = make_torch_cnn()
+MEMORY = """
 with tempfile.TemporaryDirectory() as store:
     sw.attribute_dataset(model, OnTheFly(300), "vanilla", store=store, curve_steps=8)  # warm-up
 base = status("VmRSS")
 with tempfile.TemporaryDirectory() as store:
-    job = sw.attribute_dataset(model, OnTheFly(int(sys.argv[1])), "vanilla", store=store, curve_steps=8)
-    assert job.table["vanilla_deletion_auc"].notna().sum() == int(sys.argv[1])
+    job = sw.attribute_dataset(model, OnTheFly(n), "vanilla", store=store, curve_steps=8)
+    assert job.table["vanilla_deletion_auc"].notna().sum() == n
 print(status("VmHWM") - base)
 """
 
 
 def memory(sizes: list[int]) -> None:
-    rows = []
-    for n in sizes:
-        out = subprocess.run([sys.executable, "-c", MEMORY, str(n), os.path.dirname(HERE)],
-                             capture_output=True, text=True, check=True).stdout
-        rows.append((n, float(out.split()[-1])))
-    print("\n### Peak memory of a job (Gradient, deletion and insertion, 8 steps) above the loaded model (MB)\n")
-    print("| images | MB |\n|---|---|")
-    for n, mb in rows:
-        print(f"| {n:,} | {mb:.0f} |")
-    print(f"\n{rows[-1][0]:,} - {rows[0][0]:,} images = **{rows[-1][1] - rows[0][1]:.0f} MB** (target <= 300)", flush=True)
+    from memory_probe import peak_table
+
+    peak_table(MEMORY, sizes, "Peak memory of a job (Gradient, deletion and insertion, 8 steps) above the loaded model")
 
 
 def ray_overhead(images: int) -> None:

@@ -116,47 +116,19 @@ def keras_speed(rounds: int, images: int, batch: int) -> None:
            alternate({"salwidget scan": scan, "plain loop": plain}, rounds), images)
 
 
-MEMORY = r"""
-import os, sys, tempfile
-sys.path.insert(0, sys.argv[2])
-import numpy as np, torch
-import salwidget as sw
-from tests.helpers import make_torch_cnn
-
-class OnTheFly(torch.utils.data.Dataset):
-    def __init__(self, n): self.n = n
-    def __len__(self): return self.n
-    def __getitem__(self, i):
-        image = torch.from_numpy(np.random.default_rng(i).uniform(0, 1, (3, 64, 64)).astype(np.float32))
-        return image, i % 5
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
-
-model = make_torch_cnn()
+MEMORY = """
 sw.scan(model, OnTheFly(300))  # warm-up: imports, first calls
 base = status("VmRSS")
 with tempfile.TemporaryDirectory() as store:
-    result = sw.scan(model, OnTheFly(int(sys.argv[1])), store=store)
-    assert len(result.table) == int(sys.argv[1])
+    assert len(sw.scan(model, OnTheFly(n), store=store).table) == n
 print(status("VmHWM") - base)
 """
 
 
 def memory(sizes: list[int]) -> None:
-    rows = []
-    for n in sizes:
-        out = subprocess.run([sys.executable, "-c", MEMORY, str(n), os.path.dirname(HERE)],
-                             capture_output=True, text=True, check=True).stdout
-        rows.append((n, float(out.split()[-1])))
-    print("\n### Peak memory above the loaded model, 64 x 64 images made on the fly (MB)\n")
-    print("| images | MB |\n|---|---|")
-    for n, mb in rows:
-        print(f"| {n:,} | {mb:.0f} |")
-    print(f"\n{rows[-1][0]:,} images - {rows[0][0]:,} images = **{rows[-1][1] - rows[0][1]:.0f} MB** (target <= 300)",
-          flush=True)
+    from memory_probe import peak_table
+
+    peak_table(MEMORY, sizes, "Peak memory of a scan above the loaded model, 64 x 64 images made on the fly")
 
 
 KILLED = r"""

@@ -289,6 +289,15 @@ def click_in_picture(page, panel, selector: str, box) -> None:
     page.mouse.click(rect["x"] + (left + right) / 2 * scale, rect["y"] + (top + bottom) / 2 * scale)
 
 
+def open_notebook(page, lab_url: str, name: str) -> None:
+    """Open a notebook of the lab's copy and wait for its kernel to be idle."""
+    page.goto(f"{lab_url}/lab/tree/{name}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=LONG)
+    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
+                           "const k = w && w.sessionContext && w.sessionContext.session && "
+                           "w.sessionContext.session.kernel; return k && k.status === 'idle'; }", timeout=LONG)
+
+
 def printed(page, marker: str) -> str:
     """The text a cell printed after ``marker`` (the cell prints ``marker`` then JSON)."""
     output = page.locator(".jp-OutputArea-output pre", has_text=marker).last
@@ -300,11 +309,7 @@ def test_dataset_view_in_jupyterlab(page, lab_url, screenshots):
     """Filter, click a confusion cell, pick thumbnails, explain them: the digits of notebooks/dataset.ipynb."""
     import json
 
-    page.goto(f"{lab_url}/lab/tree/dataset.ipynb")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=LONG)
-    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
-                           "const k = w && w.sessionContext && w.sessionContext.session && "
-                           "w.sessionContext.session.kernel; return k && k.status === 'idle'; }", timeout=LONG)
+    open_notebook(page, lab_url, "dataset.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.locator(".jp-OutputArea-output pre", has_text="golf ball").first.wait_for(timeout=LONG)
@@ -365,11 +370,7 @@ def test_a_click_on_a_segmentation_picture_explains_that_region(page, lab_url, s
     """Dense outputs: clicking the green half of image 1 sets its region (class green), and the maps follow."""
     import json
 
-    page.goto(f"{lab_url}/lab/tree/saliencynet_api.ipynb")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=LONG)
-    page.wait_for_function("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
-                           "const k = w && w.sessionContext && w.sessionContext.session && "
-                           "w.sessionContext.session.kernel; return k && k.status === 'idle'; }", timeout=LONG)
+    open_notebook(page, lab_url, "saliencynet_api.ipynb")
     no_news = page.get_by_role("button", name="No")
     if no_news.count():
         no_news.first.click()
