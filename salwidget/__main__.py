@@ -81,23 +81,6 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def _bar(description: str):
-    """A tqdm progress bar counting rows (a terminal's, or a notebook's widget via tqdm.auto)."""
-    from tqdm.auto import tqdm
-
-    state = {}
-
-    def progress(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=description, unit="image")
-        bar = state["bar"]
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return progress
-
-
 def dataset_command(args) -> None:
     """``scan`` and ``attribute-dataset``: a batch job from the shell."""
     from . import attribute_dataset, scan
@@ -107,7 +90,7 @@ def dataset_command(args) -> None:
     labels = None if args.labels is None else _load(args.labels)
     preprocess = None if args.preprocess is None else _load(args.preprocess)
     scanned = scan(model, data, labels, class_names=names, preprocess=preprocess, store=args.store,
-                   batch_size=args.batch_size, progress=_bar("scan"))
+                   batch_size=args.batch_size, progress=True)
     print(f"scan: {len(scanned.table)} images, accuracy {scanned.accuracy:.4f}, {len(scanned.errors)} unreadable; "
           f"store {args.store} (key {scanned.key})")
     if args.command == "scan":
@@ -116,7 +99,7 @@ def dataset_command(args) -> None:
     result = attribute_dataset(model, scanned, args.methods, rows=rows, options=_options(args.option),
                                target=args.target, metrics=tuple(args.metrics), engine=args.engine,
                                batch_size=args.batch_size, seed=args.seed, dtype=args.dtype,
-                               curve_steps=args.curve_steps, progress=_bar("maps"))
+                               curve_steps=args.curve_steps, progress=True)
     columns = [c for c in result.table.columns if c.startswith(tuple(result.labels))]
     summary = result.table[columns].describe().loc[["count", "mean"]].round(4)
     print(f"{', '.join(result.labels)}: {result.calls} blocks computed; columns {', '.join(columns)}\n"

@@ -323,3 +323,10 @@ def test_import_salwidget_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+
+
+def test_progress_true_draws_a_bar_that_counts_images(data, capsys):
+    x, labels = data
+    sw.scan(make_torch_cnn(), x, labels, progress=True)
+    err = capsys.readouterr().err
+    assert "scan: 100%" in err and f"{N}/{N}" in err

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
+from .progress import as_progress
 from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet
 
 ENGINES = ("local", "ray")
@@ -206,8 +207,9 @@ def attribute_dataset(
         local cluster; ``workers`` actors, one GPU each where the cluster has GPUs).
     batch_size, seed
         As for :func:`salwidget.attribute`; draws are keyed by dataset index (``image_ids``).
-    progress : callable(done, total), optional
-        Rows committed so far, over every job.
+    progress : callable(done, total) or True, optional
+        Rows committed so far, over every job; True draws a bar (tqdm: a widget in a notebook, text in a
+        terminal).
     cancel : callable() -> bool, optional
         Checked between blocks and chunks; True stops with :class:`salwidget.AttributionCancelled`; what
         was committed stays and a re-run computes only the rest.
@@ -261,6 +263,7 @@ def attribute_dataset(
         spec = _job(folder, scanned, model, method, resolved, layer, target, seed, metrics, curve_steps, dtype,
                     batch_size, output_index)
         specs[spec.label] = spec
+    progress = as_progress(progress, "maps")
     todo = [(spec, block) for spec in specs.values() for block in _blocks(_missing(spec, wanted))]
     total = sum(len(b) for _, b in todo)
     if engine == "ray":

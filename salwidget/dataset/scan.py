@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest, model_fingerprint
 from .predictions import COLUMNS, are_probabilities, columns
+from .progress import as_progress
 from .sources import DataSource, as_source
 from .store import CHUNK_ROWS, ScanStore, Store
 
@@ -179,8 +180,9 @@ def scan(
         A folder to keep the rows in (Parquet and zarr; see :mod:`salwidget.dataset.store`). A scan of
         the same weights and data resumes there, or reads it without a model call once complete.
         None keeps them in a temporary folder that lives as long as the :class:`Scan`.
-    progress : callable(done, total), optional
-        Called after each committed block with rows done so far.
+    progress : callable(done, total) or True, optional
+        Called after each committed block with rows done so far; True draws a bar (tqdm: a widget in a
+        notebook, text in a terminal).
     cancel : callable() -> bool, optional
         Checked between model calls; True stops with :class:`salwidget.AttributionCancelled` (what was
         committed stays in the store).
@@ -193,7 +195,7 @@ def scan(
     """
     opened = open_scan(model, data, labels, class_names=class_names, preprocess=preprocess, store=store,
                        channels_last=channels_last, output_index=output_index, framework=framework)
-    opened.complete(batch_size=batch_size, progress=progress, cancel=cancel)
+    opened.complete(batch_size=batch_size, progress=as_progress(progress, "scan"), cancel=cancel)
     return opened
 
 
