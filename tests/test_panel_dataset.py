@@ -126,7 +126,7 @@ def test_picked_thumbnails_are_explained_in_the_maps_view_as_any_images(data):
     rows = sorted(picked)
     expected = sw.attribute(panel.model, x[rows], "vanilla", seed=0)
     np.testing.assert_allclose(panel.results["vanilla"].raw, expected.raw, rtol=1e-5, atol=1e-8)
-    titles = panel._row_titles(panel._page_slice())
+    titles = panel._maps.row_titles(panel._page_slice())
     assert titles[0].startswith(f"image 1 (#{rows[0]}), true: {'abcde'[labels[rows[0]]]}")
 
 

@@ -309,8 +309,6 @@ def _blocks(missing: np.ndarray) -> list[np.ndarray]:
 def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, seed: int, metrics: tuple,
          curve_steps: int, dtype: str, batch_size, output_index) -> JobSpec:
     """The job's spec and folder: created (meta, an empty maps array) or found with the same settings."""
-    import zarr
-
     target_key = target if isinstance(target, (str, int, np.integer)) else digest(np.asarray(target).tobytes())
     key = digest(method.name, method.key(resolved), str(layer), target_key, seed, metrics, curve_steps, dtype)
     job_folder = folder / key

@@ -15,7 +15,6 @@ run on the main thread over the table (pandas): no model call, no worker.
 
 from __future__ import annotations
 
-import html
 import time
 from typing import Any
 
@@ -175,8 +174,8 @@ class DatasetPane:
             import traceback
 
             self.scanning = False
-            details = traceback.format_exc()
-            worker.publish(generation, lambda: self._failed(exc, details))
+            error, details = exc, traceback.format_exc()
+            worker.publish(generation, lambda: self._failed(error, details))
             return
         self.scanning = False
         worker.publish(generation, lambda: self._finished(scan))

@@ -22,21 +22,21 @@ from ..backends import get_backend
 from ..errors import SaliencyError
 from ..explorer import Explorer, Settings
 from ..inputs import prepare_inputs
+from ..outputs import labels_above
 from ..methods import all_methods, get_method
 from ..visualize import to_display_image
 from . import controls
-from ..outputs import labels_above
-from .classes import check_labels, ClassNames, row_titles, top_classes
+from .classes import ClassNames, check_labels, top_classes
 from .dataset_pane import DatasetPane
-from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .evaluate_pane import EvaluatePane
-from .files import decode_picture, maps_npz, npz_link, png_link
-from .notes import SANITY_NOTE, notes_html
+from .files import decode_picture
+from .maps_pane import MapsPane
 from .method_options import default_options, shown_options
-from .snapshot import Snapshot
-from .status import done_status, estimate_status, progress_status
-from .view import COMPUTING, DONE, FAILED, STOPPED, GridView, Look, Picture
+from .notes import SANITY_NOTE
+from .regions import regions_for
+from .status import estimate_status
 from .traits import PanelTraits
+from .view import STOPPED, Look
 from .worker import Job, Worker, run_job
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
@@ -154,7 +154,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._explorers: dict[int, Explorer] = {}
         explorer = self._explorer(0)
         self._dense = explorer.scores.ndim == 4  # a segmentation output: regions are explained
-        self._press = None  # where a press on the grid began (a click or a dragged box)
         self._classes = ClassNames(class_names, explorer.num_classes if not self._dense else
                                    explorer.scores.shape[-1 if layout else 1])
         self._labels = check_labels(labels, len(self._images), explorer.num_classes)
@@ -165,17 +164,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self.set_trait("selection", self._indices.tolist())
         self._maps_pending = False
         self._worker = Worker()
-        self._view = GridView()
-        self._snapshot = Snapshot()
-        self._picture = Picture(b"")
-        self._png, self._results, self._masks = b"", {}, {}
-        self._npz_for: tuple = ()  # the results the .npz link holds
         self._held: Job | None = None
         self._offered: list[int] = []  # classes a search offered in the target list (duplicated names)
         self._search_shown_for: Any = object()  # the target the search box last showed (nothing yet)
         self._group_boxes: dict[str, tuple] = {}
-        self._job_started = 0.0
-        self.draw_seconds = 0.0  # how long the last grid took to draw (previews are spaced by it)
         self._syncing = False
         self._closed = False
         self._build_controls()
@@ -263,46 +255,14 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._status = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")), "status", None)
         self._notes = controls.named(widgets.HTML(), "notes", None)
         self._error = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error", None)
-        # No margin: the widgets' default 2 px would push a full-width picture past the panel's edge.
-        self._image = controls.named(widgets.Image(format="png", layout=widgets.Layout(
-            width="100%", height="auto", margin="0px")), "grid", None)
-        from ipyevents import Event
-
-        # Dense outputs: a click or a dragged box on the image column picks the region to explain.
-        self._grid_events = Event(source=self._image, watched_events=["mousedown", "mouseup"],
-                                  prevent_default_actions=True)
-        self._grid_events.on_dom_event(self._on_grid_event)
-        self._grid_box = widgets.Box([self._image], layout=widgets.Layout(overflow="auto", width="100%"))
-        self._prev = controls.named(widgets.Button(description="Previous", icon="arrow-left",
-                                                   layout=widgets.Layout(width="110px")),
-                                    "previous-page", "Show the previous page of images.")
-        self._next = controls.named(widgets.Button(description="Next", icon="arrow-right",
-                                                   layout=widgets.Layout(width="110px")),
-                                    "next-page", "Show the next page of images (computed when shown).")
-        self._prev.on_click(self._on_prev_click)
-        self._next.on_click(self._on_next_click)
-        self._page_label = controls.named(widgets.Label(), "page", None)
-        self._pager = controls.wrap_row([self._prev, self._page_label, self._next])
-        tip = "Show one cell of the grid at full resolution, every pixel of the map."
-        self._enlarge = controls.named(widgets.Dropdown(layout=widgets.Layout(width="280px")), "enlarge", tip)
-        self._enlarge_view = controls.labelled(self._enlarge, "enlarge", tip)
+        self._maps = MapsPane(self)
+        maps = self._maps  # the Maps view's controls, under the names the panel always had
+        self._image, self._grid_box, self._pager, self._page_label = maps.image, maps.grid_box, maps.pager, maps.page_label
+        self._prev, self._next, self._enlarge, self._cell = maps.previous, maps.next, maps.enlarge, maps.cell
+        self._cell_caption, self._cell_box, self._upload = maps.cell_caption, maps.cell_box, maps.upload
+        self._downloads, self._npz_button, self._npz_link = maps.downloads, maps.npz_button, maps.npz_link
         self._enlarge.observe(self._on_enlarge_change, names="value")
-        self._cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")), "cell", None)
-        self._cell_caption = controls.named(widgets.HTML(), "cell-caption", None)
-        self._cell_box = widgets.VBox([self._cell_caption, self._cell], layout=widgets.Layout(display="none"))
-        self._upload = controls.named(widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
-                                                         layout=widgets.Layout(width="150px")),
-                                      "upload", "Add your own pictures: they go through the preprocess function "
-                                                "and appear on the last page.")
-        self._upload.layout.display = "" if self._preprocess is not None else "none"
         self._upload.observe(self._on_upload_change, names="value")
-        self._downloads = controls.named(widgets.HTML(), "downloads", None)
-        self._npz_button = controls.named(widgets.Button(description="Maps (.npz)", icon="download",
-                                                         layout=widgets.Layout(width="130px", display="none")),
-                                          "prepare-npz", "Prepare a NumPy archive of the raw maps, the masks shown "
-                                                         "and the targets (megabytes for big images), then save it.")
-        self._npz_button.on_click(self._on_npz_click)
-        self._npz_link = controls.named(widgets.HTML(), "npz", None)
         self._pane = controls.named(widgets.ToggleButtons(
             options=[("Dataset", "dataset"), ("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
             tooltips=["Every image's prediction: filter, sort, pick the images to explain",
@@ -330,11 +290,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def _layout_children(self) -> list:
         # The Evaluate view takes the grid's place (a toggle above both): beside the grid it would leave
         # either too little room at 900 px.
-        self._maps_box = widgets.VBox([self._grid_box], layout=widgets.Layout(width="100%"))
-        self._maps_extras = widgets.VBox([
-            controls.wrap_row([self._enlarge_view, self._upload, self._downloads, self._npz_button, self._npz_link]),
-            self._cell_box,
-        ], layout=widgets.Layout(width="100%"))
+        self._maps_box, self._maps_extras = self._maps.box, self._maps.extras
         # The rows that set up the maps: hidden in the Dataset view, which has controls of its own.
         self._maps_rows = [
             controls.wrap_row(list(self._method_buttons.values())),
@@ -399,8 +355,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 controls.show_value(control, getattr(self, trait))
             self._show_layer()
             self._show_target()
-            self._show_pages()
-            self._show_enlarge_choices()
+            self._maps.show_pages()
+            self._maps.show_enlarge_choices()
         finally:
             self._syncing = False
 
@@ -443,24 +399,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         text = self._classes.suggestions()[self.target] if isinstance(self.target, int) and self._classes.names else ""
         if self._search.value != text:
             self._search.value = text
-
-    def _show_pages(self) -> None:
-        part = self._page_slice()
-        self._page_label.value = f"images {part.start + 1}-{part.stop} of {len(self._images)}"
-        self._prev.disabled = self.page == 0
-        self._next.disabled = self.page >= self.num_pages - 1
-        self._pager.layout.display = "" if self.num_pages > 1 and self.pane == "maps" else "none"
-
-    def _show_enlarge_choices(self) -> None:
-        part = self._page_slice()
-        columns = [("image", "image")] + [(get_method(m).label, m) for m in self.methods]
-        if self.overlay_method is not None:
-            columns.append(("overlay", "overlay"))
-        choices = [("none", controls.NONE)] + [(f"image {part.start + r + 1}: {label}", (r, key))
-                                      for r in range(part.stop - part.start) for label, key in columns]
-        value = self.enlarged if self.enlarged in [v for _, v in choices] else None
-        controls.set_choices(self._enlarge, choices)
-        controls.show_value(self._enlarge, value)
 
     # ------------------------------------------------------------ from controls
     def _set_from_control(self, control, apply: Callable[[], None], shown: Any) -> None:
@@ -521,14 +459,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._set_from_control(self._enlarge, lambda: setattr(self, "enlarged", controls.chosen(change["new"])),
                                lambda: self.enlarged)
 
-    def _on_prev_click(self, button) -> None:
-        if self.page > 0:
-            self.page -= 1
-
-    def _on_next_click(self, button) -> None:
-        if self.page < self.num_pages - 1:
-            self.page += 1
-
     def _on_stop_click(self, button) -> None:
         self.stop()
 
@@ -561,7 +491,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 self.enlarged = None
         if change["name"] == "page":
             with self._worker.lock:
-                self._view.clear()
+                self._maps.view.clear()
             self.enlarged = None
         self._show_traits()
         self._request()
@@ -570,11 +500,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._show_traits()
         if change["name"] == "enlarged":
             with self._worker.lock:
-                self._show_cell()
+                self._maps.show_cell()
             return
         with self._worker.lock:
-            if self._view.results:
-                self._render()
+            if self._maps.view.results:
+                self._maps.render()
             if change["name"] == "cmap" and self._evaluate.board.sanity:  # the randomised maps' colours
                 self._evaluate.changed()
 
@@ -635,7 +565,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._explorers.clear()
         self._evaluate.cache.clear()
         with self._worker.lock:
-            self._view.clear()
+            self._maps.view.clear()
         self.enlarged = None
         with self.hold_trait_notifications():
             if isinstance(self.target, tuple):
@@ -670,7 +600,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._explorers.clear()
         self._evaluate.cache.clear()  # keyed by the pages' explorers, gone now
         with self._worker.lock:
-            self._view.clear()  # other rows are shown: the old page's maps do not fit them
+            self._maps.view.clear()  # other rows are shown: the old page's maps do not fit them
         self.enlarged = None
         with self.hold_trait_notifications():
             self.page = 0
@@ -719,7 +649,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self._worker.cancel()
             with self._worker.lock:
                 self._held = job
-                self._stage(job)
+                self._maps.stage(job)
                 self._compute.layout.display = ""
                 self._stop.disabled = True
                 self.status = estimate_status(costs, seconds)  # after the grid: the status tells it is drawn
@@ -745,7 +675,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def _submit(self, job: Job) -> None:
         self._stop.disabled = False
-        self._worker.submit(lambda generation: run_job(self._worker, generation, job, self))
+        self._worker.submit(lambda generation: run_job(self._worker, generation, job, self._maps))
 
     def _start_held(self) -> None:
         job, self._held = self._held, None
@@ -753,57 +683,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self._compute.layout.display = "none"
             self._submit(job)
         self._evaluate.start_held()  # after the maps it evaluates
-
-    # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
-    def _stage(self, job: Job) -> None:
-        """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
-        self._select(job)
-        if not self._view.complete:
-            self._render()
-
-    def _select(self, job: Job) -> None:
-        self._view.select(job.settings.methods)
-        for method in job.settings.methods:
-            hit = job.explorer.cached(method, job.settings)
-            if hit is not None:
-                self._view.set(method, hit, DONE)
-
-    def begin(self, job: Job) -> None:
-        self._job_started = _now()
-        self._progress.value = 0
-        self._select(job)
-        if not self._view.complete:
-            # Before the grid of pending columns: a "Done" must never describe that grid.
-            self.status = "Computing..."
-            self._render()
-
-    def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
-        index = list(self._view.columns).index(method)
-        self._progress.value = int(100 * (index + done / total) / len(self._view.columns))
-        self.status = progress_status(method, partial, done, total, _now() - self._job_started)
-        if draw:
-            self._view.set(method, partial, COMPUTING, f"{done}/{total}")
-            self._render()
-
-    def column_done(self, outcome) -> None:
-        self._view.set(outcome.method, outcome.result, DONE)
-        if outcome.how != "cached" and not self._view.complete:
-            self._render()
-
-    def finish(self, outcomes, seconds: float) -> None:
-        self._render()
-        self._progress.value = 100
-        self.error = ""
-        self._stop.disabled = True
-        self.status = done_status(outcomes, seconds, self._explorer().device) + self._page_note()  # after the grid
-
-    def fail(self, exc: Exception, details: str) -> None:
-        self._view.mark(FAILED)
-        self._show_error(exc, details)
-        self.status = "Failed: see the message below."
-        self._stop.disabled = True
-        if self._view.results:
-            self._render()
 
     def _show_error(self, exc: Exception, details: str | None = None) -> None:
         import traceback
@@ -816,78 +695,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         return Look(self.cmap, self.percentile, self.scaling, self.view, self.overlay_method, self.overlay_alpha,
                     self.cell_size)
 
-    def _render(self) -> None:
-        """Draw the grid as it stands (call under the worker's lock)."""
-        started = _now()
-        part = self._page_slice()
-        picture = self._view.draw(self._look_now(), self._shown_images(part), self._row_titles(part))
-        self._picture = picture
-        columns = 1 + len(self._view.columns) + (self.overlay_method is not None)
-        natural = columns * (self.cell_size + 8) + 8
-        # At most its natural size; narrower panels (a notebook beside JupyterLab's sidebar) scale it down
-        # to their width: a grid is never cut off (a scrollbar inside an output is easy to miss).
-        self._image.layout.max_width = f"{natural}px"
-        self._image.value = picture.png
-        if picture.complete:
-            self._snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too
-            self._png, self._results, self._masks = picture.png, self._view.results, picture.masks
-            self._show_downloads()
-            self._notes.value = notes_html(self.methods, self._results, self._page_slice().start,
-                                           self._explorer().weights_changed())
-        self._show_cell()
-        self.draw_seconds = _now() - started
-
-    def _row_titles(self, part: slice) -> list[str]:
-        """Each shown image's title: its label, the prediction and the explained class."""
-        results = self._view.results
-        target = next(iter(results.values())).target if results else None
-        explorer = self._explorer()
-        indices = self._indices[part] if self._from_dataset or len(self._indices) != len(self._source) else None
-        if self._dense:
-            return self._region_titles(part, indices)
-        return row_titles(self._classes, explorer.probabilities, explorer.predicted, target,
-                          None if self._labels is None else self._labels[part], part.start, indices)
-
-    def _region_titles(self, part: slice, indices) -> list[str]:
-        """Per image: its number, the class and size of the region its maps explain."""
-        chosen = {i - part.start: self.regions[i] for i in range(part.start, part.stop) if i in self.regions}
-        titles = []
-        for i, (k, mask) in enumerate(regions_for(self._explorer().scores, self._channels_last, chosen)):
-            number = f"image {part.start + i + 1}" + (f" (#{int(indices[i])})" if indices is not None else "")
-            how = "clicked" if i in chosen else "largest"
-            titles.append(f"{number}\nexplains: {self._classes.name(k)}\n{how} region, {int(mask.sum())} px")
-        return titles
-
-    def _shown_images(self, part: slice) -> np.ndarray:
-        """The image column: the pictures, and for a dense output the predicted classes over them."""
-        if not self._dense:
-            return self._display[part]
-        chosen = {i - part.start: self.regions[i] for i in range(part.start, part.stop) if i in self.regions}
-        scores = self._explorer().scores
-        return shaded(self._display[part], scores, self._channels_last, regions_for(scores, self._channels_last, chosen))
-
-    def _on_grid_event(self, event: dict) -> None:
-        """Dense outputs: a click on a picture explains the predicted region under it, a dragged box the part
-        of that region inside the box (ipyevents reports both ends in the grid picture's pixels)."""
-        if not self._dense or self._view.layout is None:
-            return
-        scores = self._explorer().scores
-        size = scores.shape[1:3] if self._channels_last else scores.shape[2:4]
-        where = pixel_under(self._view.layout, event.get("dataX", -1), event.get("dataY", -1), size)
-        if event.get("type") == "mousedown":
-            self._press = where
-            return
-        start, self._press = self._press, None
-        if where is None or start is None or start[0] != where[0]:
-            return
-        row = where[0]
-        try:
-            k, mask = region_from_gesture(scores, self._channels_last, row, start[1:], where[1:])
-        except SaliencyError as exc:
-            self.error = str(exc)
-            return
-        self.set_region(self._page_slice().start + row, k, mask)
-
     def set_region(self, image: int, k: int, mask: Any) -> None:
         """Explain class ``k``'s score over ``mask`` (the output's H x W) for panel image ``image`` (dense outputs);
         what a click or a dragged box on the image column does."""
@@ -895,35 +702,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def _on_regions_change(self, change) -> None:
         with self._worker.lock:
-            self._view.clear()
+            self._maps.view.clear()
         self._request()
-
-    def _show_downloads(self) -> None:
-        self._downloads.value = png_link(self._png)
-        if self._npz_for != tuple(id(r) for r in self._results.values()):  # other maps: the old archive goes
-            self._npz_link.value = ""
-            self._npz_button.layout.display = ""
-
-    def _on_npz_click(self, button) -> None:
-        with self._worker.lock:
-            npz, with_raw = maps_npz(self._results, self._masks, self._display[self._page_slice()])
-            self._npz_for = tuple(id(r) for r in self._results.values())
-            self._npz_link.value = npz_link(npz, with_raw)
-            self._npz_button.layout.display = "none"
-
-    def _show_cell(self) -> None:
-        if self.enlarged is None or not self._picture.png:
-            self._cell_box.layout.display = "none"
-            return
-        row, column = self.enlarged
-        try:
-            png, caption = self._view.cell(self._picture, self._look_now(), self._display[self._page_slice()],
-                                           row, column)
-        except KeyError:
-            png, caption = b"", "not computed yet"
-        self._cell.value = png
-        self._cell_caption.value = html.escape(caption)
-        self._cell_box.layout.display = ""
 
     # --------------------------------------------------------------- public API
     def wait(self, timeout: float | None = None) -> bool:
@@ -935,7 +715,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self._held is not None or self._evaluate.held is not None:
             self._start_held()
         finished = self._worker.wait(timeout)
-        self._snapshot.publish()  # on the main thread: a notebook saved now holds the grid
+        self._maps.snapshot.publish()  # on the main thread: a notebook saved now holds the grid
         return finished
 
     def stop(self) -> None:
@@ -944,9 +724,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         with self._worker.lock:
             self._held = None
             self._compute.layout.display = "none"
-            self._view.mark(STOPPED)
-            if self._view.results:
-                self._render()
+            self._maps.view.mark(STOPPED)
+            if self._maps.view.results:
+                self._maps.render()
             self._evaluate.stopped()
             self._stop.disabled = True
             self.status = "Stopped. Change a setting to compute again."
@@ -963,7 +743,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         for explorer in self._explorers.values():
             explorer.refresh()
         with self._worker.lock:
-            self._view.clear()
+            self._maps.view.clear()
         self._show_traits()
         self._request()
 
@@ -1003,7 +783,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                 self.target = "predicted"
             self.page = page
         with self._worker.lock:
-            self._view.clear()
+            self._maps.view.clear()
         self._show_traits()
         self._request()
 
@@ -1039,17 +819,17 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         ``page_size`` to the number of images, step ``page`` through ``range(num_pages)`` (calling
         :meth:`wait` after each), or call :func:`salwidget.attribute` on all the images.
         """
-        return PageMaps(self._masks, self._page_slice(), self.page, self.num_pages)
+        return PageMaps(self._maps.masks, self._page_slice(), self.page, self.num_pages)
 
     @property
     def results(self) -> "PageMaps":
         """Method -> the :class:`~salwidget.Attribution` of the visible page, as last shown complete
         (see :attr:`masks` for the page and how to get all)."""
-        return PageMaps(self._results, self._page_slice(), self.page, self.num_pages)
+        return PageMaps(self._maps.results, self._page_slice(), self.page, self.num_pages)
 
     def to_png(self) -> bytes:
         """PNG bytes of the last complete grid."""
-        return bytes(self._png)
+        return bytes(self._maps.png)
 
     def figure(self, dpi: float = 100):
         """A matplotlib :class:`~matplotlib.figure.Figure` of what the current view shows, for ``savefig`` to
@@ -1059,12 +839,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self.pane == "evaluate":
             return self._evaluate.figure()
         with self._worker.lock:
-            part = self._page_slice()
-            return self._view.figure(self._look_now(), self._display[part], self._row_titles(part), dpi)
+            return self._maps.figure(dpi)
 
     def to_npz(self) -> bytes:
         """The maps of the last complete grid as .npz bytes (``raw_<method>``, ``mask_<method>``, ...)."""
-        return maps_npz(self._results, self._masks, self._display[self._page_slice()])[0]
+        return self._maps.npz()[0]
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, sanity_check: bool = False) -> None:
@@ -1118,7 +897,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._closed = True
         # A panel whose construction failed (bad layout, target, labels) has only some of its parts:
         # close what was built (ipywidgets calls close() again when it is collected).
-        worker, snapshot = self.__dict__.get("_worker"), self.__dict__.get("_snapshot")
+        maps = self.__dict__.get("_maps")
+        worker, snapshot = self.__dict__.get("_worker"), None if maps is None else maps.snapshot
         if worker is not None:
             worker.shutdown()
         if snapshot is not None:
@@ -1134,7 +914,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         from IPython.display import display
 
         display(super()._repr_mimebundle_(), raw=True)
-        self._snapshot.display()
+        self._maps.snapshot.display()
 
 
 class PageMaps(dict):
