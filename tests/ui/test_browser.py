@@ -272,7 +272,8 @@ def test_app_under_voila(page, voila_url, screenshots, tmp_path):
 def click_in_picture(page, panel, selector: str, box) -> None:
     """Click the centre of ``box`` (left, top, right, bottom in the picture's own pixels) on a scaled <img>."""
     image = panel.locator(selector).first
-    natural = image.evaluate("e => e.naturalWidth")
+    # A redrawn picture is a new blob: until it has loaded its natural width reads 0.
+    natural = wait_until(lambda: image.evaluate("e => e.complete && e.naturalWidth"), 60, page=page)
     rect = image.bounding_box()
     scale = rect["width"] / natural
     left, top, right, bottom = box
