@@ -20,8 +20,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import chunk_tuner
 from .attribution import Attribution
 from .backends import get_backend
+from .chunk_tuner import TUNER
 from .errors import AttributionCancelled, SaliencyError
 from .inputs import check_output, check_target_range, choose_output, prepare_inputs, prepare_target
 from .methods import CLASSIC, MethodOutput, RunContext, get_method
@@ -224,14 +226,16 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
             return result_key(method, request.options, ctx.targets_np, seed, rng, out_index, request.pairing,
                               ctx.layer, backend, inputs, request.randomize)
 
-        state = method.start(ctx, None if fused else _resumable(request.resume_from, key()))
+        # The key is made only when needed (a resume to check, a resumable result to label): it reads
+        # the weights' version and hashes the input.
+        state = method.start(ctx, None if fused else _resumable(request.resume_from, key))
         total = method.passes_left(ctx, state)
 
         def make_result(output: MethodOutput, done: int, complete: bool) -> Attribution:
             if fused:
                 clean_pass.publish(ctx)
             return _result(method, ctx, output, several, backend, started, seed, done, max(total, done),
-                           complete, key() if complete else None, state if complete else None)
+                           complete, key if complete else None, state if complete else None)
 
         def report(done: int) -> None:
             if request.progress is not None:  # the preview's maps are reduced on the device, fetched if read
@@ -282,22 +286,34 @@ class CleanPass:
 def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None]) -> int:
     """Run each stage's passes in even chunks; cancel between chunks; report after each.
 
-    With ``batch_size='auto'`` on a GPU the first chunk is measured and later
-    chunks are sized to the free memory (results do not depend on the size).
+    With ``batch_size='auto'`` the first chunk on a GPU is measured and sizes the
+    rest to the free memory (a cap); after it, each stage's chunks follow the
+    :mod:`~salwidget.chunk_tuner`, which times the first chunks of a kind of work
+    at a few sizes and keeps the fastest (results do not depend on the size).
     """
     done = 0
     auto = measure = request.batch_size == "auto"
+    capped = False  # the free memory bounds the chunk (ctx.chunk, in full passes)
     for stage in stages:
-        start = 0
+        start, plan = 0, None
+        work = _work_key(ctx, backend, request, stage) if auto else None
         while start < stage.passes:
             if request.cancel is not None and request.cancel():
                 raise AttributionCancelled("Attribution cancelled by the caller.")
+            remaining = stage.passes - start
+            timed = False
             # 'auto' fits more cheap (forward-only) passes in a chunk; a given batch_size is a hard cap.
             per_chunk = max(1, int(round(ctx.chunk / stage.cost))) if auto else ctx.chunk
-            # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2;
-            # rounded down to whole blocks of ``align`` passes when that keeps most of the chunk.
-            remaining = stage.passes - start
-            size = -(-remaining // -(-remaining // per_chunk))
+            if auto and measure:  # a size tuned by an earlier run serves the first chunk too
+                per_chunk = TUNER.chosen(backend, work) or per_chunk
+            elif auto:
+                if plan is None:
+                    plan = TUNER.tuning(backend, work, per_chunk, per_chunk if capped else None)
+                per_chunk, timed = plan.propose(remaining)
+            # Even chunks: 50 passes at 8 per chunk run as 7 chunks of 7 or 8, not 6 x 8 + 2 (a timed
+            # chunk runs at its size); rounded down to whole blocks of ``align`` passes when that keeps
+            # most of the chunk.
+            size = min(per_chunk, remaining) if timed else -(-remaining // -(-remaining // per_chunk))
             if stage.align > 1 and size // stage.align * stage.align >= 0.75 * size:
                 size = size // stage.align * stage.align
             stop = min(stage.passes, start + size)
@@ -307,13 +323,31 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
                     fitted = max(1, int(fitted * stage.cost))
                     # whole blocks (e.g. one pass per image) rather than a few passes more
                     ctx.chunk = fitted // stage.align * stage.align if fitted >= stage.align else fitted
+                    capped = True
                 measure = False
+            elif timed:
+                began = chunk_tuner.clock()
+                stage.run(start, stop)
+                getattr(backend, "synchronize", _nothing)()
+                plan.record(per_chunk, stop - start, chunk_tuner.clock() - began)
             else:
                 stage.run(start, stop)
             done += stop - start
             start = stop
             report(done)
     return done
+
+
+def _work_key(ctx: RunContext, backend, request: Request, stage) -> tuple:
+    """What a tuned chunk size is remembered under (with the backend: the model): the per-image input
+    shapes, the device and dtype, and the kind of work."""
+    work = "forward" if stage.cost < 1 else request.method.reads
+    shapes = tuple(tuple(x.shape[1:]) for x in ctx.host_inputs)
+    return (shapes, str(backend.device), str(getattr(ctx.ops, "dtype", "")), work)
+
+
+def _nothing() -> None:
+    return None
 
 
 def result_key(method, options, targets, seed, rng, output_index, pairing, layer, backend, inputs, randomize) -> str:
@@ -324,10 +358,21 @@ def result_key(method, options, targets, seed, rng, output_index, pairing, layer
     for o, t in targets.items():
         digest.update(f"target{o}".encode())
         digest.update(memoryview(np.ascontiguousarray(t)))
-    for x in inputs:
-        digest.update(str(x.shape).encode())
-        digest.update(memoryview(np.ascontiguousarray(x)))
+    digest.update(input_digest(inputs))
     return digest.hexdigest()
+
+
+def input_digest(inputs: Sequence[np.ndarray]) -> bytes:
+    """A digest of the inputs' shapes and bytes, read now: an array changed in place gets another.
+
+    SHA-256 (about twice BLAKE2b's speed on x86 with its SHA instructions): the
+    input's bytes are the one part of the key that grows with the batch.
+    """
+    digest = hashlib.sha256()
+    for x in inputs:
+        digest.update(f"{x.shape}{x.dtype}".encode())
+        digest.update(memoryview(np.ascontiguousarray(x)).cast("B"))
+    return digest.digest()
 
 
 def predict(
@@ -369,15 +414,15 @@ def _forward_in_chunks(backend, inputs, chunk) -> list:
     return [ops.concat([p[o] for p in parts]) for o in range(len(parts[0]))]
 
 
-def _resumable(previous: Attribution | None, key: str):
+def _resumable(previous: Attribution | None, key: Callable[[], str]):
     state = getattr(previous, "_state", None)
-    if state is None or getattr(state, "key", None) != key or not previous.complete:
+    if state is None or not previous.complete or getattr(state, "key", None) != key():
         return None
     return state
 
 
 def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backend, started, seed,
-            done, total, complete, key, state) -> Attribution:
+            done, total, complete, key: Callable[[], str] | None, state) -> Attribution:
     options = ctx.options
     raw_tensors = output.raw
 
@@ -389,7 +434,7 @@ def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backen
 
     saved = method.saved_state(ctx, state) if complete else None
     if saved is not None:
-        saved.key = key
+        saved.key = key()
     baseline = options.get("baseline")
     return Attribution(
         raw=to_numpy() if complete else None,
@@ -425,4 +470,4 @@ def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backen
     )
 
 
-__all__ = ["METHODS", "Request", "attribute", "auto_batch_size", "predict", "result_key", "run"]
+__all__ = ["METHODS", "Request", "attribute", "auto_batch_size", "input_digest", "predict", "result_key", "run"]

@@ -517,7 +517,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
         else:
-            self._evaluate.restage()
+            self._evaluate.defer()  # restaged when shown
 
     def _on_page_size_change(self, change) -> None:
         self._explorers.clear()
@@ -552,7 +552,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
         else:
-            self._evaluate.restage()
+            self._evaluate.defer()  # restaged when shown: no cache lookups or cost lines for a hidden view
 
     def _request_maps(self) -> None:
         job = Job(self._explorer(), self._settings())
@@ -572,9 +572,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def _estimate(self, job: Job) -> tuple[list, float]:
         costs = []
+        weights = job.explorer.known_weights  # on the kernel's thread: the worker reads them before it computes
         for method in job.settings.methods:
             try:
-                costs.append((method, job.explorer.passes_needed(method, job.settings)))
+                costs.append((method, job.explorer.passes_needed(method, job.settings, weights)))
             except SaliencyError:
                 costs.append((method, 0))
         return costs, sum(p for _, p in costs) * self._rate(job.explorer)
@@ -599,21 +600,22 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
     def _stage(self, job: Job) -> None:
         """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
-        self._select(job)
+        self._select(job, job.explorer.known_weights)
         if not self._view.complete:
             self._render()
 
-    def _select(self, job: Job) -> None:
+    def _select(self, job: Job, weights: Any) -> None:
+        """Columns for the job's methods, with the maps cached under ``weights`` (a weights version) done."""
         self._view.select(job.settings.methods)
         for method in job.settings.methods:
-            hit = job.explorer.cached(method, job.settings)
+            hit = job.explorer.cached(method, job.settings, weights)
             if hit is not None:
                 self._view.set(method, hit, DONE)
 
     def begin(self, job: Job) -> None:
         self._job_started = _now()
         self._progress.value = 0
-        self._select(job)
+        self._select(job, job.explorer.read_weights())  # in the worker: the weights as they are now
         if not self._view.complete:
             # Before the grid of pending columns: a "Done" must never describe that grid.
             self.status = "Computing..."
@@ -679,7 +681,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self._png, self._results, self._masks = picture.png, self._view.results, picture.masks
             self._show_downloads()
             self._notes.value = notes_html(self.methods, self._results, self._page_slice().start,
-                                           self._explorer().weights_changed())
+                                           self._explorer().weights_changed(read=False))
         self._show_cell()
         self.draw_seconds = _now() - started
 
