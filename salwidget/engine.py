@@ -14,6 +14,7 @@ weights version, the output explained and the input bytes.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -43,7 +44,7 @@ METHODS = CLASSIC
 
 def auto_batch_size(device: str, inputs: Sequence[np.ndarray]) -> int:
     """Passes per chunk for ``batch_size='auto'`` before any measurement: sized by the input."""
-    elements = sum(int(np.prod(x.shape[1:])) for x in inputs)
+    elements = sum(math.prod(x.shape[1:]) for x in inputs)
     on_gpu = not device.lower().startswith("cpu") and "CPU" not in device
     budget, cap = (_GPU_ELEMENTS_PER_CHUNK, 512) if on_gpu else (_CPU_ELEMENTS_PER_CHUNK, 64)
     return int(max(1, min(cap, round(budget / max(elements, 1)))))

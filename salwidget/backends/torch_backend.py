@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 import zlib
 from contextlib import ExitStack, contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
@@ -320,8 +321,11 @@ class TorchBackend:
         self._refresh_device()
 
     # ------------------------------------------------------------------ state
-    def _refresh_device(self) -> None:
-        self._device, self._dtype = model_device_and_dtype(self.model)
+    def _refresh_device(self, token: int | None = None) -> None:
+        """Read the model's device and dtype (with ``token``, the structure's: they change only with it)."""
+        if token is None or token != getattr(self, "_device_token", None):
+            self._device, self._dtype = model_device_and_dtype(self.model)
+            self._device_token = token
         self.device = str(self._device)
         ops = getattr(self, "_ops", None)
         if ops is None or ops.device != self._device or ops.dtype != self._dtype:
@@ -351,17 +355,18 @@ class TorchBackend:
         may change the shadow's modules (never its tensors) and wrap every model
         call in a context.
         """
-        self._refresh_device()
         local = self._local
         previous = getattr(local, "model", None), getattr(local, "context", None), getattr(local, "checked", None)
         with ExitStack() as stack:
             checked = None
             if self._keras:  # Keras layers keep their own state: call the model itself with training=False
+                self._refresh_device()
                 working = self.model
             else:
                 model = self.model
                 watch = watch_for(self)
                 checked = watch.check(model)
+                self._refresh_device(checked[0])  # .to() and casts give a new structure token
                 if randomize or (variant is not None and not getattr(variant, "keeps_shadow", False)):
                     working = shadow_copy(model)  # changed in this session only: never the cached one
                     if randomize:
@@ -479,8 +484,15 @@ class TorchBackend:
 
     # ----------------------------------------------------------------- layers
     def layer_names(self) -> list[str]:
-        """Every named submodule, in definition order."""
-        return [name for name, _ in self.model.named_modules() if name]
+        """Every named submodule, in definition order (inside a session: read once per structure)."""
+        checked = getattr(self._local, "checked", None)
+        known = getattr(self, "_names", None)
+        if checked is not None and known is not None and known[0] == checked[0]:
+            return list(known[1])
+        names = [name for name, _ in self.model.named_modules() if name]
+        if checked is not None:
+            self._names = (checked[0], names)
+        return list(names)
 
     def layer_name(self, layer: Any) -> str:
         """The ``named_modules`` name of ``layer`` (a name or a module of this model)."""
@@ -496,7 +508,7 @@ class TorchBackend:
 
     @contextmanager
     def _tap(self, names: Sequence[str], start_graph: bool = False) -> Iterator[list[_Capture]]:
-        modules = dict(self._active.named_modules())
+        modules = _named_modules(self._active, cache=not self._keras)
         captures, handles = [], []
         for name in names:
             capture = _Capture(start_graph)
@@ -556,6 +568,20 @@ class TorchBackend:
         names = [name for name, module in self.model.named_modules()
                  if name and any(p is not None for p in module._parameters.values())]
         return names[::-1]
+
+
+_NAMED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _named_modules(model: torch.nn.Module, cache: bool) -> dict:
+    """``dict(model.named_modules())``; remembered for a shadow (whose modules never change after it is
+    made: a cached shadow is tapped on every CAM call)."""
+    if not cache:
+        return dict(model.named_modules())
+    modules = _NAMED.get(model)
+    if modules is None:  # the root left out: a value holding its own key would never be dropped
+        modules = _NAMED[model] = {name: module for name, module in model.named_modules() if name}
+    return modules
 
 
 def _randomize(shadow: torch.nn.Module, original: torch.nn.Module, names: Sequence[str], seed: int) -> None:

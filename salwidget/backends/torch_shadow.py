@@ -110,40 +110,39 @@ def read_structure(model: torch.nn.Module) -> Structure:
     is always in eval mode), its parameters, buffers and submodules, the keys
     of its pass hook tables; then every tensor's storage pointer (``.to()`` and
     ``.double()`` swap a parameter's storage in place). The root module itself
-    is left out of ``objects``: the watch must not hold the model.
+    is left out of ``objects``: the watch must not hold the model. Paid on
+    every call, so written for speed: C-level list operations per module.
     """
     objects: list = []
     numbers: list = []
     hooks: list = []
     tensors: list = []
-    add, extend, hooks_extend, tensors_extend = objects.append, objects.extend, hooks.extend, tensors.extend
-    stack = [model]
-    seen: set[int] = set()
-    while stack:
-        module = stack.pop()
-        if module is None or id(module) in seen:
-            continue
-        seen.add(id(module))
+    add, extend, count, tensors_extend = objects.append, objects.extend, numbers.append, tensors.extend
+    modules = [model]
+    seen = {id(model)}
+    for module in modules:  # the list grows as children are found
         state = module.__dict__
-        if module is not model:
-            add(module)
         add(type(module))
-        numbers.append(len(state))
-        if next(iter(state), None) == "training":  # set first by Module.__init__: skip it at C speed
+        count(len(state))
+        if next(iter(state), None) == "training":  # set first by Module.__init__: skipped at C speed
             extend(islice(state.values(), 1, None))
         else:
             extend([v for k, v in state.items() if k != "training"])
-        for table in _PASS_HOOKS:
-            table_hooks = state.get(table)
-            if table_hooks:
-                hooks_extend(table_hooks)
+        if state["_forward_hooks"] or state["_forward_pre_hooks"] or state["_backward_hooks"] or \
+                state["_backward_pre_hooks"]:
+            for table in _PASS_HOOKS:
+                hooks.extend(state[table])
         parameters, buffers, children = state["_parameters"].values(), state["_buffers"].values(), state["_modules"].values()
         extend(parameters)
         extend(buffers)
         extend(children)
         tensors_extend(parameters)
         tensors_extend(buffers)
-        stack.extend(children)
+        for child in children:
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                modules.append(child)
+    extend(islice(modules, 1, None))
     tensors = [t for t in tensors if t is not None]
     numbers.extend(map(_DATA_PTR, tensors))
     return Structure(objects, numbers, hooks, tensors)

@@ -60,6 +60,7 @@ class GridView:
     def __init__(self):
         self.renderer = GridRenderer()
         self.columns: dict[str, ColumnState] = {}
+        self._shown: tuple | None = None  # (results, percentile, scaling, view, masks, scales) of the last draw
 
     def select(self, methods: tuple[str, ...]) -> None:
         """Keep a column for each of ``methods``, in that order; maps already there stay, marked pending."""
@@ -96,7 +97,7 @@ class GridView:
         """Render the grid: the images, one column per method, the overlay."""
         self.renderer.cell_px = look.cell_px
         results = self.results
-        masks, scales = shown_maps(results, look.percentile, look.scaling, look.view)
+        masks, scales = self._masks(results, look)
         columns = [Column("image", images)]
         for method, state in self.columns.items():
             columns.append(self._column(method, state, masks.get(method), scales.get(method), look))
@@ -104,6 +105,21 @@ class GridView:
             columns.append(self._overlay(look, images, masks.get(look.overlay_method), scales.get(look.overlay_method)))
         png = self.renderer.render(columns, row_titles)
         return Picture(png, masks, scales, self.complete)
+
+    def _masks(self, results: dict, look: Look) -> tuple[dict, dict]:
+        """The shown maps of ``results`` under ``look``'s clip, scaling and view: those of the last draw
+        when these are the same results (a colour, overlay or size change needs no new percentiles).
+        The arrays are read-only, as they are shared between draws."""
+        known = self._shown
+        if (known is not None and known[0].keys() == results.keys()
+                and all(a is b for a, b in zip(known[0].values(), results.values()))
+                and known[1:4] == (look.percentile, look.scaling, look.view)):
+            return known[4], known[5]
+        masks, scales = shown_maps(results, look.percentile, look.scaling, look.view)
+        for mask in masks.values():
+            mask.flags.writeable = False
+        self._shown = (results, look.percentile, look.scaling, look.view, masks, scales)
+        return masks, scales
 
     def _column(self, method: str, state: ColumnState, mask, scale: Scale | None, look: Look) -> Column:
         label = describe(state.result) if state.result is not None and state.current else get_method(method).label

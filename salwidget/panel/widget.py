@@ -126,6 +126,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng)
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
+        self._display.flags.writeable = False  # never written: the grid's renderer keeps its resampled cells
         self._labels = None if labels is None else np.asarray(labels).reshape(-1)
         self._preprocess = preprocess
         self._explorers: dict[int, Explorer] = {}
@@ -780,6 +781,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                  else to_display_image(display_images, channels_last=True))
         self._images = np.concatenate([self._images, images])
         self._display = np.concatenate([self._display, shown])
+        self._display.flags.writeable = False
         if self._labels is not None:
             self._labels = np.concatenate([self._labels, np.full(len(images), -1)])
         page = first // self.page_size
@@ -796,7 +798,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     @property
     def masks(self) -> dict[str, np.ndarray]:
         """Method -> (B, H, W) maps of the visible page as last shown complete: in [0, 1], or [-1, 1] for
-        signed methods in the 'signed' view."""
+        signed methods in the 'signed' view (read-only arrays, shared with the grid: copy to change one)."""
         return dict(self._masks)
 
     @property
