@@ -6,6 +6,13 @@ the model's weights version: a look-only change (colour map, percentile,
 overlay) needs no model call, going back to an earlier setting is a lookup,
 raising the number of noise samples resumes from the largest cached run with
 fewer, and maps computed before the weights changed are not served after.
+
+Reading the weights' version costs a walk over the model's modules (torch) or
+a fingerprint of every weight (TensorFlow: milliseconds for a large model).
+:meth:`Explorer.compute` reads it once per computation; every lookup takes a
+``weights=`` version, so the panel's kernel thread can pass the last one read
+(:attr:`Explorer.known_weights`) and leave reading to its worker, which reads
+before it serves or computes anything.
 """
 
 from __future__ import annotations
@@ -102,7 +109,12 @@ class Explorer:
                               output=self.output_index, batch_size=self.batch_size)
         self.probabilities = probabilities(self.scores, self.multilabel) if self.scores.ndim == 2 else None
         self.predicted = self.scores.argmax(axis=1)
-        self.weights = self._backend.identity()
+        self.weights = self.known_weights = self._backend.identity()
+
+    def read_weights(self) -> Any:
+        """The model's weights version, read now (and kept as :attr:`known_weights`)."""
+        self.known_weights = self._backend.identity()
+        return self.known_weights
 
     @property
     def num_classes(self) -> int:
@@ -115,41 +127,44 @@ class Explorer:
             return False
         return is_multilabel(self.scores) if self.multilabel is None else bool(self.multilabel)
 
-    def weights_changed(self) -> bool:
-        """Whether the model's weights changed since the predictions were read."""
-        return self._backend.identity() != self.weights
+    def weights_changed(self, read: bool = True) -> bool:
+        """Whether the model's weights changed since the predictions were read (``read=False``: as
+        far as the last version read knows)."""
+        return (self.read_weights() if read else self.known_weights) != self.weights
 
-    def map_key(self, method: str, settings: Settings) -> tuple[tuple, int | None]:
+    def map_key(self, method: str, settings: Settings, weights: Any = None) -> tuple[tuple, int | None]:
         """(key without the resumable count, that count) for ``method`` under ``settings``: what its map
-        depends on (options, target, layer, weights); the panel keys evaluations by it too."""
+        depends on (options, target, layer, weights); the panel keys evaluations by it too.
+        ``weights``: a version from :meth:`read_weights` (None: read now)."""
+        weights = self.read_weights() if weights is None else weights
         chosen = get_method(method)
         options = chosen.resolve(settings.options_for(method))
         target = tuple(settings.target) if isinstance(settings.target, (list, tuple, np.ndarray)) else settings.target
         count = options.get(chosen.resumable) if chosen.resumable else None
         layer = settings.layer if chosen.reads == "layer" else None
-        return (chosen.key(options), target, layer, self._backend.identity()), count
+        return (chosen.key(options), target, layer, weights), count
 
-    def cached(self, method: str, settings: Settings) -> Attribution | None:
-        """The cached attribution for ``method`` under ``settings``, if any."""
-        key = self.map_key(method, settings)
+    def cached(self, method: str, settings: Settings, weights: Any = None) -> Attribution | None:
+        """The cached attribution for ``method`` under ``settings``, if any (``weights`` as for map_key)."""
+        key = self.map_key(method, settings, weights)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
         return hit
 
-    def _resumable(self, method: str, settings: Settings) -> Attribution | None:
+    def _resumable(self, method: str, settings: Settings, weights: Any = None) -> Attribution | None:
         """The cached run with the most samples below the asked count (same everything else)."""
-        base, count = self.map_key(method, settings)
+        base, count = self.map_key(method, settings, weights)
         if count is None:
             return None
         with self._lock:
             smaller = [(c, a) for (b, c), a in self._cache.items() if b == base and c is not None and c < count]
         return max(smaller, key=lambda item: item[0])[1] if smaller else None
 
-    def resume_point(self, method: str, settings: Settings) -> int | None:
+    def resume_point(self, method: str, settings: Settings, weights: Any = None) -> int | None:
         """The sample count a computation of ``method`` would resume from, or None."""
-        previous = self._resumable(method, settings)
+        previous = self._resumable(method, settings, weights)
         return None if previous is None else self._key_count(previous)
 
     @staticmethod
@@ -157,14 +172,15 @@ class Explorer:
         chosen = get_method(result.method)
         return int(result.options.get(chosen.resumable, result.nsamples))
 
-    def passes_needed(self, method: str, settings: Settings) -> int:
+    def passes_needed(self, method: str, settings: Settings, weights: Any = None) -> int:
         """Passes through the model that computing ``method`` now would take (0 when cached)."""
-        if self.cached(method, settings) is not None:
+        weights = self.read_weights() if weights is None else weights
+        if self.cached(method, settings, weights) is not None:
             return 0
         chosen = get_method(method)
         options = chosen.resolve(settings.options_for(method))
         total = chosen.passes(options, len(self.images))
-        start = self.resume_point(method, settings)
+        start = self.resume_point(method, settings, weights)
         if start is not None:
             total -= chosen.passes({**options, chosen.resumable: start}, len(self.images))
         return max(int(total), 0)
@@ -172,7 +188,8 @@ class Explorer:
     def compute(self, method: str, settings: Settings, progress: Callable | None = None,
                 cancel: Callable[[], bool] | None = None) -> Attribution:
         """The attribution for ``method`` under ``settings``: cached, resumed or computed."""
-        hit = self.cached(method, settings)
+        weights = self.read_weights()
+        hit = self.cached(method, settings, weights)
         if hit is not None:
             return hit
         target = None if settings.target == "predicted" else settings.target
@@ -189,7 +206,7 @@ class Explorer:
             target=list(target) if isinstance(target, (tuple, list)) else target,
             batch_size=self.batch_size, seed=self.seed, channels_last=self.channels_last,
             output=self.output_index, multilabel=self.multilabel, progress=progress, cancel=cancel, rng=self.rng,
-            resume_from=self._resumable(method, settings), image_ids=self.image_ids, **extra,
+            resume_from=self._resumable(method, settings, weights), image_ids=self.image_ids, **extra,
             **settings.options_for(method),
         )
         if result.passes_done:
@@ -197,7 +214,7 @@ class Explorer:
         if isinstance(target, Target) and not target.cacheable:  # a function's maps are never served again
             return result
         with self._lock:
-            self._cache[self.map_key(method, settings)] = result
+            self._cache[self.map_key(method, settings, weights)] = result
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return result

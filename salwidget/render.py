@@ -62,6 +62,17 @@ def _lut(cmap: str) -> np.ndarray:
     return (colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
+@lru_cache(maxsize=64)
+def _palette(cmap: str) -> bytes:
+    return _lut(cmap).tobytes()
+
+
+def _levels(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """Maps in [vmin, vmax] as the colour map's 256 levels (uint8): what :func:`colorize` indexes with."""
+    scaled = np.clip((np.asarray(values, np.float32) - vmin) / (vmax - vmin), 0, 1)
+    return (scaled * 255).round().astype(np.uint8)
+
+
 @lru_cache(maxsize=4)
 def _font(size: int):
     from matplotlib import get_data_path
@@ -72,8 +83,7 @@ def _font(size: int):
 
 def colorize(values: np.ndarray, cmap: str, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
     """Maps (..., H, W) in [vmin, vmax] -> uint8 RGB (..., H, W, 3) through a matplotlib colour map."""
-    scaled = np.clip((np.asarray(values, np.float32) - vmin) / (vmax - vmin), 0, 1)
-    return _lut(cmap)[(scaled * 255).round().astype(np.intp)]
+    return _lut(cmap)[_levels(values, vmin, vmax)]
 
 
 def overlay(images: np.ndarray, masks: np.ndarray, cmap: str, alpha: float, vmin: float = 0.0) -> np.ndarray:
@@ -96,6 +106,10 @@ def _resize_nearest(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return images[:, rows][:, :, cols]
 
 
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
 def _fit(shape: tuple[int, int], box: int) -> tuple[int, int]:
     """(width, height) of an (h, w) picture scaled to fit a ``box`` square."""
     h, w = shape
@@ -103,17 +117,31 @@ def _fit(shape: tuple[int, int], box: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def picture(data: np.ndarray, cmap: str | None, vmin: float, vmax: float, size: tuple[int, int]):
-    """One cell as a Pillow image of ``size`` (width, height): resampled smoothly, then colour-mapped."""
+def picture(data: np.ndarray, cmap: str | None, vmin: float, vmax: float, size: tuple[int, int], resampled=None):
+    """One cell as a Pillow image of ``size`` (width, height): resampled smoothly, then colour-mapped.
+    ``resampled``: the resampling already done (:func:`resample`), e.g. by an earlier draw."""
     from PIL import Image
 
-    if cmap is None:  # RGB in [0, 1]
+    image = resample(data, cmap is None, size) if resampled is None else resampled
+    if cmap is None:
+        return image
+    # The colours of colorize(), looked up by Pillow: a paletted image of the same levels, converted.
+    levels = Image.fromarray(_levels(np.asarray(image), vmin, vmax), "L")
+    levels.putpalette(_palette(cmap))
+    return levels.convert("RGB")
+
+
+def resample(data: np.ndarray, rgb: bool, size: tuple[int, int]):
+    """A cell's data resampled to ``size``: RGB in [0, 1] as an 8-bit RGB image, a map as a float image."""
+    from PIL import Image
+
+    if rgb:
         image = Image.fromarray((np.clip(data, 0, 1) * 255).round().astype(np.uint8))
         return image.resize(size, Image.BILINEAR) if image.size != size else image
     image = Image.fromarray(np.ascontiguousarray(data, dtype=np.float32))  # mode "F"
     if image.size != size:
         image = image.resize(size, Image.BILINEAR)  # Pillow filters over the reduced area when shrinking
-    return Image.fromarray(colorize(np.asarray(image), cmap, vmin, vmax))
+    return image
 
 
 def enlarge(data: np.ndarray, cmap: str | None = None, vmin: float = 0.0, vmax: float = 1.0,
@@ -125,10 +153,14 @@ def enlarge(data: np.ndarray, cmap: str | None = None, vmin: float = 0.0, vmax: 
 
 
 def _png(image) -> bytes:
-    # zlib level 1: about half the encoding time of the default level, for a few per cent more bytes.
+    # zlib level 1: about half the encoding time of the default level, for a few per cent more bytes;
+    # its run-length strategy (Z_RLE) another quarter off, and no bigger on a grid of maps and photos.
     buffer = io.BytesIO()
-    image.save(buffer, format="png", compress_level=1)
+    image.save(buffer, format="png", compress_level=1, compress_type=_Z_RLE)
     return buffer.getvalue()
+
+
+_Z_RLE = 3  # zlib's Z_RLE strategy
 
 
 def png_bytes(picture) -> bytes:
@@ -150,8 +182,10 @@ def stack_pictures(pictures: list) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=512)
 def wrap(text: str, width_px: float, size: int = FONT_PX) -> str:
-    """``text`` broken into lines no wider than ``width_px`` (long words stay whole)."""
+    """``text`` broken into lines no wider than ``width_px`` (long words stay whole; remembered: a
+    redraw wraps the same titles)."""
     font = _font(size)
     lines = []
     for paragraph in text.split("\n"):
@@ -241,6 +275,9 @@ class GridRenderer:
     def __init__(self, cell_px: int = 200):
         self.cell_px = cell_px
         self.layout: GridLayout | None = None  # the last drawn grid's layout (where a click lands)
+        # Resampled cells by (array memory, shape, strides, row, size), each with its array: a redraw of the
+        # same maps in another colour map resamples nothing (the array held, its memory cannot be reused).
+        self._resampled: dict[tuple, tuple[np.ndarray, object]] = {}
 
     def render(self, columns: list[Column], row_titles: list[str] | None = None) -> bytes:
         """Draw ``columns`` (each with one entry per row) and return PNG bytes.
@@ -258,6 +295,8 @@ class GridRenderer:
         """A Pillow RGB image of ``layout``."""
         from PIL import Image, ImageDraw
 
+        shown = {_address(c.data) for c in layout.columns if c.data is not None}  # cells of other arrays go
+        self._resampled = {k: v for k, v in self._resampled.items() if k[0] in shown}
         canvas = Image.new("RGB", (layout.width, layout.height), "white")
         draw = ImageDraw.Draw(canvas)
         for item in layout.items:
@@ -271,8 +310,7 @@ class GridRenderer:
                 self._colorbar(canvas, draw, column.colorbar, item)
         return canvas
 
-    @staticmethod
-    def _cell(canvas, draw, column: Column, item: Placed) -> None:
+    def _cell(self, canvas, draw, column: Column, item: Placed) -> None:
         left, top, cell = int(item.left), int(item.top), int(item.width)
         if column.data is None:
             draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill="#ececec")
@@ -281,12 +319,23 @@ class GridRenderer:
             return
         data = column.data[item.row]
         size = _fit(data.shape[:2], cell)
-        image = picture(data, column.cmap, column.vmin, column.vmax, size)
+        image = picture(data, column.cmap, column.vmin, column.vmax, size, self._resample(column.data, item.row, size,
+                                                                                      column.cmap is None))
         if column.faded:
             from PIL import Image
 
             image = Image.blend(Image.new("RGB", size, "white"), image, FADED)
         canvas.paste(image, (left + (cell - size[0]) // 2, top + (cell - size[1]) // 2))
+
+    def _resample(self, block: np.ndarray, r: int, size: tuple[int, int], rgb: bool):
+        """Row ``r`` of ``block`` resampled to ``size``, remembered while ``block`` is not written (read-only)."""
+        if block.flags.writeable:  # may change in place: not remembered
+            return resample(block[r], rgb, size)
+        key = (_address(block), block.shape, block.strides, block.dtype.str, r, size, rgb)
+        hit = self._resampled.get(key)
+        if hit is None:
+            hit = self._resampled[key] = (block, resample(block[r], rgb, size))
+        return hit[1]
 
     @staticmethod
     def _colorbar(canvas, draw, bar: ColorBar, item: Placed) -> None:

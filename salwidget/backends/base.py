@@ -49,7 +49,10 @@ class ModelVariant(Protocol):
     ``torch_context``, if present, is a callable returning a context manager
     entered around every model call (a thread-local ``TorchFunctionMode``
     reaches functional calls). ``keras(model)`` returns a model to run instead
-    of the user's Keras model (a clone or a rebuilt functional model).
+    of the user's Keras model (a clone or a rebuilt functional model). A
+    variant whose ``torch`` changes nothing in the shadow says so with
+    ``keeps_shadow = True``: it then runs on the shadow the backend reuses
+    between calls; otherwise on a private one.
     """
 
     def torch(self, shadow: Any) -> Any: ...

@@ -25,6 +25,7 @@ from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
 
 _NO_TARGET = tf.zeros((0,), tf.int64)  # stands for "each row's argmax" in a traced step
+_GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024  # as torch's chunks: half of the free memory, at most 1024 passes
 _LAYOUT_HINT = "Keras models usually take (B, H, W, C); pass channels_last=False if yours takes (B, C, H, W)"
 
 
@@ -261,6 +262,7 @@ class TensorFlowBackend:
         self._keras = _is_keras(model)
         gpus = tf.config.list_logical_devices("GPU")
         self.device = gpus[0].name if gpus else "CPU"
+        self._gpu = "GPU:0" if gpus else None  # where TensorFlow places the passes by default
         self.ops = TFOps()
         self._functions: dict[tuple, Any] = {}
         self._tapped: dict[str, Any] = {}
@@ -299,12 +301,37 @@ class TensorFlowBackend:
         sums = _checksums(tuple(variables))
         return (id(model), tuple(id(v) for v in variables), sums.tobytes())
 
-    @staticmethod
-    def fit_chunk(run, rows: int) -> None:
-        """Run a first chunk. TensorFlow reports no free GPU memory, so chunk
-        sizes stay as ``batch_size='auto'`` first chose them."""
+    def fit_chunk(self, run, rows: int) -> int | None:
+        """Run a first chunk; on a GPU, measure its peak memory and return the
+        passes per chunk that fill half of the memory TensorFlow does not use
+        (None on a CPU, where bigger chunks lose cache locality, or when the
+        device's memory cannot be read: chunk sizes then stay as
+        ``batch_size='auto'`` first chose them)."""
+        device = self._gpu
+        if device is None:
+            run()
+            return None
+        memory = tf.config.experimental
+        try:
+            memory.reset_memory_stats(device)
+            base = memory.get_memory_info(device)["current"]
+        except (ValueError, RuntimeError, tf.errors.OpError):
+            run()
+            return None
         run()
-        return None
+        self.synchronize()
+        info = memory.get_memory_info(device)
+        total = device_memory_bytes(device)
+        if total is None:
+            return None
+        per_pass = max(1.0, (info["peak"] - base) / rows)
+        free = max(0, total - info["current"])
+        return int(max(1, min(_MAX_GPU_CHUNK, _GPU_MEMORY_SHARE * free / per_pass)))
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on the GPU (timings then cover it); nothing on a CPU."""
+        if self._gpu is not None:
+            tf.test.experimental.sync_devices()
 
     # ----------------------------------------------------------------- passes
     def _call(self, tensors, model=None):
@@ -532,6 +559,52 @@ def _unreachable(targets: dict, detail: str) -> Exception:
     if names_function(targets):
         detail += "; the target function's score may not depend differentiably on the output"
     return not_differentiable(detail)
+_TOTALS: dict[str, int | None] = {}
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """The memory TensorFlow may use on ``device`` ('GPU:n'): its configured limit if one was set
+    (``tf.config.set_logical_device_configuration``), else the card's total as NVML or
+    ``nvidia-smi`` reports it; None when nothing says. Read once per process."""
+    if device not in _TOTALS:
+        _TOTALS[device] = _configured_limit(device) or _card_total(device)
+    return _TOTALS[device]
+
+
+def _configured_limit(device: str) -> int | None:
+    index = int(device.split(":")[-1])
+    try:
+        physical = tf.config.list_physical_devices("GPU")[index]
+        limits = [c.memory_limit for c in tf.config.get_logical_device_configuration(physical) or () if c.memory_limit]
+    except (IndexError, ValueError, RuntimeError):
+        return None
+    return int(limits[0]) * 2**20 if limits else None
+
+
+def _card_total(device: str) -> int | None:
+    """The total memory of the card behind TensorFlow's ``device`` (CUDA_VISIBLE_DEVICES maps it)."""
+    import os
+
+    index = int(device.split(":")[-1])
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    card = visible[index] if index < len(visible) else str(index)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = (pynvml.nvmlDeviceGetHandleByIndex(int(card)) if card.isdigit()
+                  else pynvml.nvmlDeviceGetHandleByUUID(card))
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+    except Exception:  # no NVML: ask nvidia-smi
+        pass
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", f"--id={card}"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        return int(float(out.split()[0]) * 2**20)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def _untappable(model, doing: str) -> SaliencyError:

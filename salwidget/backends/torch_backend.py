@@ -6,16 +6,18 @@ modules are new objects (their own training flag, in eval mode, their own hook
 tables) while every parameter and buffer is the user's own storage, detached.
 So another thread training the model sees no eval mode, no frozen
 ``requires_grad`` and no hooks, and in-place weight updates are seen at the
-next computation. Input gradients come from ``torch.autograd.grad(score, inputs)``:
-no weight gradient is computed or stored.
+next computation. The shadow of the last call is reused while nothing it
+copied changed (:mod:`~salwidget.backends.torch_shadow`). Input gradients come
+from ``torch.autograd.grad(score, inputs)``: no weight gradient is computed or stored.
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import weakref
 import zlib
-from contextlib import contextmanager, nullcontext as _no_context
+from contextlib import ExitStack, contextmanager, nullcontext as _no_context
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -27,6 +29,7 @@ from ..outputs import flatten_outputs
 from ..targets import RowScore, names_function
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
+from .torch_shadow import shadow_copy, watch_for
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
 _RANDOMIZE_STREAM = 5
@@ -47,41 +50,6 @@ def model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.float32
-
-
-_HOOK_TABLES = tuple(k for k in vars(torch.nn.Module()) if "hooks" in k)
-_MODULE_GETSTATE, _MODULE_SETSTATE = torch.nn.Module.__getstate__, torch.nn.Module.__setstate__
-
-
-def shadow_copy(module: torch.nn.Module, memo: dict | None = None) -> torch.nn.Module:
-    """A structural copy in eval mode that shares (detached) parameters and buffers.
-
-    Module objects, training flags and hook tables are new, so hooks added to
-    the shadow and its eval mode are invisible to the original; tensors are
-    the original's storage, so no weights are copied.
-    """
-    memo = {} if memo is None else memo
-    if id(module) in memo:
-        return memo[id(module)]
-    cls = type(module)
-    if (cls.__getstate__ is _MODULE_GETSTATE and cls.__setstate__ is _MODULE_SETSTATE and getattr(cls, "__copy__", None)
-            is None and cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__):
-        # What copy.copy does for such a class (a new object; Module's own getstate, which drops a compiled
-        # call, and setstate), without its generic reduce machinery: paid once per module and call.
-        clone = object.__new__(cls)
-        _MODULE_SETSTATE(clone, _MODULE_GETSTATE(module))
-    else:  # the class customises copying (e.g. RNN flat weights): let it
-        clone = copy.copy(module)
-    memo[id(module)] = clone
-    state = clone.__dict__
-    state["_parameters"] = {k: None if p is None else p.detach() for k, p in module._parameters.items()}
-    state["_buffers"] = dict(module._buffers)
-    state["_modules"] = {k: None if c is None else shadow_copy(c, memo) for k, c in module._modules.items()}
-    for table in _HOOK_TABLES:
-        if table in state and hasattr(state[table], "copy"):
-            state[table] = state[table].copy()
-    state["training"] = False
-    return clone
 
 
 def _is_keras(model) -> bool:
@@ -347,8 +315,11 @@ class TorchBackend:
         self._refresh_device()
 
     # ------------------------------------------------------------------ state
-    def _refresh_device(self) -> None:
-        self._device, self._dtype = model_device_and_dtype(self.model)
+    def _refresh_device(self, token: int | None = None) -> None:
+        """Read the model's device and dtype (with ``token``, the structure's: they change only with it)."""
+        if token is None or token != getattr(self, "_device_token", None):
+            self._device, self._dtype = model_device_and_dtype(self.model)
+            self._device_token = token
         self.device = str(self._device)
         ops = getattr(self, "_ops", None)
         if ops is None or ops.device != self._device or ops.dtype != self._dtype:
@@ -367,39 +338,63 @@ class TorchBackend:
 
     @contextmanager
     def session(self, *, randomize: Sequence[str] = (), seed: int = 0, variant: Any = None) -> Iterator[None]:
-        """Open a computation on a fresh shadow of the model (see the module docstring).
+        """Open a computation on a shadow of the model (see the module docstring).
 
-        ``randomize`` names layers whose weights are re-initialised in this
-        session only (fresh tensors; the user's are never written), seeded by
-        ``seed``: the model-randomisation sanity check. ``variant`` (see
-        :class:`~salwidget.backends.base.ModelVariant`) may change the shadow's
-        modules (never its tensors) and wrap every model call in a context.
+        The shadow of the last call is reused while the model's structure is
+        unchanged (:mod:`~salwidget.backends.torch_shadow`); another thread, or
+        a nested session, gets a private one. ``randomize`` names layers whose
+        weights are re-initialised in this session only (fresh tensors; the
+        user's are never written), seeded by ``seed``: the model-randomisation
+        sanity check. ``variant`` (see :class:`~salwidget.backends.base.ModelVariant`)
+        may change the shadow's modules (never its tensors) and wrap every model
+        call in a context.
         """
-        self._refresh_device()
-        previous = getattr(self._local, "model", None), getattr(self._local, "context", None)
-        if self._keras:  # Keras layers keep their own state: call the model itself with training=False
-            working = self.model
-        else:
-            working = shadow_copy(self.model)
-            if randomize:
-                _randomize(working, self.model, randomize, seed)
-            if variant is not None:
-                working = variant.torch(working)
-        self._local.model = working
-        self._local.context = getattr(variant, "torch_context", None)
-        try:
-            with torch.inference_mode(False):
-                yield
-        finally:
-            self._local.model, self._local.context = previous
+        local = self._local
+        previous = getattr(local, "model", None), getattr(local, "context", None), getattr(local, "checked", None)
+        with ExitStack() as stack:
+            checked = None
+            if self._keras:  # Keras layers keep their own state: call the model itself with training=False
+                self._refresh_device()
+                working = self.model
+            else:
+                model = self.model
+                watch = watch_for(self)
+                checked = watch.check(model)
+                self._refresh_device(checked[0])  # .to() and casts give a new structure token
+                if randomize or (variant is not None and not getattr(variant, "keeps_shadow", False)):
+                    working = shadow_copy(model)  # changed in this session only: never the cached one
+                    if randomize:
+                        _randomize(working, model, randomize, seed)
+                else:
+                    working = stack.enter_context(watch.shadow(model, checked[1]))
+                if variant is not None:
+                    working = variant.torch(working)
+            local.model, local.context, local.checked = working, getattr(variant, "torch_context", None), checked
+            try:
+                with torch.inference_mode(False):
+                    yield
+            finally:
+                local.model, local.context, local.checked = previous
 
     def identity(self) -> tuple:
         """The model and its weights' version: changes when weights are replaced,
-        moved, cast or updated in place (torch counts in-place writes)."""
+        moved, cast or updated in place (torch counts in-place writes), and when
+        the modules or their attributes change; hooks aside (see
+        :mod:`~salwidget.backends.torch_shadow`). Inside a session, the
+        structure read when it opened."""
         model = self.model
-        # One walk over the modules (parameters() and buffers() walk twice and de-duplicate): paid every call.
-        tensors = [t for m in model.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-        return (id(model), hash(tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)))
+        checked = getattr(self._local, "checked", None)
+        if checked is None:
+            checked = watch_for(self).check(model)
+        token, _, structure = checked
+        return (id(model), token, structure.versions())
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on the model's device (timings then cover it)."""
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        elif self._device.type == "mps":
+            torch.mps.synchronize()
 
     def fit_chunk(self, run, rows: int) -> int | None:
         """Run a first chunk; on CUDA, measure its peak memory and return the
@@ -500,8 +495,15 @@ class TorchBackend:
 
     # ----------------------------------------------------------------- layers
     def layer_names(self) -> list[str]:
-        """Every named submodule, in definition order."""
-        return [name for name, _ in self.model.named_modules() if name]
+        """Every named submodule, in definition order (inside a session: read once per structure)."""
+        checked = getattr(self._local, "checked", None)
+        known = getattr(self, "_names", None)
+        if checked is not None and known is not None and known[0] == checked[0]:
+            return list(known[1])
+        names = [name for name, _ in self.model.named_modules() if name]
+        if checked is not None:
+            self._names = (checked[0], names)
+        return list(names)
 
     def layer_name(self, layer: Any) -> str:
         """The ``named_modules`` name of ``layer`` (a name or a module of this model)."""
@@ -517,7 +519,7 @@ class TorchBackend:
 
     @contextmanager
     def _tap(self, names: Sequence[str], start_graph: bool = False) -> Iterator[list[_Capture]]:
-        modules = dict(self._active.named_modules())
+        modules = _named_modules(self._active, cache=not self._keras)
         captures, handles = [], []
         for name in names:
             capture = _Capture(start_graph)
@@ -579,6 +581,20 @@ class TorchBackend:
         names = [name for name, module in self.model.named_modules()
                  if name and any(p is not None for p in module._parameters.values())]
         return names[::-1]
+
+
+_NAMED: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _named_modules(model: torch.nn.Module, cache: bool) -> dict:
+    """``dict(model.named_modules())``; remembered for a shadow (whose modules never change after it is
+    made: a cached shadow is tapped on every CAM call)."""
+    if not cache:
+        return dict(model.named_modules())
+    modules = _NAMED.get(model)
+    if modules is None:  # the root left out: a value holding its own key would never be dropped
+        modules = _NAMED[model] = {name: module for name, module in model.named_modules() if name}
+    return modules
 
 
 def _randomize(shadow: torch.nn.Module, original: torch.nn.Module, names: Sequence[str], seed: int) -> None:

@@ -262,10 +262,9 @@ class Method:
         only other methods use is ignored, so one set of settings can drive
         several methods (as the panel does).
         """
-        known = {name for method in all_methods() for name in method.option_names}
-        unknown = sorted(set(given) - known - set(self.option_names))
+        unknown = sorted(set(given) - _known_options() - set(self.option_names))
         if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            close = difflib.get_close_matches(unknown[0], sorted(_known_options()), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise SaliencyError(
                 f"Unknown option(s) {unknown} for method {self.name!r}; its options are "
@@ -348,9 +347,14 @@ def _hashable(value: Any) -> Any:
 _REGISTRY: dict[str, Method] = {}
 
 
+_REGISTERED = 0  # how many registrations so far: what is derived from the registry is keyed by it
+
+
 def register(method: Method) -> Method:
     """Add ``method`` to the registry under ``method.name``."""
+    global _REGISTERED
     _REGISTRY[method.name] = method
+    _REGISTERED += 1
     return method
 
 
@@ -364,6 +368,17 @@ def get_method(name: Any) -> Method:
     hint = f" Did you mean {close[0]!r}?" if close else ""
     names = ", ".join(m.name for m in all_methods())
     raise SaliencyError(f"Unknown method {name!r}; choose one of {names}.{hint}")
+
+
+def _known_options() -> frozenset:
+    """Every option name of every registered method (remembered until the registry changes)."""
+    global _KNOWN
+    if _KNOWN[0] != _REGISTERED:
+        _KNOWN = (_REGISTERED, frozenset(name for method in _REGISTRY.values() for name in method.option_names))
+    return _KNOWN[1]
+
+
+_KNOWN: tuple[int, frozenset] = (-1, frozenset())
 
 
 def all_methods() -> list[Method]:

@@ -185,6 +185,8 @@ class GuidedReLUs:
         self._clones: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
+    keeps_shadow = True  # torch() changes nothing: the cached shadow serves
+
     def torch(self, shadow):
         return shadow  # the function mode covers nn.ReLU modules too: they call F.relu
 

@@ -70,12 +70,24 @@ class EvaluationJob:
     depths: int
     sanity: tuple[str, ...] = ()
     first: int = 0  # the index of the page's first image among the panel's
+    weights: Any = None  # the weights version the job's keys use (Explorer.read_weights); None: read when needed
+
+    def version(self) -> Any:
+        """The weights version of the job's keys (read from the model the first time, if none was given)."""
+        if self.weights is None:
+            self.weights = self.explorer.read_weights()
+        return self.weights
+
+    def read_weights(self) -> None:
+        """Key the job by the weights as they are now (the worker does, before it computes)."""
+        self.weights = self.explorer.read_weights()
+        self.__dict__.pop("basis", None)
 
     @cached_property
     def basis(self) -> tuple:
         """What the shown results depend on (two jobs with one basis share every result): the page, each
         method's map key (options, target, layer, weights), the steps and depths."""
-        maps = tuple((m, self.explorer.map_key(m, self.settings)) for m in self.settings.methods)
+        maps = tuple((m, self.explorer.map_key(m, self.settings, self.version())) for m in self.settings.methods)
         return (id(self.explorer), maps, self.steps, self.depths)
 
     def curve_units(self) -> list[Unit]:
@@ -102,18 +114,38 @@ def unit_key(job: EvaluationJob, unit: Unit) -> tuple:
     explorer = job.explorer
     if unit.method == RANDOM:
         target = tuple(job.settings.target) if isinstance(job.settings.target, tuple) else job.settings.target
-        weights = get_backend(explorer.model).identity()
-        return (explorer, CURVES, RANDOM, target, weights, explorer.seed, job.steps)
-    key = explorer.map_key(unit.method, job.settings)  # the key the explorer caches the map under
+        return (explorer, CURVES, RANDOM, target, job.version(), explorer.seed, job.steps)
+    key = explorer.map_key(unit.method, job.settings, job.version())  # the key the explorer caches the map under
     return (explorer, unit.kind, key, job.steps if unit.kind == CURVES else job.depths)
 
 
-def depth_layers(model: Any, count: int) -> list[str]:
+_DEPTHS: OrderedDict = OrderedDict()  # (count, weights version) -> depth_layers' answer
+_DEPTHS_LOCK = threading.Lock()
+
+
+def depth_layers(model: Any, count: int, version: Any = None) -> list[str]:
     """``count`` evenly spaced layers with weights, output end first (the first and last included).
 
     Layers whose weights are kernels (convolutions, dense layers) are
-    preferred over normalisation layers when there are enough of them.
+    preferred over normalisation layers when there are enough of them. With
+    ``version`` (the model's weights version, which changes with its
+    structure) the answer is remembered: a cost line walks the model once.
     """
+    if version is None:
+        return _depth_layers(model, count)
+    key = (count, version)
+    with _DEPTHS_LOCK:
+        hit = _DEPTHS.get(key)
+    if hit is None:
+        hit = _depth_layers(model, count)
+        with _DEPTHS_LOCK:
+            _DEPTHS[key] = hit
+            while len(_DEPTHS) > 16:
+                _DEPTHS.popitem(last=False)
+    return list(hit)
+
+
+def _depth_layers(model: Any, count: int) -> list[str]:
     weighted = list(get_backend(model).weighted_layers())
     kernels = _kernel_layers(model, weighted)
     pool = kernels if len(kernels) >= min(count, len(weighted)) and len(kernels) >= 2 else weighted
@@ -165,11 +197,11 @@ def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | N
             cost.forward += 2 * job.steps * batch
             cost.curves.append(unit.method)
             if unit.method != RANDOM:
-                cost.gradient += explorer.passes_needed(unit.method, settings)
+                cost.gradient += explorer.passes_needed(unit.method, settings, job.version())
         else:
             method = get_method(unit.method)
             if not cost.maps:  # the trained model's map and one per depth, the same for every method
-                cost.maps = 1 + len(depth_layers(explorer.model, job.depths))
+                cost.maps = 1 + len(depth_layers(explorer.model, job.depths, job.version()))
             maps = cost.maps
             cost.gradient += method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
             cost.sanity.append(unit.method)
@@ -275,6 +307,7 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
     try:
         if not job.settings.methods:
             raise SaliencyError("No method selected: pick at least one to evaluate.")
+        job.read_weights()  # keys by the weights as they are now (the kernel's thread used the last ones read)
         ticket.publish(lambda: sink.evaluation_begin(job))
         for index, unit in enumerate(units):
             if ticket.stale():

@@ -46,6 +46,7 @@ class EvaluatePane:
         self.asked: set[str] = set()  # methods whose sanity check was asked for under the shown basis
         self.png = b""
         self.dirty = True
+        self.outdated = True  # settings changed while hidden: the board is restaged when shown or read
         self.evaluation_draw_seconds = 0.0
         self._started = 0.0
         self._running: EvaluationJob | None = None  # the job whose results the worker is publishing
@@ -89,9 +90,20 @@ class EvaluatePane:
 
     # ------------------------------------------------------------------ requests (main thread)
     def job(self, sanity: tuple[str, ...] = ()) -> EvaluationJob:
+        """A job of the shown basis, keyed by the weights version last read (the worker reads it anew)."""
         p = self.panel
-        return EvaluationJob(p._explorer(), p._settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
-                             p._page_slice().start)
+        explorer = p._explorer()
+        return EvaluationJob(explorer, p._settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
+                             p._page_slice().start, explorer.known_weights)
+
+    def defer(self) -> None:
+        """A setting changed while the view is hidden: nothing is looked up now (cache lookups and cost
+        lines read the model on the kernel's thread); showing the view, or reading its results, restages
+        it. Evaluations of the old settings stop and held ones are forgotten, as a new basis does."""
+        with self.panel._worker.lock:
+            self.serial += 1
+            self.held = None
+            self.outdated = True
 
     def restage(self, sanity: bool = False) -> EvaluationJob:
         """Show the current basis (page, settings, steps, depths): cached results at once, the rest pending.
@@ -111,6 +123,7 @@ class EvaluatePane:
                 self.asked |= {m for m in p.methods if m not in SANITY_SKIPPED}
             job.sanity = tuple(m for m in job.settings.methods if m in self.asked)
             self.board.stage(job, self.cache, job.sanity)
+            self.outdated = False
             self.changed(draw=False)  # drawn by the job that computes it (matplotlib stays off the kernel's thread)
         self.show_cost()
         return job
@@ -286,7 +299,7 @@ class EvaluatePane:
             curves = estimate(job, self.cache, job.curve_units())
             sanity = estimate(job, self.cache, job.sanity_units())
             rate = p._rate(job.explorer)
-            layers = len(depth_layers(job.explorer.model, job.depths))
+            layers = len(depth_layers(job.explorer.model, job.depths, job.version()))
         except Exception as exc:  # an estimate never breaks the panel; computing will say what is wrong
             self.cost.value = html.escape(f"(no estimate: {exc})")
             return
@@ -310,15 +323,23 @@ class EvaluatePane:
         self.cost.value = f"<span style='color:#444'>{text}</span>"
 
     # ------------------------------------------------------------------ results
+    def _current(self) -> None:
+        """Restage first if settings changed while the view was hidden (the board shows the current basis)."""
+        if self.outdated:
+            self.restage()
+
     def curves(self) -> dict:
+        self._current()
         with self.panel._worker.lock:
             return self.board.done_curves()
 
     def sanity(self) -> dict:
+        self._current()
         with self.panel._worker.lock:
             return self.board.done_sanity()
 
     def to_png(self) -> bytes:
+        self._current()
         with self.panel._worker.lock:
             return self.render() if self.dirty or not self.png else bytes(self.png)
 

@@ -116,14 +116,15 @@ class MapsPane:
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
     def stage(self, job: Job) -> None:
         """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
-        self.select(job)
+        self.select(job, job.explorer.known_weights)
         if not self.view.complete:
             self.render()
 
-    def select(self, job: Job) -> None:
+    def select(self, job: Job, weights: Any) -> None:
+        """Columns for the job's methods, with the maps cached under ``weights`` (a weights version) done."""
         self.view.select(job.settings.methods)
         for method in job.settings.methods:
-            hit = job.explorer.cached(method, job.settings)
+            hit = job.explorer.cached(method, job.settings, weights)
             if hit is not None:
                 self.view.set(method, hit, DONE)
 
@@ -131,7 +132,7 @@ class MapsPane:
         p = self.panel
         self.job_started = time.perf_counter()
         p._progress.value = 0
-        self.select(job)
+        self.select(job, job.explorer.read_weights())  # in the worker: the weights as they are now
         if not self.view.complete:
             # Before the grid of pending columns: a "Done" must never describe that grid.
             p.status = "Computing..."
@@ -186,7 +187,7 @@ class MapsPane:
             self.snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too
             self.png, self.results, self.masks = picture.png, self.view.results, picture.masks
             self.show_downloads()
-            p._notes.value = notes_html(p.methods, self.results, part.start, p._explorer().weights_changed())
+            p._notes.value = notes_html(p.methods, self.results, part.start, p._explorer().weights_changed(read=False))
         self.show_cell()
         self.draw_seconds = time.perf_counter() - started
 

@@ -62,6 +62,7 @@ class GridView:
         self.renderer = GridRenderer()
         self.columns: dict[str, ColumnState] = {}
         self.layout = None  # the last drawn grid's layout
+        self._shown: tuple | None = None  # (results, percentile, scaling, view, masks, scales) of the last draw
 
     def select(self, methods: tuple[str, ...]) -> None:
         """Keep a column for each of ``methods``, in that order; maps already there stay, marked pending."""
@@ -97,7 +98,7 @@ class GridView:
     def columns_for(self, look: Look, images: np.ndarray) -> tuple[list[Column], dict, dict]:
         """The grid's layout description: the images, one column per method, the overlay; and the
         (masks, scales) they show. The panel's PNG and :meth:`figure` both draw these columns."""
-        masks, scales = shown_maps(self.results, look.percentile, look.scaling, look.view)
+        masks, scales = self._masks(self.results, look)
         columns = [Column("image", images)]
         for method, state in self.columns.items():
             columns.append(self._column(method, state, masks.get(method), scales.get(method), look))
@@ -121,6 +122,20 @@ class GridView:
 
         columns, _, _ = self.columns_for(look, images)
         return grid_figure(grid_layout(columns, row_titles, look.cell_px), dpi)
+    def _masks(self, results: dict, look: Look) -> tuple[dict, dict]:
+        """The shown maps of ``results`` under ``look``'s clip, scaling and view: those of the last draw
+        when these are the same results (a colour, overlay or size change needs no new percentiles).
+        The arrays are read-only, as they are shared between draws."""
+        known = self._shown
+        if (known is not None and known[0].keys() == results.keys()
+                and all(a is b for a, b in zip(known[0].values(), results.values()))
+                and known[1:4] == (look.percentile, look.scaling, look.view)):
+            return known[4], known[5]
+        masks, scales = shown_maps(results, look.percentile, look.scaling, look.view)
+        for mask in masks.values():
+            mask.flags.writeable = False
+        self._shown = (results, look.percentile, look.scaling, look.view, masks, scales)
+        return masks, scales
 
     def _column(self, method: str, state: ColumnState, mask, scale: Scale | None, look: Look) -> Column:
         label = describe(state.result) if state.result is not None and state.current else get_method(method).label

@@ -150,6 +150,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._given_scan, self._store = given_scan, store
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
+        self._display.flags.writeable = False  # never written: the grid's renderer keeps its resampled cells
         self._preprocess = preprocess
         self._explorers: dict[int, Explorer] = {}
         explorer = self._explorer(0)
@@ -560,6 +561,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._images = inputs[0]
         self._display = (self._all_display[rows] if not self._from_dataset else
                          to_display_image(self._pictures(batch, self._channels_last), channels_last=True))
+        self._display.flags.writeable = False
         self._labels = batch.labels if self._labels is not None or (batch.labels >= 0).any() else None
         self._indices = rows
         self._explorers.clear()
@@ -594,7 +596,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
         else:
-            self._evaluate.restage()
+            self._evaluate.defer()  # restaged when shown
 
     def _on_page_size_change(self, change) -> None:
         self._explorers.clear()
@@ -640,7 +642,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         if self.pane == "evaluate":
             self._evaluate.request(auto=True)
         else:
-            self._evaluate.restage()
+            self._evaluate.defer()  # restaged when shown: no cache lookups or cost lines for a hidden view
 
     def _request_maps(self) -> None:
         job = Job(self._explorer(), self._settings())
@@ -660,9 +662,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def _estimate(self, job: Job) -> tuple[list, float]:
         costs = []
+        weights = job.explorer.known_weights  # on the kernel's thread: the worker reads them before it computes
         for method in job.settings.methods:
             try:
-                costs.append((method, job.explorer.passes_needed(method, job.settings)))
+                costs.append((method, job.explorer.passes_needed(method, job.settings, weights)))
             except SaliencyError:
                 costs.append((method, 0))
         return costs, sum(p for _, p in costs) * self._rate(job.explorer)
@@ -773,6 +776,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                  else to_display_image(display_images, channels_last=True))
         self._images = np.concatenate([self._images, images])
         self._display = np.concatenate([self._display, shown])
+        self._display.flags.writeable = False
         if self._labels is not None:
             self._labels = np.concatenate([self._labels, np.full(len(images), -1)])
         self._indices = np.concatenate([self._indices, np.full(len(images), -1)])

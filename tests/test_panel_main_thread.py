@@ -1,0 +1,119 @@
+"""The panel's kernel thread does no work that grows with the model on a settings change.
+
+Reading the weights' version walks a torch model's modules and checksums every weight of a Keras
+model; the kernel's thread looks up with the version last read and leaves reading to the worker, and
+a hidden Evaluate view is restaged only when shown (or read). Counted here, never timed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import ipywidgets
+import numpy as np
+import pytest
+import torch
+
+import salwidget as sw
+from salwidget.backends.torch_backend import TorchBackend
+from salwidget.panel import evaluate_pane
+from salwidget.panel.evaluate import estimate
+
+from .helpers import keras_twin, make_torch_cnn
+
+
+@pytest.fixture(autouse=True)
+def close_widgets():
+    yield
+    ipywidgets.Widget.close_all()
+
+
+def count_on_threads(monkeypatch, owner, name: str) -> list[bool]:
+    """Calls of ``owner.name`` from now on: True for each made on the main thread, False in another."""
+    calls: list[bool] = []
+    original = getattr(owner, name)
+
+    def counting(self, *args, **kwargs):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+def settings_changes(panel) -> None:
+    """What a user clicks: samples, target, a method on and off, the page's layer, each after the last is done."""
+    for change in (dict(nsamples=6), dict(target=2), dict(methods=("vanilla", "smoothgrad", "integrated")),
+                   dict(options={"integrated": {"nsamples": 5}}), dict(methods=("vanilla", "smoothgrad")),
+                   dict(curve_steps=16)):
+        for name, value in change.items():
+            setattr(panel, name, value)
+        assert panel.wait(120) and panel.error == ""
+
+
+def test_settings_changes_read_no_weights_on_the_kernels_thread_while_evaluate_is_hidden(images, monkeypatch):
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("vanilla", "smoothgrad"), nsamples=4)
+    assert panel.wait(60)
+    reads = count_on_threads(monkeypatch, TorchBackend, "identity")
+    estimates = []  # the Evaluate view's cost estimates (its cost line, its Compute hold)
+    monkeypatch.setattr(evaluate_pane, "estimate", lambda *args: estimates.append(args) or estimate(*args))
+    settings_changes(panel)
+    assert reads and not any(reads)  # the worker read the weights before computing; the kernel's thread never
+    assert not estimates  # nothing of the hidden view was restaged
+    panel.cmap, panel.scaling = "viridis", "method"  # look-only changes
+    assert not any(reads)
+
+
+def test_a_keras_models_weights_are_never_checksummed_on_the_kernels_thread(images, monkeypatch):
+    from salwidget.backends.tf_backend import TensorFlowBackend
+
+    model = keras_twin(make_torch_cnn())
+    panel = sw.SaliencyWidget(model, images.transpose(0, 2, 3, 1), methods=("vanilla", "smoothgrad"), nsamples=4)
+    assert panel.wait(120)
+    hashes = count_on_threads(monkeypatch, TensorFlowBackend, "identity")  # the weights' checksum
+    settings_changes(panel)
+    panel.cmap = "viridis"
+    assert hashes and not any(hashes)
+    panel.pane = "evaluate"  # shown: restaged from the last version read, curves computed in the worker
+    assert panel.wait(120) and panel.error == ""
+    assert set(panel.curves) == {"vanilla", "smoothgrad", "random"}
+    assert not any(hashes)
+
+
+def test_a_hidden_evaluate_view_is_restaged_when_read_or_shown(images):
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4)
+    panel.curve_steps = 8
+    panel.evaluate()
+    assert panel.wait(120) and set(panel.curves) == {"vanilla", "smoothgrad", "random"}
+    old = panel.curves["smoothgrad"]
+    panel.pane = "maps"
+    panel.nsamples = 6  # while hidden: SmoothGrad's curves are those of another map now
+    assert panel.wait(120)
+    assert set(panel.curves) == {"vanilla", "random"}  # read while hidden: the current settings' (cached ones)
+    panel.pane = "evaluate"
+    assert panel.wait(120)
+    shown = panel.curves["smoothgrad"]
+    expected = sw.deletion_insertion(make_torch_cnn(), images, panel.results["smoothgrad"], steps=8)
+    np.testing.assert_allclose(shown.insertion, expected.insertion, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(shown.insertion, old.insertion)
+
+
+def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4)
+    assert panel.wait(60)
+    panel.target = 2
+    assert panel.wait(60)
+    with torch.no_grad():
+        model[6].weight.mul_(2.0)  # behind the panel's back: the kernel's thread still knows the old version
+    panel.target = "predicted"  # cached under the old weights
+    assert panel.wait(60) and panel.error == ""
+    for method in ("vanilla", "smoothgrad"):
+        fresh = sw.attribute(make_torch_cnn(), images, method, nsamples=4, seed=0,
+                             target=panel.results[method].target)
+        assert not np.allclose(fresh.raw, 0)
+        expected = sw.attribute(model, images, method, nsamples=4, seed=0, target=panel.results[method].target)
+        np.testing.assert_allclose(panel.results[method].raw, expected.raw, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(panel.results[method].raw, fresh.raw)
+    assert "weights changed" in panel._notes.value
