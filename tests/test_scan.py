@@ -74,6 +74,24 @@ def test_an_array_scan_equals_a_plain_prediction_loop(data):
     assert thumbs[1].mean() < thumbs[0].mean() + 80 and thumbs[0].std() > 10  # the pictures, not blank
 
 
+
+def test_thumbnails_of_inputs_the_thumbnail_size_or_smaller_keep_every_pixel():
+    """A 64 x 64 input is its own thumbnail (the display scaling only); a 32 x 32 one is enlarged by
+    nearest neighbours (each pixel a 2 x 2 block); a 16 x 32 one is centred on white."""
+    from salwidget.dataset.pictures import thumbnails
+    from salwidget.visualize import to_display_image
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, (3, THUMBNAIL_PX, THUMBNAIL_PX, 3)).astype(np.float32)
+    expected = (to_display_image(x, channels_last=True) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(thumbnails(x, True), expected)
+    small = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(thumbnails(small, True), small.repeat(2, axis=1).repeat(2, axis=2))
+    wide = rng.integers(0, 256, (1, 16, 32, 3), dtype=np.uint8)
+    fitted = thumbnails(wide, True)[0]
+    np.testing.assert_array_equal(fitted[16:48], wide[0].repeat(2, axis=0).repeat(2, axis=1))
+    assert (fitted[:16] == 255).all() and (fitted[48:] == 255).all()
+
 class Items(torch.utils.data.Dataset):
     def __init__(self, x, labels=None):
         self.x, self.labels = x, labels

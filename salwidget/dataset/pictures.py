@@ -84,6 +84,8 @@ def _fit_batch(batch: np.ndarray) -> np.ndarray:
     if max(batch.shape[1:3]) >= 2 * THUMBNAIL_PX:  # area average over integer blocks; the rest is resampled below
         batch = _reduce(batch).round().astype(np.uint8)
     h, w = batch.shape[1:3]
+    if h == w == THUMBNAIL_PX:  # already the thumbnail's size: no resampling (a copy, as the other paths give)
+        return np.array(batch, np.uint8)
     size_h, size_w = max(1, round(h * THUMBNAIL_PX / max(h, w))), max(1, round(w * THUMBNAIL_PX / max(h, w)))
     rows = np.minimum((np.arange(size_h) + 0.5) * h / size_h, h - 1).astype(np.intp)
     cols = np.minimum((np.arange(size_w) + 0.5) * w / size_w, w - 1).astype(np.intp)

@@ -145,7 +145,11 @@ class ScanStore:
 
         rows = np.asarray(rows, np.int64)
         if thumbnails is not None and len(rows):
-            self._thumbnail_array().set_orthogonal_selection((rows,), thumbnails)
+            array = self._thumbnail_array()
+            if rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():  # a run: zarr's slice path
+                array[int(rows[0]) : int(rows[-1]) + 1] = thumbnails  # is about 3x its index-array path
+            else:
+                array.set_orthogonal_selection((rows,), thumbnails)
         if failed:
             write_parquet(self.folder / "errors", pa.table({
                 "index": np.asarray(sorted(failed), np.int64),
