@@ -336,7 +336,7 @@ def _tuner(backend, request: Request, inputs: list[np.ndarray], method, ctx: Run
     if best is not None:
         ctx.chunk = best
         return None
-    return tuning.Tuner(model, key, ctx.chunk)
+    return tuning.tuner_for(model, key, ctx.chunk)
 
 
 def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callable[[int], None],

@@ -486,7 +486,8 @@ def test_cpu_chunks_tune_themselves_on_the_first_chunks_and_remember_the_fastest
     monkeypatch.setattr(tuning, "clock", lambda: now[0])
     handle = model[0].register_forward_hook(hook)
     first = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0)
-    assert sizes[1:4] == [64, 128, 32]  # after the clean pass: the sizes tried, on real work
+    assert sizes[1:7] == [64, 128, 32] * 2  # after the clean pass: each size tried twice, on real work
+    assert sizes[7:] == [32]  # the rest of the 480 passes
     assert first.batch_size == 128  # the fastest, kept for the rest of the run
     sizes.clear()
     second = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=1)
@@ -495,3 +496,27 @@ def test_cpu_chunks_tune_themselves_on_the_first_chunks_and_remember_the_fastest
     given = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0, batch_size=7)
     np.testing.assert_allclose(first.raw, given.raw, rtol=1e-5, atol=1e-12)  # the chunks never change a map
     assert given.batch_size == 7 and second.batch_size == 128
+
+
+def test_a_run_too_short_to_finish_the_chunk_trials_leaves_them_to_the_next(images, monkeypatch):
+    """Each size's fastest sample counts: one slow chunk of a size (a loaded moment) does not lose it."""
+    from salwidget import tuning
+
+    model = make_torch_cnn()
+    x = np.repeat(images, 4, axis=0)  # 16 images: 64 passes per chunk to start with
+    now, sizes = [0.0], []
+
+    def hook(module, inputs, output):
+        n = len(inputs[0])
+        sizes.append(n)
+        slow = 10.0 if n == 32 and sizes.count(32) == 2 else 1.0  # the second chunk of 32 meets a loaded moment
+        now[0] += 0.001 * n * slow * (0.8 if n == 32 else 1.0)
+
+    monkeypatch.setattr(tuning, "clock", lambda: now[0])
+    model[0].register_forward_hook(hook)
+    short = sw.attribute(model, x, "smoothgrad", nsamples=12, seed=0)  # 192 passes: 64 + 128, then stops
+    assert sizes[1:] == [64, 128] and short.batch_size == 64  # not tuned yet: the start size
+    sizes.clear()
+    longer = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0)
+    assert sizes[1:5] == [32, 64, 128, 32]  # the trials go on where the short run left them
+    assert longer.batch_size == 32  # the fastest by its best sample, though its second was the slowest
