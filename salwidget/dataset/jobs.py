@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet
+from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, read_rows, write_parquet, write_rows
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
@@ -93,7 +93,7 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
     if result.delta is not None:
         columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
     maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
-    maps.set_orthogonal_selection((rows,), raw.astype(spec.dtype))
+    write_rows(maps, rows, raw.astype(spec.dtype))
     import pyarrow as pa
 
     write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
@@ -144,7 +144,7 @@ class DatasetMaps:
             missing = sorted(set(rows.tolist()) - done)[:5]
             raise SaliencyError(f"Rows {missing} of {method!r} are not computed yet: run attribute_dataset again.")
         maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r")
-        return np.asarray(maps.get_orthogonal_selection((rows,)), np.float32)
+        return np.asarray(read_rows(maps, rows), np.float32)
 
     def _spec(self, method: str) -> JobSpec:
         if method in self.jobs:
@@ -398,10 +398,10 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
             done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
             rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
             for block in _blocks(rows):
-                first = _as_masks(zarr.open_array(str(stored[a][0] / "maps.zarr"), mode="r")
-                                  .get_orthogonal_selection((block,)), stored[a][2])
-                second = _as_masks(zarr.open_array(str(stored[b][0] / "maps.zarr"), mode="r")
-                                   .get_orthogonal_selection((block,)), stored[b][2])
+                first = _as_masks(read_rows(zarr.open_array(str(stored[a][0] / "maps.zarr"), mode="r"), block),
+                                  stored[a][2])
+                second = _as_masks(read_rows(zarr.open_array(str(stored[b][0] / "maps.zarr"), mode="r"), block),
+                                   stored[b][2])
                 size = (min(first.shape[1], second.shape[1]), min(first.shape[2], second.shape[2]))
                 values = spearman(_resize(first, size), _resize(second, size))
                 write_parquet(pairs_folder, pa.table({"index": block, column: values.astype(np.float32)}), int(block[0]))

@@ -42,6 +42,28 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(temporary, path)
 
 
+def _run(rows: np.ndarray) -> slice | None:
+    """``rows`` as a slice when they are consecutive (zarr's slice path is about 3x its index-array path)."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
+def write_rows(array: Any, rows: np.ndarray, values: np.ndarray) -> None:
+    """``array[rows] = values`` along the first axis of a zarr array."""
+    run = _run(np.asarray(rows))
+    if run is not None:
+        array[run] = values
+    else:
+        array.set_orthogonal_selection((np.asarray(rows),), values)
+
+
+def read_rows(array: Any, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` along the first axis of a zarr array."""
+    run = _run(np.asarray(rows))
+    return array[run] if run is not None else array.get_orthogonal_selection((np.asarray(rows),))
+
+
 def write_parquet(path_dir: Path, table: Any, first: int) -> Path:
     """Write a pyarrow ``table`` as a new part in ``path_dir``, atomically (temporary name, then rename)."""
     import pyarrow.parquet as pq
@@ -145,11 +167,7 @@ class ScanStore:
 
         rows = np.asarray(rows, np.int64)
         if thumbnails is not None and len(rows):
-            array = self._thumbnail_array()
-            if rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():  # a run: zarr's slice path
-                array[int(rows[0]) : int(rows[-1]) + 1] = thumbnails  # is about 3x its index-array path
-            else:
-                array.set_orthogonal_selection((rows,), thumbnails)
+            write_rows(self._thumbnail_array(), rows, thumbnails)
         if failed:
             write_parquet(self.folder / "errors", pa.table({
                 "index": np.asarray(sorted(failed), np.int64),
@@ -203,4 +221,4 @@ class ScanStore:
             from .pictures import THUMBNAIL_PX
 
             return np.zeros((0, THUMBNAIL_PX, THUMBNAIL_PX, 3), np.uint8)
-        return self._thumbnail_array().get_orthogonal_selection((rows,))
+        return read_rows(self._thumbnail_array(), rows)

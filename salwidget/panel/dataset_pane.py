@@ -408,11 +408,12 @@ def _stored_attribution(folder, meta: dict, rows: list[int], explorer):
     import zarr
 
     from ..attribution import Attribution
+    from ..dataset.store import read_rows
     from ..methods import get_method
 
     method = get_method(meta["method"])
-    maps = np.asarray(zarr.open_array(str(folder / "maps.zarr"), mode="r").get_orthogonal_selection(
-        (np.asarray(rows, np.int64),)), np.float32)
+    maps = np.asarray(read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), np.asarray(rows, np.int64)),
+                      np.float32)
     options = method.resolve({k: v for k, v in meta["options"].items() if not isinstance(v, str) or v in (
         "uniform", "blur", "riemann", "trapezoid")})
     targets = explorer.scores.argmax(axis=1)
