@@ -15,7 +15,7 @@ Three timings, each the median over rounds of the assignment on the kernel's
   with the worker then computing (stopped and drained before the next round).
 
 The Keras model is keras.applications.EfficientNetB0 with random weights (no
-download): 5.3M weights in 314 variables, which a weights check fingerprints.
+download): 5.3M weights in 314 variables, which a weights check reads (a checksum).
 The Evaluate view stays hidden (its work is deferred until shown). The
 machine's load moves these by tens of percent; compare the targets (look-only
 under 100 ms, a settings change under 20 ms) with that in mind.
