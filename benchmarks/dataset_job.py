@@ -31,14 +31,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import salwidget as sw  # noqa: E402
 
+import run as common  # noqa: E402 (same folder: the timing helpers)
+
+sync = common.sync
 DEVICE = "cpu"
-
-
-def sync() -> None:
-    if DEVICE.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def speed(images: int, rounds: int, methods: list[str]) -> None:
@@ -148,7 +144,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     global DEVICE
-    DEVICE = args.device
+    DEVICE = common.DEVICE = args.device
     only = set(args.only or ("speed", "memory", "ray"))
     if "speed" in only:
         speed(args.images, args.rounds, args.methods)

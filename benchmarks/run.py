@@ -44,8 +44,8 @@ def machine() -> str:
     return f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def alternate(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, float]:
-    """Median seconds of each contender, run in turn each round (after one warm-up run,
+def alternate_rounds(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Seconds of each contender in each round, contenders run in turn each round (after one warm-up run,
     which long runs can skip: their first-call costs are a small share)."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for run in contenders.values() if warmup else ():
@@ -57,7 +57,12 @@ def alternate(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, f
             run()
             sync()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def alternate(contenders: dict, rounds: int, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each contender over :func:`alternate_rounds`."""
+    return {name: statistics.median(ts) for name, ts in alternate_rounds(contenders, rounds, warmup).items()}
 
 
 def table(title: str, rows: list[tuple], header: tuple) -> None:

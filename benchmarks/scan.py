@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -36,28 +35,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import salwidget as sw  # noqa: E402
 
+import run as common  # noqa: E402 (same folder: the timing helpers)
+
+alternate = common.alternate_rounds
 DEVICE = "cpu"
-
-
-def sync() -> None:
-    if DEVICE.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def alternate(contenders: dict, rounds: int) -> dict[str, list[float]]:
-    times = {name: [] for name in contenders}
-    for run in contenders.values():
-        run()  # warm-up
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            sync()
-            start = time.perf_counter()
-            run()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def report(title: str, times: dict[str, list[float]], images: int) -> None:
@@ -167,7 +148,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     global DEVICE
-    DEVICE = args.device
+    DEVICE = common.DEVICE = args.device
     only = set(args.only or ("speed", "memory", "resume"))
     import torch
 

@@ -125,3 +125,25 @@ def keras_segnet_twin(torch_model, image_size: int = 16):
     for layer, conv in zip(model.layers, convs):
         layer.set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0), conv.bias.detach().numpy()])
     return model
+
+
+def Gate(inner):
+    """A torch module around ``inner`` that holds the first call made outside the main thread until
+    ``release`` is set (``entered`` says it is held)."""
+    import threading
+
+    import torch
+
+    class _Gate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def forward(self, x):
+            if threading.current_thread() is not threading.main_thread() and not self.entered.is_set():
+                self.entered.set()
+                self.release.wait(30)
+            return self.inner(x)
+
+    return _Gate()

@@ -13,7 +13,7 @@ import torch
 
 import salwidget as sw
 
-from .helpers import make_torch_cnn
+from .helpers import Gate, make_torch_cnn
 
 
 @pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated"])
@@ -180,21 +180,6 @@ def test_auto_batch_size_scales_with_input_size():
     assert sw.engine.auto_batch_size("cpu", big) == 8
     assert sw.engine.auto_batch_size("cpu", small) == 64
     assert sw.engine.auto_batch_size("cuda:0", big) > 8
-
-
-class Gate(torch.nn.Module):
-    """Holds the first call made outside the main thread until released."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def forward(self, x):
-        if threading.current_thread() is not threading.main_thread() and not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(30)
-        return self.inner(x)
 
 
 def test_the_users_model_is_untouched_while_another_thread_computes(images):

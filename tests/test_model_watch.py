@@ -16,7 +16,7 @@ import salwidget as sw
 from salwidget.backends import get_backend
 from salwidget.backends import torch_backend
 
-from .helpers import make_torch_cnn
+from .helpers import Gate, make_torch_cnn
 
 
 @pytest.fixture
@@ -127,21 +127,6 @@ def test_a_hook_added_by_the_user_runs_but_leaves_the_version(torch_cnn, images,
                                    2 * sw.attribute(make_torch_cnn(), images, "vanilla", target=3).raw, rtol=1e-6)
     finally:
         doubled.remove()
-
-
-class Gate(torch.nn.Module):
-    """Holds the first forward pass made outside the main thread until released."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def forward(self, x):
-        if threading.current_thread() is not threading.main_thread() and not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(30)
-        return self.inner(x)
 
 
 def test_another_thread_gets_its_own_shadow_while_one_is_in_use(images, shadows):
