@@ -62,6 +62,14 @@ def named(control, name: str, tooltip: str | None):
     return control
 
 
+def pager_buttons(previous: tuple[str, str], following: tuple[str, str]):
+    """A Previous and a Next button, each given as (CSS name, tooltip)."""
+    def button(description: str, icon: str, spec: tuple[str, str]):
+        return named(widgets.Button(description=description, icon=icon, layout=widgets.Layout(width="110px")), *spec)
+
+    return button("Previous", "arrow-left", previous), button("Next", "arrow-right", following)
+
+
 def method_button(method: Method) -> widgets.ToggleButton:
     tip = method.summary + (" Signed: positive and negative evidence." if method.signed else "")
     if method.fails_sanity_check:

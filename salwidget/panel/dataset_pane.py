@@ -82,12 +82,8 @@ class DatasetPane:
         self.thumbnails = controls.named(widgets.Image(format="png", layout=widgets.Layout(
             width="auto", max_width="100%", margin="0", height="auto", align_self="flex-start")),
             "thumbnails", None)
-        self.previous = controls.named(widgets.Button(description="Previous", icon="arrow-left",
-                                                      layout=widgets.Layout(width="110px")),
-                                       "dataset-previous", "The previous page of thumbnails.")
-        self.next = controls.named(widgets.Button(description="Next", icon="arrow-right",
-                                                  layout=widgets.Layout(width="110px")),
-                                   "dataset-next", "The next page of thumbnails.")
+        self.previous, self.next = controls.pager_buttons(("dataset-previous", "The previous page of thumbnails."),
+                                                          ("dataset-next", "The next page of thumbnails."))
         self.page_label = controls.named(widgets.HTML(), "dataset-page", None)
         self.explain = controls.named(widgets.Button(description="Explain selected", icon="search",
                                                      button_style="primary", layout=widgets.Layout(width="190px")),

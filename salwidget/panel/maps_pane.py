@@ -58,12 +58,9 @@ class MapsPane:
                                  prevent_default_actions=True)
         self.grid_events.on_dom_event(self.on_grid_event)
         self.grid_box = widgets.Box([self.image], layout=widgets.Layout(overflow="auto", width="100%"))
-        self.previous = controls.named(widgets.Button(description="Previous", icon="arrow-left",
-                                                      layout=widgets.Layout(width="110px")),
-                                       "previous-page", "Show the previous page of images.")
-        self.next = controls.named(widgets.Button(description="Next", icon="arrow-right",
-                                                  layout=widgets.Layout(width="110px")),
-                                   "next-page", "Show the next page of images (computed when shown).")
+        self.previous, self.next = controls.pager_buttons(
+            ("previous-page", "Show the previous page of images."),
+            ("next-page", "Show the next page of images (computed when shown)."))
         self.previous.on_click(lambda _: p.page > 0 and setattr(p, "page", p.page - 1))
         self.next.on_click(lambda _: p.page < p.num_pages - 1 and setattr(p, "page", p.page + 1))
         self.page_label = controls.named(widgets.Label(), "page", None)
