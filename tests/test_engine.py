@@ -13,7 +13,7 @@ import torch
 
 import salwidget as sw
 
-from .helpers import Gate, make_torch_cnn
+from .helpers import Gate, keras_twin, make_torch_cnn
 
 
 @pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated"])
@@ -315,6 +315,31 @@ def test_gpu_chunks_fill_half_the_free_memory(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, value)
     # Half of (10 GB free + 2 GB cached by torch) at 50 MB per pass.
     assert backend.fit_chunk(run, 8) == 120
+
+
+def test_tensorflow_gpu_chunks_fill_half_the_free_memory(monkeypatch):
+    import tensorflow as tf
+
+    from salwidget.backends import tf_backend
+
+    backend = tf_backend.TensorFlowBackend(keras_twin(make_torch_cnn()))
+    ran = []
+    assert backend.fit_chunk(lambda: ran.append(1), 8) is None and ran == [1]  # a CPU: run, nothing measured
+    backend._gpu = "GPU:0"
+    fake = {"current": 1_000_000_000, "peak": 1_000_000_000}
+
+    def run():
+        fake["peak"] = 1_000_000_000 + 8 * 50_000_000  # 50 MB per pass for a chunk of 8
+        ran.append(2)
+
+    monkeypatch.setattr(tf.config.experimental, "reset_memory_stats", lambda device: None)
+    monkeypatch.setattr(tf.config.experimental, "get_memory_info", lambda device: dict(fake))
+    monkeypatch.setattr(tf.test.experimental, "sync_devices", lambda: None)
+    monkeypatch.setattr(tf_backend, "device_memory_bytes", lambda device: 11_000_000_000)
+    # Half of (11 GB on the card - 1 GB in use) at 50 MB per pass.
+    assert backend.fit_chunk(run, 8) == 100 and ran == [1, 2]
+    monkeypatch.setattr(tf_backend, "device_memory_bytes", lambda device: None)  # the card's size unknown
+    assert backend.fit_chunk(run, 8) is None
 
 
 @pytest.mark.parametrize("method", ["vanilla", "gradient_x_input", "gradcam"])
