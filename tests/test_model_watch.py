@@ -110,6 +110,21 @@ def test_a_changed_attribute_and_a_replaced_parameter_are_seen(torch_cnn, images
     assert len(shadows) == 3 + 2  # a new shadow for each change (and one per reference copy)
 
 
+def test_a_data_swap_to_another_view_of_the_same_memory_is_seen(images):
+    """``p.data = p.data.t()`` keeps the parameter object and its storage pointer; its shape and strides change."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(768, 768), torch.nn.Tanh(),
+                                torch.nn.Linear(768, 3)).eval()
+    sw.attribute(model, images, "vanilla", target=0)
+    version = get_backend(model).identity()
+    pointer = model[1].weight.data_ptr()
+    model[1].weight.data = model[1].weight.data.t()
+    assert model[1].weight.data_ptr() == pointer
+    assert get_backend(model).identity() != version
+    np.testing.assert_allclose(sw.attribute(model, images, "vanilla", target=0).raw,
+                               reference(model, images, target=0), rtol=1e-6)
+
+
 def test_a_hook_added_by_the_user_runs_but_leaves_the_version(torch_cnn, images, shadows):
     sw.attribute(torch_cnn, images, "vanilla", target=3)
     version = get_backend(torch_cnn).identity()

@@ -41,14 +41,22 @@ def count_on_threads(monkeypatch, owner, name: str) -> list[bool]:
     return calls
 
 
-def settings_changes(panel) -> None:
-    """What a user clicks: samples, target, a method on and off, the page's layer, each after the last is done."""
-    for change in (dict(nsamples=6), dict(target=2), dict(methods=("vanilla", "smoothgrad", "integrated")),
-                   dict(options={"integrated": {"nsamples": 5}}), dict(methods=("vanilla", "smoothgrad")),
-                   dict(curve_steps=16)):
+CHANGES = (dict(nsamples=6), dict(target=2), dict(methods=("vanilla", "smoothgrad", "integrated")),
+           dict(options={"integrated": {"nsamples": 5}}), dict(methods=("vanilla", "smoothgrad")),
+           dict(curve_steps=16))
+NOTHING_TO_REUSE = 1  # CHANGES[1], another target: no map of it was computed before
+
+
+def settings_changes(panel, calls: list[bool], changes) -> list[int]:
+    """Make each change after the last is done; how many ``calls`` each made on the main thread."""
+    made = []
+    for change in changes:
+        before = sum(calls)
         for name, value in change.items():
             setattr(panel, name, value)
         assert panel.wait(120) and panel.error == ""
+        made.append(sum(calls) - before)
+    return made
 
 
 def test_settings_changes_read_no_weights_on_the_kernels_thread_while_evaluate_is_hidden(images, monkeypatch):
@@ -57,27 +65,32 @@ def test_settings_changes_read_no_weights_on_the_kernels_thread_while_evaluate_i
     reads = count_on_threads(monkeypatch, TorchBackend, "identity")
     estimates = []  # the Evaluate view's cost estimates (its cost line, its Compute hold)
     monkeypatch.setattr(evaluate_pane, "estimate", lambda *args: estimates.append(args) or estimate(*args))
-    settings_changes(panel)
-    assert reads and not any(reads)  # the worker read the weights before computing; the kernel's thread never
+    made = settings_changes(panel, reads, CHANGES)
+    # A change that reuses maps (cached, or resumed with more samples) reads the weights once on the kernel's
+    # thread, as they may have changed since those maps; one with nothing to reuse leaves it to the worker.
+    assert made[NOTHING_TO_REUSE] == 0 and max(made) == 1
+    assert not all(reads)  # the worker read the weights before computing
     assert not estimates  # nothing of the hidden view was restaged
+    before = sum(reads)
     panel.cmap, panel.scaling = "viridis", "method"  # look-only changes
-    assert not any(reads)
+    assert sum(reads) == before
 
 
-def test_a_keras_models_weights_are_never_checksummed_on_the_kernels_thread(images, monkeypatch):
+def test_a_keras_models_weights_are_checksummed_on_the_kernels_thread_only_to_reuse_maps(images, monkeypatch):
     from salwidget.backends.tf_backend import TensorFlowBackend
 
     model = keras_twin(make_torch_cnn())
     panel = sw.SaliencyWidget(model, images.transpose(0, 2, 3, 1), methods=("vanilla", "smoothgrad"), nsamples=4)
     assert panel.wait(120)
     hashes = count_on_threads(monkeypatch, TensorFlowBackend, "identity")  # the weights' checksum
-    settings_changes(panel)
+    made = settings_changes(panel, hashes, CHANGES)
+    assert made[NOTHING_TO_REUSE] == 0 and max(made) == 1
+    before = sum(hashes)
     panel.cmap = "viridis"
-    assert hashes and not any(hashes)
-    panel.pane = "evaluate"  # shown: restaged from the last version read, curves computed in the worker
+    panel.pane = "evaluate"  # shown: nothing evaluated yet, so nothing to check; curves computed in the worker
     assert panel.wait(120) and panel.error == ""
     assert set(panel.curves) == {"vanilla", "smoothgrad", "random"}
-    assert not any(hashes)
+    assert sum(hashes) == before and not all(hashes)
 
 
 def test_a_hidden_evaluate_view_is_restaged_when_read_or_shown(images):
@@ -117,3 +130,39 @@ def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
         np.testing.assert_allclose(panel.results[method].raw, expected.raw, rtol=1e-5, atol=1e-7)
         assert not np.allclose(panel.results[method].raw, fresh.raw)
     assert "weights changed" in panel._notes.value
+
+
+def test_after_a_training_step_cached_maps_wait_for_compute_and_are_not_shown_done(images):
+    """A settings change back to maps cached before the weights changed: they are not free, so a long run
+    still waits for Compute, and the held grid shows them pending, not done."""
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4)
+    assert panel.wait(60)
+    panel.target = 2
+    assert panel.wait(60)
+    with torch.no_grad():
+        model[6].weight.mul_(3.0)  # a training step in another cell
+    panel.confirm_seconds = 0.0
+    panel.target = "predicted"  # cached, but under the old weights
+    assert panel._held is not None and "press Compute" in panel.status
+    assert "Gradient 4" in panel.status  # every method counted, none taken as cached
+    assert all(column.state != "done" for column in panel._maps.view.columns.values())
+
+
+def test_a_hidden_evaluate_view_read_after_a_training_step_serves_no_old_curves(images):
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla",))
+    panel.curve_steps = 8
+    panel.evaluate()
+    assert panel.wait(120) and set(panel.curves) == {"vanilla", "random"}
+    panel.pane = "maps"
+    assert panel.wait(60)
+    with torch.no_grad():
+        model[6].weight.mul_(3.0)
+    panel.curve_steps = 12  # while hidden, and back: the basis of the old curves, but not their weights
+    panel.curve_steps = 8
+    assert panel.curves == {}
+    panel.pane = "evaluate"
+    assert panel.wait(120)
+    expected = sw.deletion_insertion(model, images, sw.attribute(model, images, "vanilla"), steps=8)
+    np.testing.assert_allclose(panel.curves["vanilla"].insertion, expected.insertion, rtol=1e-5, atol=1e-6)

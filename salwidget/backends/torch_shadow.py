@@ -44,6 +44,7 @@ _HOOK_TABLES = tuple(k for k in vars(torch.nn.Module()) if "hooks" in k)
 _PASS_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _MODULE_GETSTATE, _MODULE_SETSTATE = torch.nn.Module.__getstate__, torch.nn.Module.__setstate__
 _DATA_PTR = torch.Tensor.data_ptr
+_SIZE, _STRIDE = torch.Tensor.size, torch.Tensor.stride
 _VERSION = torch.Tensor._version.__get__
 _TOKENS = itertools.count(1)  # one per structure recorded, process-wide: a version never names two structures
 _REGISTRY_SIZE = 8
@@ -145,6 +146,10 @@ def read_structure(model: torch.nn.Module) -> Structure:
     extend(islice(modules, 1, None))
     tensors = [t for t in tensors if t is not None]
     numbers.extend(map(_DATA_PTR, tensors))
+    # A `.data` swap to another view of the same memory (`p.data = p.data.t()`) keeps the pointer: the
+    # shape and strides tell it.
+    numbers.extend(map(_SIZE, tensors))
+    numbers.extend(map(_STRIDE, tensors))
     return Structure(objects, numbers, hooks, tensors)
 
 

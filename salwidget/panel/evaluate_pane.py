@@ -24,9 +24,9 @@ import numpy as np
 
 from ..methods import get_method
 from . import controls
-from .evaluate import (COMPUTING, CURVES, DEPTH_CHOICES, DONE, FAILED, RANDOM, SANITY_SKIPPED,
+from .evaluate import (COMPUTING, CURVES, DEPTH_CHOICES, DONE, FAILED, RANDOM, SANITY, SANITY_SKIPPED,
                        STEP_CHOICES, STOPPED, Board, Entry, EvaluationCache, EvaluationJob, Ticket, Unit,
-                       depth_layers, estimate, run_evaluation)
+                       depth_layers, estimate, run_evaluation, unit_key)
 from .evaluation_plot import RANDOM_LABEL, Shown, draw, mean_auc, plots_figure
 from .files import evaluation_link
 from .status import evaluation_done_status, evaluation_estimate_status, evaluation_progress_status
@@ -93,8 +93,16 @@ class EvaluatePane:
         """A job of the shown basis, keyed by the weights version last read (the worker reads it anew)."""
         p = self.panel
         explorer = p._explorer()
-        return EvaluationJob(explorer, p._settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
-                             p._page_slice().start, explorer.known_weights)
+        job = EvaluationJob(explorer, p._settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
+                            p._page_slice().start, explorer.known_weights)
+        if self._reuses(job):  # results keyed by the version last read may predate a training step: read it now
+            job.read_weights()
+        return job
+
+    def _reuses(self, job: EvaluationJob) -> bool:
+        """Whether the cache holds a curve or sanity check of ``job``'s basis."""
+        units = job.curve_units() + [Unit(SANITY, m) for m in job.settings.methods if m not in SANITY_SKIPPED]
+        return any(self.cache.get(unit_key(job, unit)) is not None for unit in units)
 
     def defer(self) -> None:
         """A setting changed while the view is hidden: nothing is looked up now (cache lookups and cost

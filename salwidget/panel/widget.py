@@ -46,6 +46,9 @@ EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 
 
+_NO_WEIGHTS = object()  # a weights version no cached map has: what computing everything costs
+
+
 class SaliencyWidget(PanelTraits, widgets.VBox):
     """An interactive grid of saliency maps for a batch of images.
 
@@ -661,14 +664,27 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._submit(job)
 
     def _estimate(self, job: Job) -> tuple[list, float]:
+        """(method, passes) and seconds of ``job``, on the kernel's thread.
+
+        Looked up under the weights version last read (the worker reads it anew before it computes), so a
+        settings change reads nothing of the model; when that finds maps to reuse, the version is read now,
+        as those maps may predate a training step: cached maps are never counted free or shown done by mistake.
+        """
+        explorer = job.explorer
+        costs = self._costs(job, explorer.known_weights)
+        if any(needed < full for (_, needed), (_, full) in zip(costs, self._costs(job, _NO_WEIGHTS))):
+            costs = self._costs(job, explorer.read_weights())
+        return costs, sum(p for _, p in costs) * self._rate(explorer)
+
+    @staticmethod
+    def _costs(job: Job, weights: Any) -> list[tuple[str, int]]:
         costs = []
-        weights = job.explorer.known_weights  # on the kernel's thread: the worker reads them before it computes
         for method in job.settings.methods:
             try:
                 costs.append((method, job.explorer.passes_needed(method, job.settings, weights)))
             except SaliencyError:
                 costs.append((method, 0))
-        return costs, sum(p for _, p in costs) * self._rate(job.explorer)
+        return costs
 
     def _rate(self, explorer: Explorer) -> float:
         """Seconds per pass as measured by the page's last computation (another page's before it has one);
@@ -816,7 +832,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     @property
     def masks(self) -> "PageMaps":
         """Method -> (B, H, W) maps of the visible page as last shown complete: in [0, 1], or [-1, 1] for
-        signed methods in the 'signed' view.
+        signed methods in the 'signed' view (read-only arrays shared with the grid: copy one to change it).
 
         Only the visible page is computed: with more images than ``page_size``, these are the maps of
         page ``page`` (its ``page``, ``pages`` and ``rows`` say which; its repr too). For every image, set
