@@ -166,3 +166,15 @@ def test_a_hidden_evaluate_view_read_after_a_training_step_serves_no_old_curves(
     assert panel.wait(120)
     expected = sw.deletion_insertion(model, images, sw.attribute(model, images, "vanilla"), steps=8)
     np.testing.assert_allclose(panel.curves["vanilla"].insertion, expected.insertion, rtol=1e-5, atol=1e-6)
+
+
+def test_curves_read_while_the_dataset_view_is_shown_follow_the_settings(images):
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("vanilla", "smoothgrad"), nsamples=4)
+    panel.curve_steps = 8
+    panel.evaluate()
+    assert panel.wait(120) and set(panel.curves) == {"vanilla", "smoothgrad", "random"}
+    panel.pane = "dataset"
+    assert panel.wait(60)
+    panel.nsamples = 6  # SmoothGrad's curves were those of 4 samples
+    assert panel.wait(60)
+    assert set(panel.curves) == {"vanilla", "random"}

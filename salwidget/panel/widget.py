@@ -639,6 +639,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._search_hint.value = ""  # another request: a search's note is answered or no longer current
         if self.pane == "dataset":  # the maps are computed when shown: a scan under way goes on
             self._maps_pending = True
+            self._evaluate.defer()  # and the Evaluate view restaged when shown or read
             return
         self._maps_pending = False
         self._request_maps()
