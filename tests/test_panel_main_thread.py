@@ -112,14 +112,21 @@ def test_a_hidden_evaluate_view_is_restaged_when_read_or_shown(images):
     assert not np.allclose(shown.insertion, old.insertion)
 
 
-def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
+def trained_behind_the_panels_back(images):
+    """A panel with the maps of the prediction and of class 2 cached, then its model's weights changed in place
+    (a training step in another cell: the kernel's thread still knows the old version)."""
     model = make_torch_cnn()
     panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4)
     assert panel.wait(60)
     panel.target = 2
     assert panel.wait(60)
     with torch.no_grad():
-        model[6].weight.mul_(2.0)  # behind the panel's back: the kernel's thread still knows the old version
+        model[6].weight.mul_(2.0)
+    return model, panel
+
+
+def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
+    model, panel = trained_behind_the_panels_back(images)
     panel.target = "predicted"  # cached under the old weights
     assert panel.wait(60) and panel.error == ""
     for method in ("vanilla", "smoothgrad"):
@@ -135,13 +142,7 @@ def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
 def test_after_a_training_step_cached_maps_wait_for_compute_and_are_not_shown_done(images):
     """A settings change back to maps cached before the weights changed: they are not free, so a long run
     still waits for Compute, and the held grid shows them pending, not done."""
-    model = make_torch_cnn()
-    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4)
-    assert panel.wait(60)
-    panel.target = 2
-    assert panel.wait(60)
-    with torch.no_grad():
-        model[6].weight.mul_(3.0)  # a training step in another cell
+    model, panel = trained_behind_the_panels_back(images)
     panel.confirm_seconds = 0.0
     panel.target = "predicted"  # cached, but under the old weights
     assert panel._held is not None and "press Compute" in panel.status
