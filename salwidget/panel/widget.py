@@ -46,7 +46,13 @@ EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 
 
-_NO_WEIGHTS = object()  # a weights version no cached map has: what computing everything costs
+def _reuses(explorer: Explorer, method: str, settings: Settings, weights: Any) -> bool:
+    """Whether computing ``method`` would start from a map cached under ``weights`` (served, or resumed)."""
+    try:
+        return (explorer.cached(method, settings, weights) is not None
+                or explorer.resume_point(method, settings, weights) is not None)
+    except SaliencyError:  # settings the method refuses: computing will say so
+        return False
 
 
 class SaliencyWidget(PanelTraits, widgets.VBox):
@@ -153,7 +159,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._given_scan, self._store = given_scan, store
         shown = display_images if display_images is not None else self._images
         self._display = to_display_image(shown, channels_last=True if display_images is not None else layout)
-        self._display.flags.writeable = False  # never written: the grid's renderer keeps its resampled cells
         self._preprocess = preprocess
         self._explorers: dict[int, Explorer] = {}
         explorer = self._explorer(0)
@@ -564,7 +569,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self._images = inputs[0]
         self._display = (self._all_display[rows] if not self._from_dataset else
                          to_display_image(self._pictures(batch, self._channels_last), channels_last=True))
-        self._display.flags.writeable = False
         self._labels = batch.labels if self._labels is not None or (batch.labels >= 0).any() else None
         self._indices = rows
         self._explorers.clear()
@@ -671,21 +675,17 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         settings change reads nothing of the model; when that finds maps to reuse, the version is read now,
         as those maps may predate a training step: cached maps are never counted free or shown done by mistake.
         """
-        explorer = job.explorer
-        costs = self._costs(job, explorer.known_weights)
-        if any(needed < full for (_, needed), (_, full) in zip(costs, self._costs(job, _NO_WEIGHTS))):
-            costs = self._costs(job, explorer.read_weights())
-        return costs, sum(p for _, p in costs) * self._rate(explorer)
-
-    @staticmethod
-    def _costs(job: Job, weights: Any) -> list[tuple[str, int]]:
+        explorer, settings = job.explorer, job.settings
+        weights = explorer.known_weights
+        if any(_reuses(explorer, method, settings, weights) for method in settings.methods):
+            weights = explorer.read_weights()
         costs = []
-        for method in job.settings.methods:
+        for method in settings.methods:
             try:
-                costs.append((method, job.explorer.passes_needed(method, job.settings, weights)))
+                costs.append((method, explorer.passes_needed(method, settings, weights)))
             except SaliencyError:
                 costs.append((method, 0))
-        return costs
+        return costs, sum(p for _, p in costs) * self._rate(explorer)
 
     def _rate(self, explorer: Explorer) -> float:
         """Seconds per pass as measured by the page's last computation (another page's before it has one);
@@ -724,6 +724,16 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         with self._worker.lock:
             self._maps.view.clear()
         self._request()
+
+    @property
+    def _display(self) -> np.ndarray:
+        """The pictures the image column shows, (N, H, W, 3) in [0, 1]."""
+        return self._shown_pictures
+
+    @_display.setter
+    def _display(self, pictures: np.ndarray) -> None:
+        pictures.flags.writeable = False  # never written: the grid's renderer keeps their resampled cells
+        self._shown_pictures = pictures
 
     # --------------------------------------------------------------- public API
     def wait(self, timeout: float | None = None) -> bool:
@@ -793,7 +803,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                  else to_display_image(display_images, channels_last=True))
         self._images = np.concatenate([self._images, images])
         self._display = np.concatenate([self._display, shown])
-        self._display.flags.writeable = False
         if self._labels is not None:
             self._labels = np.concatenate([self._labels, np.full(len(images), -1)])
         self._indices = np.concatenate([self._indices, np.full(len(images), -1)])
