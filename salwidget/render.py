@@ -152,15 +152,15 @@ def enlarge(data: np.ndarray, cmap: str | None = None, vmin: float = 0.0, vmax: 
     return _png(picture(data, cmap, vmin, vmax, (w * factor, h * factor)))
 
 
+_Z_RLE = 3  # zlib's Z_RLE strategy
+
+
 def _png(image) -> bytes:
     # zlib level 1: about half the encoding time of the default level, for a few per cent more bytes;
     # its run-length strategy (Z_RLE) another quarter off, and no bigger on a grid of maps and photos.
     buffer = io.BytesIO()
     image.save(buffer, format="png", compress_level=1, compress_type=_Z_RLE)
     return buffer.getvalue()
-
-
-_Z_RLE = 3  # zlib's Z_RLE strategy
 
 
 def png_bytes(picture) -> bytes:

@@ -122,6 +122,7 @@ class GridView:
 
         columns, _, _ = self.columns_for(look, images)
         return grid_figure(grid_layout(columns, row_titles, look.cell_px), dpi)
+
     def _masks(self, results: dict, look: Look) -> tuple[dict, dict]:
         """The shown maps of ``results`` under ``look``'s clip, scaling and view: those of the last draw
         when these are the same results (a colour, overlay or size change needs no new percentiles).
