@@ -6,7 +6,8 @@
   defined (a function, class, assignment or ``self._name = ...``) only in *another* module of the package;
   dunder names are not counted;
 - **import cycles**: strongly connected groups of the package's import graph, counting imports inside
-  functions too (a lazy import still ties two modules together); those at import time are listed apart;
+  functions too (a lazy import still ties two modules together; ``if TYPE_CHECKING:`` imports, never run,
+  do not); those at import time are counted apart;
 - **private imports**: ``from salwidget.x import _name`` (or a relative one) across modules;
 - **longest modules** by line count.
 
@@ -115,8 +116,10 @@ def import_graph(trees, lazy: bool = True):
     graph = defaultdict(set)
     private_imports = []
     for mod, (path, tree) in trees.items():
-        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] if lazy \
-            else top_level_imports(tree)
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
+        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                 and id(n) not in typing_only] if lazy else top_level_imports(tree)
         for node in nodes:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]

@@ -15,6 +15,8 @@ run on the main thread over the table (pandas): no model call, no worker.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from typing import Any
 
@@ -29,12 +31,16 @@ SORT_COLUMNS = ("loss", "probability", "margin", "entropy", "index")
 PAGE_ROWS, PAGE_COLUMNS = 4, 6
 REDRAW_S = 0.5  # at most this often while a scan lands block by block
 
+if TYPE_CHECKING:
+    from .host import PanelHost
+
 
 class DatasetPane:
     """The Dataset view of one :class:`~salwidget.SaliencyWidget` (see the module docstring)."""
 
-    def __init__(self, panel: Any, source: Any, scan: Any = None, store: Any = None):
-        self.panel = panel
+    def __init__(self, host: "PanelHost", source: Any, scan: Any = None, store: Any = None):
+        self.host = host
+        self.panel = host.panel  # the traits it reads and sets
         self.source = source
         self.opened = scan  # the Scan, once opened
         self.store = store
@@ -120,6 +126,15 @@ class DatasetPane:
                 ("filter_correct", self.correct_filter), ("filter_probability", self.probability_filter),
                 ("query", self.query), ("sort_by", self.sort), ("sort_descending", self.descending)]
 
+    def on_filters_change(self, change) -> None:
+        """A filter, the query or the sort changed: redraw the view (main thread, no model call)."""
+        self.host.show_controls()
+        if change["name"] != "sort_descending" or change["new"] != change["old"]:
+            self.page = 0
+        if self.opened is not None:
+            with self.host.worker.lock:
+                self.show()
+
     @property
     def visible(self) -> bool:
         return self.panel.pane == "dataset"
@@ -131,8 +146,8 @@ class DatasetPane:
             from ..dataset import open_scan
 
             p = self.panel
-            self.opened = open_scan(p._model, self.source, class_names=p._classes.names, store=self.store,
-                                    channels_last=p._channels_last, output_index=p._explorer_options["output_index"])
+            self.opened = open_scan(self.host.model, self.source, class_names=self.host.classes.names, store=self.store,
+                                    channels_last=self.host.channels_last, output_index=self.host.explorer_options["output_index"])
         return self.opened
 
     def request(self) -> None:
@@ -140,21 +155,21 @@ class DatasetPane:
         try:
             scan = self.scan()
         except Exception as exc:  # a bad source or store: said in the panel, the panel goes on
-            self.panel._show_error(exc)
+            self.host.show_error(exc)
             return
         self.options()
         self.show()
         if scan.missing and not self.scanning:
             self.scanning = True
-            self.panel._stop.disabled = False
-            self.panel._worker.submit(lambda generation: self._run(generation, scan))
+            self.host.stop_button.disabled = False
+            self.host.worker.submit(lambda generation: self._run(generation, scan))
         elif not scan.missing:
             self.panel.status = self._done_status(scan)
 
     def _run(self, generation: int, scan) -> None:
         """The worker's task: complete the scan, publishing each committed block."""
-        worker, started = self.panel._worker, time.perf_counter()
-        batch_size = self.panel._explorer_options["batch_size"]
+        worker, started = self.host.worker, time.perf_counter()
+        batch_size = self.host.explorer_options["batch_size"]
         try:
             scan.complete(batch_size=batch_size, cancel=lambda: worker.is_stale(generation),
                           progress=lambda done, total: worker.publish(
@@ -178,7 +193,7 @@ class DatasetPane:
 
     def _progress(self, done: int, total: int, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self.panel._progress.value = int(100 * done / max(total, 1))
+        self.host.progress.value = int(100 * done / max(total, 1))
         self.panel.status = f"Scanning the dataset: {done:,}/{total:,} images ({elapsed:.1f} s)"
         if self.visible and time.perf_counter() - self._drawn_at > max(REDRAW_S, 3 * self.draw_seconds):
             self.opened.refresh()
@@ -187,17 +202,17 @@ class DatasetPane:
 
     def _finished(self, scan) -> None:
         scan.refresh()
-        self.panel._progress.value = 100
-        self.panel._stop.disabled = True
+        self.host.progress.value = 100
+        self.host.stop_button.disabled = True
         self.panel.status = self._done_status(scan)
         self.options()
         if self.visible:
             self.show()
 
     def _failed(self, exc: Exception, details: str) -> None:
-        self.panel._show_error(exc, details)
+        self.host.show_error(exc, details)
         self.panel.status = "Scan failed: see the message below."
-        self.panel._stop.disabled = True
+        self.host.stop_button.disabled = True
 
     @staticmethod
     def _done_status(scan) -> str:
@@ -357,7 +372,7 @@ class DatasetPane:
             frame = read_parts(meta_path.parent / "table", columns=["index"])
             if frame is None or not set(rows) <= set(frame["index"].tolist()):
                 continue
-            if model_fingerprint(self.panel._model) != scan._rows.meta.get("model"):
+            if model_fingerprint(self.host.model) != scan._rows.meta.get("model"):
                 return None  # the weights changed since the scan: these maps are someone else's
             return _stored_attribution(meta_path.parent, meta, rows, explorer)
         return None

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..backends import get_backend
 from ..errors import AttributionCancelled, SaliencyError
-from ..explorer import Settings
+from .map_cache import Settings
 from ..methods import get_method
 
 logger = logging.getLogger("salwidget")
