@@ -239,6 +239,24 @@ class PanelHost:
         self.indices = rows
         self.forget_pages()
 
+    def preprocessed(self, pictures) -> tuple[np.ndarray, np.ndarray]:
+        """Pictures (RGB uint8 (H, W, 3)) through ``preprocess``: (model-ready images, how they look)."""
+        if self.preprocess is None:
+            raise SaliencyError("Pass preprocess= to SaliencyWidget to add pictures: it turns a picture into a "
+                                "model-ready image.")
+        inputs, shown = [], []
+        for picture in pictures:
+            made = self.preprocess(picture)
+            x, display = made if isinstance(made, tuple) else (made, None)
+            x = np.asarray(x, dtype=self.images.dtype)
+            if x.shape != self.images.shape[1:]:
+                raise SaliencyError(f"preprocess returned shape {x.shape}; the panel's images are "
+                                    f"{self.images.shape[1:]}. Return one image without the batch axis.")
+            inputs.append(x)
+            shown.append(to_display_image((display if display is not None else x)[None],
+                                          channels_last=True if display is not None else self.channels_last)[0])
+        return np.stack(inputs), np.stack(shown)
+
     def append(self, images: np.ndarray, shown: np.ndarray) -> int:
         """Append model-ready ``images`` and how they look (N, H, W, 3); returns the page of the first."""
         first = len(self.images)

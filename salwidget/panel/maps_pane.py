@@ -23,7 +23,7 @@ from ..errors import SaliencyError
 from ..methods import get_method
 from . import controls
 from .classes import row_titles
-from .files import maps_npz, npz_link, png_link
+from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import notes_html
 from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .snapshot import Snapshot
@@ -82,6 +82,7 @@ class MapsPane:
                                      "upload", "Add your own pictures: they go through the preprocess function "
                                                "and appear on the last page.")
         self.upload.layout.display = "" if self.host.preprocess is not None else "none"
+        self.upload.observe(self.on_upload_change, names="value")
         self.downloads = controls.named(widgets.HTML(), "downloads", None)
         self.npz_button = controls.named(widgets.Button(description="Maps (.npz)", icon="download",
                                                         layout=widgets.Layout(width="130px", display="none")),
@@ -115,6 +116,23 @@ class MapsPane:
         value = p.enlarged if p.enlarged in [v for _, v in choices] else None
         controls.set_choices(self.enlarge, choices)
         controls.show_value(self.enlarge, value)
+
+    def on_upload_change(self, change) -> None:
+        """Pictures uploaded: added through ``preprocess`` (a bad file or preprocess is said in the panel)."""
+        files = change["new"]
+        if not files:
+            return
+        settings = self.host.settings_view
+        try:
+            self.panel.add_pictures([decode_picture(f["content"]) for f in files])
+        except Exception as exc:  # the panel goes on
+            self.host.show_error(exc)
+        finally:
+            settings.syncing = True
+            try:
+                self.upload.value = ()
+            finally:
+                settings.syncing = False
 
     # ------------------------------------------------------------------ traits (main thread)
     def on_look_change(self, change) -> None:

@@ -19,15 +19,14 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from ..errors import SaliencyError
 from ..visualize import to_display_image
 from . import controls
 from .dataset_pane import DatasetPane
 from .evaluate_pane import EvaluatePane
-from .files import decode_picture
 from .host import PageMaps, PanelHost
 from .maps_pane import MapsPane
 from .method_options import default_options
+from .legacy import LegacyNames
 from .settings_view import SettingsView
 from .traits import PanelTraits
 from .view import STOPPED
@@ -37,26 +36,8 @@ COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
 EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 
-# Private names the panel had before its views took a host: tests and notebooks read them; each says where it
-# lives now (an attribute path from the panel).
-LEGACY_NAMES = {
-    **{f"_{n}": f"host.{n}" for n in ("worker", "images", "display", "labels", "indices", "source", "model",
-                                      "classes", "channels_last", "preprocess", "from_dataset", "dense",
-                                      "explorers", "progress", "notes", "explorer", "held", "closed")},
-    "_stop": "host.stop_button", "_compute": "host.compute_button", "_status": "host.status_line",
-    "_error": "host.error_line", "_settings": "host.settings", "_show_error": "host.show_error",
-    "_look_now": "host.look", "_rate": "host.rate", "_start_held": "host.start_held",
-    **{f"_{n}": f"settings_view.{n}" for n in ("method_buttons", "option_controls", "option_views", "groups",
-                                               "layer", "layer_row", "target", "target_view", "search",
-                                               "search_hint", "look", "look_views", "group_boxes", "syncing")},
-    **{f"_{n}": f"_maps.{n}" for n in ("image", "grid_box", "pager", "page_label", "next", "enlarge", "cell",
-                                       "cell_caption", "cell_box", "upload", "downloads", "npz_button",
-                                       "npz_link")},
-    "_prev": "_maps.previous", "_maps_box": "_maps.box", "_maps_extras": "_maps.extras",
-}
 
-
-class SaliencyWidget(PanelTraits, widgets.VBox):
+class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
     """An interactive grid of saliency maps for a batch of images.
 
     Parameters
@@ -174,30 +155,13 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             self.pane = "dataset"  # which images? first
         self.host.request()
 
-    def __getattr__(self, name: str) -> Any:
-        """The panel's old private names (:data:`LEGACY_NAMES`), read where they live now."""
-        path = LEGACY_NAMES.get(name)
-        if path is None or name == path.split(".")[0]:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        value = self
-        for part in path.split("."):
-            value = getattr(value, part)
-        return value
-
     # ----------------------------------------------------------------- controls
     def _build_controls(self) -> None:
         maps, settings = self._maps, self.settings_view
         maps.enlarge.observe(settings.mirror(lambda: [("enlarged", maps.enlarge)], controls.chosen), names="value")
-        maps.upload.observe(self._on_upload_change, names="value")
         self.host.compute_button.on_click(lambda button: self.host.start_held())
         self.host.stop_button.on_click(lambda button: self.stop())
-        self._pane = controls.named(widgets.ToggleButtons(
-            options=[("Dataset", "dataset"), ("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
-            tooltips=["Every image's prediction: filter, sort, pick the images to explain",
-                      "The grid of saliency maps", "How much to trust the maps: deletion/insertion curves against "
-                                                   "a random order, and the model-randomisation sanity check"]),
-            "pane", "Pick images in the dataset, see their maps, or the maps' evaluation (computed in the "
-                    "background, cached).")
+        self._pane = controls.pane_toggle()
         for trait, control in self._evaluation_pairs():
             control.observe(settings.mirror(self._evaluation_pairs), names="value")
         for trait, control in self._dataset.pairs():
@@ -222,22 +186,6 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         self.settings_view.show([*self._evaluation_pairs(), *self._dataset.pairs()])
         self._maps.show_pages()
         self._maps.show_enlarge_choices()
-
-    def _on_upload_change(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        settings = self.settings_view
-        try:
-            self.add_pictures([decode_picture(f["content"]) for f in files])
-        except Exception as exc:  # a bad file or preprocess: said in the panel, the panel goes on
-            self.host.show_error(exc)
-        finally:
-            settings.syncing = True
-            try:
-                self._maps.upload.value = ()
-            finally:
-                settings.syncing = False
 
     # -------------------------------------------------------------- from traits
     def _on_compute_change(self, change) -> None:
@@ -349,22 +297,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     def add_pictures(self, pictures: Sequence[np.ndarray]) -> None:
         """Add pictures (RGB uint8 (H, W, 3)) through ``preprocess`` and show the page of the first one."""
-        host = self.host
-        if host.preprocess is None:
-            raise SaliencyError("Pass preprocess= to SaliencyWidget to add pictures: it turns a picture into a "
-                                "model-ready image.")
-        inputs, shown = [], []
-        for picture in pictures:
-            made = host.preprocess(picture)
-            x, display = made if isinstance(made, tuple) else (made, None)
-            x = np.asarray(x, dtype=host.images.dtype)
-            if x.shape != host.images.shape[1:]:
-                raise SaliencyError(f"preprocess returned shape {x.shape}; the panel's images are "
-                                    f"{host.images.shape[1:]}. Return one image without the batch axis.")
-            inputs.append(x)
-            shown.append(to_display_image((display if display is not None else x)[None],
-                                          channels_last=True if display is not None else host.channels_last)[0])
-        self.add_images(np.stack(inputs), np.stack(shown))
+        self.add_images(*self.host.preprocessed(pictures))
 
     def add_images(self, images: np.ndarray, display_images: np.ndarray | None = None) -> None:
         """Append model-ready ``images`` (and how they look) to the panel; show the page of the first one."""
