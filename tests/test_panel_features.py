@@ -409,7 +409,7 @@ def test_without_preprocess_there_is_no_upload_button(images):
 # ------------------------------------------------------------------ titles
 def test_a_single_logit_model_is_shown_with_its_sigmoid(images, monkeypatch):
     import torch
-    from salwidget import render
+    from salwidget.drawing import render
 
     model = make_torch_cnn(num_classes=1)
     with torch.no_grad():

@@ -206,7 +206,7 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
     """The stale check, the draw and setting the image happen under one lock: a preview drawn before a
     colour change cannot land on screen after it, however slowly the worker sets it."""
     import salwidget.panel.worker as worker_module
-    from salwidget import render
+    from salwidget.drawing import render
 
     monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=2, batch_size=4,

@@ -416,6 +416,6 @@ def _as_masks(maps: np.ndarray, info: dict) -> np.ndarray:
 
 
 def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..visualize import resize_bilinear
+    from ..arrays import resize_bilinear
 
     return maps if maps.shape[1:] == size else resize_bilinear(maps, size)

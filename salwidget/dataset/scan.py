@@ -136,7 +136,7 @@ class Scan:
 
     def display_images(self, rows: Sequence[int]) -> np.ndarray:
         """``rows`` as a person sees them, (n, H, W, 3) in [0, 1]: the pictures for files, else the inputs scaled."""
-        from ..visualize import to_display_image
+        from ..arrays import to_display_image
 
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
         batch = self.source.read(rows)

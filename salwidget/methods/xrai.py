@@ -270,7 +270,7 @@ class XRAI(Method):
     def _host_base(self, ctx, base) -> np.ndarray:
         """A given base attribution as (B, H, W) float32: the maximum over channels, as PAIR's XRAI."""
         from ..attribution import Attribution
-        from ..visualize import resize_bilinear
+        from ..arrays import resize_bilinear
 
         height, width = ctx.spatial_size
         if isinstance(base, Attribution):

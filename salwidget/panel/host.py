@@ -29,13 +29,13 @@ import numpy as np
 
 from ..backends import get_backend
 from ..errors import SaliencyError
-from ..visualize import to_display_image
+from ..arrays import to_display_image
 from . import controls
 from .classes import ClassNames, check_labels
 from .map_cache import Explorer, Settings
 from .regions import regions_for
 from .status import estimate_status
-from .view import Look
+from ..drawing.grid import Look
 from .worker import Job, Worker, run_job
 
 if TYPE_CHECKING:  # the views take the host; the host calls back into the views it was given

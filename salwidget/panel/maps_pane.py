@@ -4,7 +4,7 @@ It shares the panel's worker, status line, progress bar, Stop button and
 error line, and is the sink of the grid's jobs (:func:`~salwidget.panel.worker.run_job`
 calls :meth:`begin`, :meth:`progress`, :meth:`column_done`, :meth:`finish`
 and :meth:`fail` in the worker thread, under its lock, while the job is
-current). What each column shows is :mod:`salwidget.panel.view`; dense outputs'
+current). What each column shows is :mod:`salwidget.drawing.grid`; dense outputs'
 regions are :mod:`salwidget.panel.regions`.
 """
 
@@ -28,7 +28,7 @@ from .notes import notes_html
 from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .snapshot import Snapshot
 from .status import done_status, progress_status
-from .view import COMPUTING, DONE, FAILED, GridView, Picture
+from ..drawing.grid import COMPUTING, DONE, FAILED, GridView, Picture
 from .worker import Job
 
 if TYPE_CHECKING:

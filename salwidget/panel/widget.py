@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from ..visualize import to_display_image
+from ..arrays import to_display_image
 from . import controls
 from .dataset_pane import DatasetPane
 from .evaluate_pane import EvaluatePane
@@ -29,7 +29,7 @@ from .method_options import default_options
 from .legacy import LegacyNames
 from .settings_view import SettingsView
 from .traits import PanelTraits
-from .view import STOPPED
+from ..drawing.grid import STOPPED
 
 DEFAULT_METHODS = ("vanilla", "smoothgrad", "integrated")
 COMPUTE_TRAITS = ("methods", "options", "target", "layer", "page")
