@@ -54,7 +54,7 @@ def __getattr__(name: str):
 
         return SaliencyNet
     if name == "SaliencyWidget":
-        from .widget import SaliencyWidget
+        from .panel.widget import SaliencyWidget
 
         return SaliencyWidget
     if name in ("scan", "Scan", "attribute_dataset"):  # datasets: pandas, pyarrow and zarr on first use

@@ -158,14 +158,6 @@ def check_output(output: Any, index: int, batch: int | None) -> None:
         )
 
 
-def choose_output(outputs: Sequence[Any], output_index: int | str | None = None,
-                  names: Sequence[str | None] | None = None) -> int:
-    """Which model output the class scores come from (by position or name; see :mod:`salwidget.outputs`)."""
-    from .outputs import choose_output as choose
-
-    return choose(outputs, output_index, names)
-
-
 def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bool) -> list:
     """Resolve the IG baseline of each input.
 

@@ -100,6 +100,11 @@ class Scan:
         self._table = None
 
     @property
+    def model_key(self) -> str | None:
+        """The fingerprint of the weights that scanned these rows (:func:`~salwidget.dataset.keys.model_fingerprint`)."""
+        return self._rows.meta.get("model")
+
+    @property
     def errors(self) -> list[tuple[int, str]]:
         return self._rows.errors()
 

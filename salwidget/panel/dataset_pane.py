@@ -15,10 +15,8 @@ run on the main thread over the table (pandas): no model call, no worker.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -350,32 +348,13 @@ class DatasetPane:
 
     # ------------------------------------------------------------------ stored maps
     def stored_maps(self, method: str, options: dict, layer, seed: int, rows: list[int], explorer):
-        """A dataset job's stored maps of ``rows`` under these settings (each image's prediction explained), as
-        an :class:`~salwidget.Attribution`; None when no job matches or a row is missing (then the Maps view
-        computes). Only a scan of the model's current weights is read."""
-        import json
-        from pathlib import Path
-
-        scan = self.opened
-        if scan is None:
+        """A dataset job's stored maps of ``rows`` under these settings, or None (see
+        :func:`salwidget.dataset.stored.stored_attribution`)."""
+        if self.opened is None:
             return None
-        from ..dataset.jobs import _jsonable
-        from ..dataset.keys import model_fingerprint
-        from ..dataset.store import read_parts
+        from ..dataset.stored import stored_attribution
 
-        folder = Path(scan.store) / "scans" / scan.key / "jobs"
-        for meta_path in sorted(folder.glob("*/meta.json")):
-            meta = json.loads(meta_path.read_text())
-            if (meta["method"], meta["options"], meta["layer"], meta["target"], meta["seed"]) != (
-                    method, _jsonable(options), str(layer), "predicted", int(seed)):
-                continue
-            frame = read_parts(meta_path.parent / "table", columns=["index"])
-            if frame is None or not set(rows) <= set(frame["index"].tolist()):
-                continue
-            if model_fingerprint(self.host.model) != scan._rows.meta.get("model"):
-                return None  # the weights changed since the scan: these maps are someone else's
-            return _stored_attribution(meta_path.parent, meta, rows, explorer)
-        return None
+        return stored_attribution(self.opened, self.host.model, method, options, layer, seed, rows, explorer)
 
     # ------------------------------------------------------------------ clicks
     def on_thumbnail_event(self, event: dict) -> None:
@@ -413,25 +392,3 @@ class DatasetPane:
         p.selection = sorted(self.picked)
         p.pane = "maps"
 
-
-def _stored_attribution(folder, meta: dict, rows: list[int], explorer):
-    """An Attribution over stored maps (float16 by default: the maps shown, not recomputed)."""
-    import zarr
-
-    from ..attribution import Attribution
-    from ..dataset.store import read_rows
-    from ..methods import get_method
-
-    method = get_method(meta["method"])
-    maps = np.asarray(read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), np.asarray(rows, np.int64)),
-                      np.float32)
-    options = method.resolve({k: v for k, v in meta["options"].items() if not isinstance(v, str) or v in (
-        "uniform", "blur", "riemann", "trapezoid")})
-    targets = explorer.scores.argmax(axis=1)
-    return Attribution(raw=maps, target=targets, scores=explorer.scores, method=method.name, label=method.label,
-                       signed=method.is_signed(options), kind=method.output, options=options,
-                       nsamples=int(options.get("nsamples", 1) or 1), nintegration=options.get("nintegration"),
-                       seed=int(meta["seed"]), channels_last=explorer.channels_last,
-                       layer=None if meta["layer"] == "None" else meta["layer"], targets=(targets,),
-                       input_size=explorer.images.shape[1:3] if explorer.channels_last else explorer.images.shape[2:4],
-                       extras={"stored": str(folder)})

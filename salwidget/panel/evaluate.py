@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
@@ -33,9 +31,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backends import get_backend
+from ..caches import BoundedCache
 from ..errors import AttributionCancelled, SaliencyError
-from .map_cache import Settings
 from ..methods import get_method
+from .map_cache import Settings
 
 logger = logging.getLogger("salwidget")
 
@@ -119,8 +118,7 @@ def unit_key(job: EvaluationJob, unit: Unit) -> tuple:
     return (explorer, unit.kind, key, job.steps if unit.kind == CURVES else job.depths)
 
 
-_DEPTHS: OrderedDict = OrderedDict()  # (count, weights version) -> depth_layers' answer
-_DEPTHS_LOCK = threading.Lock()
+_DEPTHS = BoundedCache(16)  # (count, weights version) -> depth_layers' answer
 
 
 def depth_layers(model: Any, count: int, version: Any = None) -> list[str]:
@@ -133,16 +131,7 @@ def depth_layers(model: Any, count: int, version: Any = None) -> list[str]:
     """
     if version is None:
         return _depth_layers(model, count)
-    key = (count, version)
-    with _DEPTHS_LOCK:
-        hit = _DEPTHS.get(key)
-    if hit is None:
-        hit = _depth_layers(model, count)
-        with _DEPTHS_LOCK:
-            _DEPTHS[key] = hit
-            while len(_DEPTHS) > 16:
-                _DEPTHS.popitem(last=False)
-    return list(hit)
+    return list(_DEPTHS.get_or_make((count, version), lambda: _depth_layers(model, count)))
 
 
 def _depth_layers(model: Any, count: int) -> list[str]:
@@ -209,31 +198,11 @@ def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | N
 
 
 # ------------------------------------------------------------------ the cache
-class EvaluationCache:
+class EvaluationCache(BoundedCache):
     """Curves and sanity checks by :func:`unit_key` (least recently used go first)."""
 
     def __init__(self, size: int = 96):
-        self.size = size
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        super().__init__(size)
 
 
 # ------------------------------------------------------------------ computing

@@ -15,11 +15,9 @@ curves; the sanity check runs only on its button (or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np

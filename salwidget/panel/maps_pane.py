@@ -10,11 +10,9 @@ regions are :mod:`salwidget.panel.regions`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
