@@ -109,14 +109,9 @@ def class_indices(target: Any) -> np.ndarray:
     return values
 
 
-def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: np.ndarray | None) -> np.ndarray:
-    """None -> the clean prediction; an int -> every image; a sequence -> one per image.
-
-    ``num_classes=None`` (not known before a pass) leaves the upper bound to
-    :func:`check_target_range`.
-    """
-    if target is None:
-        return predicted.astype(np.int64)
+def prepare_target(target: Any, batch: int) -> np.ndarray:
+    """An int -> every image; a sequence -> one per image (the upper bound is left to
+    :func:`check_target_range`, once the number of classes is known)."""
     values = class_indices(target)
     if values.size == 1:
         values = np.full(batch, values[0], dtype=np.int64)
@@ -124,8 +119,6 @@ def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: 
         raise SaliencyError(
             f"Got {values.size} targets for {batch} images: pass one int for all images or one per image."
         )
-    if num_classes is not None:
-        check_target_range(values, num_classes)
     return values
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import salwidget as sw
 from salwidget.errors import AttributionCancelled
-from salwidget.panel.worker import Job, Worker, run_job
+from salwidget.panel.worker import MapsJob, Worker, run_job
 
 from .helpers import make_torch_cnn
 
@@ -67,7 +67,7 @@ def settings(name, compute, methods=("m",)):
 
 
 def submit(worker, sink, request):
-    return worker.submit(lambda generation: run_job(worker, generation, Job(FakeExplorer(), request), sink, 0.0))
+    return worker.submit(lambda generation: run_job(worker, generation, MapsJob(FakeExplorer(), request), sink, 0.0))
 
 
 def test_a_stale_computation_that_finishes_anyway_is_never_drawn():

@@ -230,7 +230,7 @@ def compute_unit(job: EvaluationJob, unit: Unit, progress: Callable | None, canc
 
 
 @dataclass
-class Outcome:
+class UnitOutcome:
     """What happened to one unit: 'cached' or 'computed'."""
 
     unit: Unit
@@ -272,7 +272,7 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
     interval = PREVIEW_INTERVAL_S if preview_interval is None else preview_interval
     started = time.perf_counter()
     units = job.units()
-    outcomes: list[Outcome] = []
+    outcomes: list[UnitOutcome] = []
     try:
         if not job.settings.methods:
             raise SaliencyError("No method selected: pick at least one to evaluate.")
@@ -284,12 +284,12 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
             key = unit_key(job, unit)
             hit = cache.get(key)
             if hit is not None:
-                outcome = Outcome(unit, "cached", hit)
+                outcome = UnitOutcome(unit, "cached", hit)
             else:
                 result = compute_unit(job, unit, _progress(ticket, sink, unit, index, len(units), interval),
                                       ticket.stale, lambda m: ticket.publish(lambda: sink.evaluation_map(m)))
                 cache.put(key, result)
-                outcome = Outcome(unit, "computed", result)
+                outcome = UnitOutcome(unit, "computed", result)
             outcomes.append(outcome)
             ticket.publish(lambda: sink.evaluation_done(outcome))
         ticket.publish(lambda: sink.evaluation_finish(outcomes, time.perf_counter() - started))

@@ -36,7 +36,7 @@ from .map_cache import Explorer, Settings
 from .regions import regions_for
 from .status import estimate_status
 from ..drawing.grid import Look
-from .worker import Job, Worker, run_job
+from .worker import MapsJob, Worker, run_job
 
 if TYPE_CHECKING:  # the views take the host; the host calls back into the views it was given
     from .dataset_pane import DatasetPane
@@ -96,7 +96,7 @@ class PanelHost:
         self.maps_view: MapsPane | None = None
         self.evaluate_view: EvaluatePane | None = None
         self.dataset_view: DatasetPane | None = None
-        self._held: Job | None = None
+        self._held: MapsJob | None = None
         self.maps_pending = False  # settings changed while the Dataset view was shown: computed when left
         self.settings_view: SettingsView | None = None
         self.show_controls: Callable[[], None] = lambda: None  # puts every trait on its control (the panel's)
@@ -307,13 +307,13 @@ class PanelHost:
             self.evaluate_view.defer()  # restaged when shown: no cache lookups or cost lines for a hidden view
 
     @property
-    def held(self) -> Job | None:
+    def held(self) -> MapsJob | None:
         """The grid's job waiting for the Compute button, if any."""
         return self._held
 
     def request_maps(self) -> None:
         """Compute the shown page's maps, or hold the job for Compute when it would take ``confirm_seconds``."""
-        job = Job(self.explorer(), self.settings())
+        job = MapsJob(self.explorer(), self.settings())
         costs, seconds = self.estimate(job)
         if seconds > self.panel.confirm_seconds:
             self.worker.cancel()
@@ -334,7 +334,7 @@ class PanelHost:
         self._held = None
         self.compute_button.layout.display = "none"
 
-    def estimate(self, job: Job) -> tuple[list, float]:
+    def estimate(self, job: MapsJob) -> tuple[list, float]:
         """(method, passes) and seconds of ``job``, on the kernel's thread.
 
         Looked up under the weights version last read (the worker reads it anew before it computes), so a
@@ -359,7 +359,7 @@ class PanelHost:
         rates = [explorer.seconds_per_pass] + [e.seconds_per_pass for e in self.explorers.values()]
         return next((r for r in rates if r), 0.0)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: MapsJob) -> None:
         """Run the grid's ``job`` in the worker (the Maps view draws what comes back)."""
         self.stop_button.disabled = False
         maps = self.maps_view

@@ -27,7 +27,7 @@ from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .snapshot import Snapshot
 from .status import done_status, progress_status
 from ..drawing.grid import COMPUTING, DONE, FAILED, GridView, Picture
-from .worker import Job
+from .worker import MapsJob
 
 if TYPE_CHECKING:
     from .host import PanelHost
@@ -153,13 +153,13 @@ class MapsPane:
         self.host.request()
 
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
-    def stage(self, job: Job) -> None:
+    def stage(self, job: MapsJob) -> None:
         """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
         self.select(job, job.explorer.known_weights)
         if not self.view.complete:
             self.render()
 
-    def select(self, job: Job, weights: Any) -> None:
+    def select(self, job: MapsJob, weights: Any) -> None:
         """Columns for the job's methods, with the maps cached under ``weights`` (a weights version) done."""
         self.view.select(job.settings.methods)
         for method in job.settings.methods:
@@ -167,7 +167,7 @@ class MapsPane:
             if hit is not None:
                 self.view.set(method, hit, DONE)
 
-    def begin(self, job: Job) -> None:
+    def begin(self, job: MapsJob) -> None:
         p = self.panel
         self.job_started = time.perf_counter()
         self.host.progress.value = 0
