@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render import BAR_PX, FADED, FONT_PX, LINE_PX, GridLayout, Placed, fit_size
+from .render import BAR_PX, FADED, FONT_PX, LINE_PX, GridLayout, Placed, crisp, fit_size
 
 
 def grid_figure(layout: GridLayout, dpi: float = 100):
@@ -73,7 +73,8 @@ def _cell(figure, layout: GridLayout, column, item: Placed, points: float) -> No
     ax.set_axis_off()
     alpha = FADED if column.faded else None
     if column.cmap is None:
-        ax.imshow(np.clip(data, 0, 1), interpolation="bilinear", alpha=alpha, aspect="auto")
+        smooth = "nearest" if crisp(data.shape[:2], (width, height)) else "bilinear"  # as the Pillow painter
+        ax.imshow(np.clip(data, 0, 1), interpolation=smooth, alpha=alpha, aspect="auto")
     else:
         ax.imshow(data, cmap=column.cmap, vmin=column.vmin, vmax=column.vmax, interpolation="bilinear",
                   alpha=alpha, aspect="auto")

@@ -131,13 +131,25 @@ def picture(data: np.ndarray, cmap: str | None, vmin: float, vmax: float, size: 
     return levels.convert("RGB")
 
 
+NEAREST_FACTOR = 4  # a picture enlarged this much or more (an 8 x 8 digit) keeps its pixels square
+
+
+def crisp(shape: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether a picture of ``shape`` (h, w) drawn at ``size`` (width, height) is enlarged with nearest
+    neighbours: a tiny picture's pixels are its content, and bilinear blur would hide them."""
+    return min(size[0] / shape[1], size[1] / shape[0]) >= NEAREST_FACTOR
+
+
 def resample(data: np.ndarray, rgb: bool, size: tuple[int, int]):
-    """A cell's data resampled to ``size``: RGB in [0, 1] as an 8-bit RGB image, a map as a float image."""
+    """A cell's data resampled to ``size``: RGB in [0, 1] as an 8-bit RGB image (tiny pictures with nearest
+    neighbours, see :func:`crisp`), a map as a float image."""
     from PIL import Image
 
     if rgb:
         image = Image.fromarray((np.clip(data, 0, 1) * 255).round().astype(np.uint8))
-        return image.resize(size, Image.BILINEAR) if image.size != size else image
+        if image.size == size:
+            return image
+        return image.resize(size, Image.NEAREST if crisp(data.shape[:2], size) else Image.BILINEAR)
     image = Image.fromarray(np.ascontiguousarray(data, dtype=np.float32))  # mode "F"
     if image.size != size:
         image = image.resize(size, Image.BILINEAR)  # Pillow filters over the reduced area when shrinking

@@ -168,6 +168,7 @@ class EvaluatePane:
             self.held = job
             self.show()  # the pending board, while it waits
             self.host.compute_button.layout.display = ""
+            self.host.progress.value = 0  # nothing runs: a full bar would say it is done
             if self.host.held is None:  # the grid's work runs first and reports when done: the estimate comes after it
                 text = evaluation_estimate_status(cost.forward, cost.gradient, seconds)
                 serial = self.serial

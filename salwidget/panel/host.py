@@ -97,6 +97,7 @@ class PanelHost:
         self.evaluate_view: EvaluatePane | None = None
         self.dataset_view: DatasetPane | None = None
         self._held: MapsJob | None = None
+        self.resumable = False  # stopped: Compute goes on with the current settings (finished maps reused)
         self.maps_pending = False  # settings changed while the Dataset view was shown: computed when left
         self.settings_view: SettingsView | None = None
         self.show_controls: Callable[[], None] = lambda: None  # puts every trait on its control (the panel's)
@@ -294,6 +295,7 @@ class PanelHost:
         """Compute the current settings (and their evaluation, when shown), or hold a long run for Compute."""
         if self.closed:
             return
+        self.resumable = False
         self.settings_view.search_hint.value = ""  # another request: a search's note is answered or outdated
         if self.panel.pane == "dataset":  # the maps are computed when shown: a scan under way goes on
             self.maps_pending = True
@@ -328,6 +330,23 @@ class PanelHost:
         self._held = None
         self.compute_button.layout.display = "none"
         self.submit(job)
+
+    def offer_resume(self) -> None:
+        """After Stop: the Compute button goes on with the current settings (what is finished is reused)."""
+        self.resumable = True
+        self.compute_button.layout.display = ""
+        self.progress.value = 0
+
+    def on_compute_click(self) -> None:
+        """Compute: start what waits for it, or go on after Stop."""
+        if self._held is not None or self.evaluate_view.held is not None or not self.resumable:
+            self.start_held()
+            return
+        self.resumable = False
+        self.compute_button.layout.display = "none"
+        self.submit(MapsJob(self.explorer(), self.settings()))
+        if self.panel.pane == "evaluate":
+            self.evaluate_view.request()
 
     def drop_held(self) -> None:
         """Forget the grid's held job (Stop)."""

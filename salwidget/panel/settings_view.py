@@ -130,7 +130,8 @@ class SettingsView:
                 self.option_controls[key], self.option_views[key] = control, view
             items.append(self.option_views[key])
         note = f" <span style='color:#8a5300'>&#9888; {html.escape(SANITY_NOTE)}</span>" if method.fails_sanity_check else ""
-        empty = "" if items or note else " <span style='color:#777'>(no options)</span>"
+        # A CAM's layer control follows the groups: "(no options)" would contradict it.
+        empty = "" if items or note or method.reads == "layer" else " <span style='color:#777'>(no options)</span>"
         title = html.escape(method.summary, quote=True)
         header = controls.named(widgets.HTML(f"<b title=\"{title}\">{html.escape(method.label)}</b>{note}{empty}"),
                                 f"group-{method.name}", None)

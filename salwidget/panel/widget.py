@@ -159,7 +159,7 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
     def _build_controls(self) -> None:
         maps, settings = self._maps, self.settings_view
         maps.enlarge.observe(settings.mirror(lambda: [("enlarged", maps.enlarge)], controls.chosen), names="value")
-        self.host.compute_button.on_click(lambda button: self.host.start_held())
+        self.host.compute_button.on_click(lambda button: self.host.on_compute_click())
         self.host.stop_button.on_click(lambda button: self.stop())
         self._pane = controls.pane_toggle()
         for trait, control in self._evaluation_pairs():
@@ -277,7 +277,8 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
                 self._maps.render()
             self._evaluate.stopped()
             self.host.stop_button.disabled = True
-            self.status = "Stopped. Change a setting to compute again."
+            self.host.offer_resume()
+            self.status = "Stopped: the maps done so far stay. Press Compute to go on, or change a setting."
 
     def refresh(self) -> None:
         """Re-read the model's predictions and forget cached maps, after its weights changed.

@@ -1,0 +1,152 @@
+"""What a newcomer saw in the panel (issue 27 item 5), and the shape that keeps the views apart (items 1-4)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import ipywidgets
+import numpy as np
+import pytest
+import traitlets
+
+import salwidget as sw
+from salwidget.drawing import figure, render
+from salwidget.panel.status import device_label
+
+from .helpers import PassGate, drain, make_torch_cnn
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ["cat", "dog", "bird", "fish", "frog"]
+
+
+@pytest.fixture(autouse=True)
+def close_widgets():
+    yield
+    ipywidgets.Widget.close_all()
+
+
+def make(images, **options):
+    settings = dict(methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4)
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, **{**settings, **options})
+    assert panel.wait(60)
+    return panel
+
+
+# ------------------------------------------------------------------ item 5: what a newcomer saw
+def test_a_class_name_is_a_target_when_class_names_have_it(images):
+    panel = make(images, class_names=NAMES)
+    panel.target = "dog"
+    assert panel.target == 1 and panel.settings_view.target.value == 1
+    panel.target = ["cat", 2, "Fish", "dog"]  # names per image, any case, mixed with indices
+    assert panel.target == (0, 2, 3, 1)
+    with pytest.raises(traitlets.TraitError, match="'ca' is no class name; classes containing it: 'cat'"):
+        panel.target = "ca"
+    assert panel.target == (0, 2, 3, 1)  # refused: nothing changed
+
+
+def test_a_name_of_several_classes_asks_for_an_index(images):
+    panel = make(images, class_names=["cat", "cat"] + NAMES[2:])
+    with pytest.raises(traitlets.TraitError, match=r"names several classes \[0, 1\]"):
+        panel.target = "cat"
+
+
+def test_without_class_names_a_name_is_refused_as_before(images):
+    panel = make(images)
+    with pytest.raises(traitlets.TraitError, match="target must be 'predicted', a class index"):
+        panel.target = "cat"
+
+
+@pytest.mark.parametrize("device, shown", [("cpu", "CPU"), ("CPU", "CPU"), ("cuda:1", "GPU 1"),
+                                           ("/physical_device:GPU:0", "GPU 0"), ("mps", "MPS")])
+def test_a_device_has_one_name_whatever_the_framework_calls_it(device, shown):
+    assert device_label(device) == shown
+
+
+def test_the_done_status_names_the_device_as_keras_does(images):
+    panel = make(images)
+    assert " on CPU: " in panel.status  # torch says 'cpu'
+
+
+def test_a_cam_says_no_no_options_above_its_layer_control(images):
+    panel = make(images, methods=("vanilla", "gradcam"))
+    header = panel.settings_view.group_boxes["gradcam"][1].children[0].value
+    assert "no options" not in header and "Grad-CAM" in header
+    assert panel.settings_view.layer_row in panel.settings_view.groups.children
+    assert "no options" in panel.settings_view.group_boxes["vanilla"][1].children[0].value  # a plain one still does
+
+
+def test_the_progress_bar_is_empty_while_a_run_waits_for_compute(images):
+    panel = make(images, confirm_seconds=0.0)
+    assert panel.host.progress.value == 100  # the first grid is done
+    panel.host.explorer().seconds_per_pass = 0.01
+    panel.nsamples = 30
+    drain(panel)
+    assert panel.status.startswith("This needs") and panel.host.compute_button.layout.display == ""
+    assert panel.host.progress.value == 0  # nothing runs: a full bar would say it is done
+    panel.host.compute_button.click()
+    assert panel.wait(60) and panel.host.progress.value == 100
+
+
+def test_after_stop_compute_goes_on_with_the_current_settings(images):
+    model = make_torch_cnn()
+    panel = sw.SaliencyWidget(model, images, methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4,
+                              batch_size=4, confirm_seconds=float("inf"))
+    assert panel.wait(60)
+    gate = PassGate(model[0], when=lambda calls, grad: calls == 3)
+    panel.nsamples = 24
+    assert gate.wait()
+    panel.host.stop_button.click()
+    gate.release()
+    drain(panel)
+    gate.remove()
+    assert "Press Compute to go on" in panel.status and panel.host.compute_button.layout.display == ""
+    assert panel.host.progress.value == 0 and panel.results["smoothgrad"].nsamples == 4
+    assert panel.wait(5) and panel.results["smoothgrad"].nsamples == 4  # waiting does not restart a stopped run
+    panel.host.compute_button.click()
+    assert panel.wait(60) and panel.results["smoothgrad"].nsamples == 24
+    assert panel.status.startswith("Done") and panel.host.compute_button.layout.display == "none"
+
+
+def test_a_tiny_picture_keeps_square_pixels_and_a_larger_one_is_smooth():
+    rng = np.random.default_rng(0)
+    tiny = rng.random((8, 8, 3)).astype(np.float32)
+    drawn = np.asarray(render.resample(tiny, True, (200, 200)))
+    original = {tuple(c) for c in (np.clip(tiny, 0, 1) * 255).round().astype(np.uint8).reshape(-1, 3)}
+    assert {tuple(c) for c in drawn.reshape(-1, 3)} == original  # no blended colour: nearest neighbours
+    assert (drawn[:25, :25] == drawn[0, 0]).all()  # one source pixel fills a 25 x 25 block
+    photo = rng.random((100, 100, 3)).astype(np.float32)
+    smooth = np.asarray(render.resample(photo, True, (200, 200)))
+    assert len({tuple(c) for c in smooth.reshape(-1, 3)}) > 2 * 100 * 100  # bilinear: colours in between
+    assert figure.crisp is render.crisp  # the matplotlib figure follows the same rule
+
+
+# ------------------------------------------------------------------ items 1-4: the shape
+def test_the_house_numbers_hold():
+    """No view reaches a private name of another module, no import loop, no private name imported across
+    modules, the widget a shell (benchmarks/house.py counts them from the source)."""
+    import json
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "house.py"), "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    numbers = json.loads(out)
+    assert numbers["private_reaches"] <= 5 and numbers["import_cycles"] == 0
+    assert numbers["private_imports"] == 0 and numbers["modules_over_700_lines"] == 0
+    assert len((ROOT / "salwidget" / "panel" / "widget.py").read_text().splitlines()) <= 450
+
+
+def test_the_old_private_names_still_answer(images):
+    panel = make(images)
+    assert panel._worker is panel.host.worker and panel._image is panel._maps.image
+    assert panel._target is panel.settings_view.target and panel._images is panel.host.images
+    with pytest.raises(AttributeError, match="no attribute '_nothing'"):
+        panel._nothing
+
+
+def test_importing_salwidget_pulls_in_no_drawing_or_widgets():
+    code = ("import sys, salwidget, salwidget.arrays, salwidget.drawing; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PIL', 'matplotlib', 'ipywidgets')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout
+    assert out.strip() == "[]"
