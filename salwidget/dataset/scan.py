@@ -272,7 +272,8 @@ def _check_names(names, num_classes) -> None:
 def _predict_block(block, backend, layout, batch_size, output_index, cancel, rows: ScanStore, state: dict):
     """The columns and thumbnails of one block's readable rows (model calls in chunks, cancel between them)."""
     from ..engine import auto_batch_size
-    from ..inputs import check_output, choose_output, prepare_inputs
+    from ..inputs import check_output, prepare_inputs
+    from ..outputs import choose_output
 
     if block.inputs is None or not len(block.inputs):
         return {}
