@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,56 @@ def test_importing_salwidget_pulls_in_no_drawing_or_widgets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout
     assert out.strip() == "[]"
+
+
+def test_the_enlarged_cell_is_shown_at_a_sensible_size_under_its_choice(images):
+    panel = make(images)
+    panel.enlarged = (0, "smoothgrad")
+    maps = panel._maps
+    assert maps.cell_box.layout.display == "" and maps.cell.value[:8] == b"\x89PNG\r\n\x1a\n"
+    layout = maps.cell.layout
+    assert layout.width == "auto" and layout.align_self == "flex-start"  # not stretched to the panel's width
+    assert layout.max_width == "min(100%, 480px)"
+    extras = maps.extras.children
+    assert extras.index(maps.cell_box) == 1 and maps.enlarge_view in extras[0].children  # right under its choice
+
+
+def test_an_upload_button_counts_the_pictures_its_last_upload_added(images):
+    from .test_panel_features import NOW, png_bytes, small_preprocess
+
+    panel = make(images, preprocess=small_preprocess, methods=("vanilla",))
+    content = png_bytes((250, 10, 10))
+    panel._maps.upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
+                                 "content": memoryview(content), "last_modified": NOW},)
+    assert panel.wait(60) and len(panel.host.images) == 5
+    assert len(panel._maps.upload.value) == 1  # the browser shows "Add images (1)", not "(0)"
+
+
+def test_an_evaluation_estimate_uses_the_seconds_per_pass_its_own_work_measured():
+    from salwidget.panel.evaluate import Cost, PassRates
+
+    rates = PassRates()
+    curves = Cost(forward=200, gradient=40)  # curves of a map not computed yet: its 40 passes first
+    assert curves.seconds(0.01) == pytest.approx(200 * 0.01 / 3 + 40 * 0.01)  # before any evaluation ran
+    rates.record(curves, 6.4, maps_rate=0.01)  # it took 6.4 s: 0.4 s for the map, 6 s for 200 forward passes
+    assert rates.forward == pytest.approx(0.03)
+    assert Cost(forward=400).seconds(0.01, rates) == pytest.approx(12.0)
+    sanity = Cost(gradient=120, sanity_gradient=120)
+    assert sanity.seconds(0.01, rates) == pytest.approx(1.2)  # not measured yet: the maps' rate
+    rates.record(sanity, 36.0, maps_rate=0.01)
+    assert rates.sanity == pytest.approx(0.3) and sanity.seconds(0.01, rates) == pytest.approx(36.0)
+    assert Cost(forward=10).seconds(None) is None  # nothing measured: no estimate
+
+
+def test_the_evaluate_view_estimates_from_the_evaluation_it_ran(images):
+    panel = make(images)
+    panel.curve_steps = 8
+    panel.evaluate()
+    assert panel.wait(180) and set(panel.curves) == {"vanilla", "smoothgrad", "random"}
+    rates = panel._evaluate.cache.rates
+    assert rates.forward > 0  # measured by the curves just computed
+    rates.forward = 0.5  # as if a forward pass took half a second: the next estimate says so
+    panel.curve_steps = 16
+    cost = panel._evaluate.cost.value
+    passes = 3 * 2 * 16 * 4  # vanilla, smoothgrad and the random order, 2 curves, 16 steps, 4 images
+    assert f"= {passes:,} forward passes, about {passes * 0.5:.0f} s" in html.unescape(cost)

@@ -163,15 +163,40 @@ class Cost:
     curves: list = field(default_factory=list)  # methods (and 'random') whose curves are to compute
     sanity: list = field(default_factory=list)  # (method, maps) whose sanity check is to compute
     maps: int = 0  # the sanity check's maps per method (the trained model's and one per depth)
+    sanity_gradient: int = 0  # of ``gradient``: the sanity check's passes
 
-    def seconds(self, rate: float | None) -> float | None:
+    def seconds(self, rate: float | None, measured: "PassRates | None" = None) -> float | None:
+        """Seconds it would take: each kind of pass at the rate measured for that work (``measured``: the
+        curves' forward passes, the sanity check's passes), else the maps' ``rate`` (a forward pass a third)."""
         from ..evaluation.perturbation import FORWARD_COST
 
-        return None if not rate else rate * (self.forward * FORWARD_COST + self.gradient)
+        forward = measured.forward if measured is not None and measured.forward else (rate or 0.0) * FORWARD_COST
+        sanity = measured.sanity if measured is not None and measured.sanity else rate or 0.0
+        maps = self.gradient - self.sanity_gradient
+        if (self.forward and not forward) or (maps and not rate) or (self.sanity_gradient and not sanity):
+            return None  # nothing measured yet
+        return self.forward * forward + maps * (rate or 0.0) + self.sanity_gradient * sanity
 
     @property
     def empty(self) -> bool:
         return not self.forward and not self.gradient
+
+
+@dataclass
+class PassRates:
+    """Seconds per pass measured by the evaluations that ran: a curve's forward pass, a sanity check's pass
+    (a map of a randomised copy, the copy's making included). 0.0 until measured."""
+
+    forward: float = 0.0
+    sanity: float = 0.0
+
+    def record(self, cost: Cost, seconds: float, maps_rate: float) -> None:
+        """One unit of ``cost`` took ``seconds`` (its maps, computed first, at ``maps_rate``)."""
+        if cost.sanity_gradient:
+            self.sanity = seconds / cost.sanity_gradient
+        elif cost.forward:
+            maps = (cost.gradient - cost.sanity_gradient) * maps_rate
+            self.forward = max(seconds - maps, 0.0) / cost.forward or self.forward
 
 
 def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | None = None) -> Cost:
@@ -192,17 +217,21 @@ def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | N
             if not cost.maps:  # the trained model's map and one per depth, the same for every method
                 cost.maps = 1 + len(depth_layers(explorer.model, job.depths, job.version()))
             maps = cost.maps
-            cost.gradient += method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
+            passes = method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
+            cost.gradient += passes
+            cost.sanity_gradient += passes
             cost.sanity.append(unit.method)
     return cost
 
 
 # ------------------------------------------------------------------ the cache
 class EvaluationCache(BoundedCache):
-    """Curves and sanity checks by :func:`unit_key` (least recently used go first)."""
+    """Curves and sanity checks by :func:`unit_key` (least recently used go first), and the seconds per pass
+    their computing measured (``rates``, kept when the cache is cleared: the model is the same)."""
 
     def __init__(self, size: int = 96):
         super().__init__(size)
+        self.rates = PassRates()
 
 
 # ------------------------------------------------------------------ computing
@@ -286,8 +315,10 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
             if hit is not None:
                 outcome = UnitOutcome(unit, "cached", hit)
             else:
+                cost, began = estimate(job, cache, [unit]), time.perf_counter()
                 result = compute_unit(job, unit, _progress(ticket, sink, unit, index, len(units), interval),
                                       ticket.stale, lambda m: ticket.publish(lambda: sink.evaluation_map(m)))
+                cache.rates.record(cost, time.perf_counter() - began, job.explorer.seconds_per_pass or 0.0)
                 cache.put(key, result)
                 outcome = UnitOutcome(unit, "computed", result)
             outcomes.append(outcome)

@@ -163,7 +163,7 @@ class EvaluatePane:
         if self._in_flight(set(job.sanity)):  # the same evaluation is queued or running (showing the view asked for it)
             return
         cost = estimate(job, self.cache)
-        seconds = cost.seconds(self.host.rate(job.explorer))
+        seconds = cost.seconds(self.host.rate(job.explorer), self.cache.rates)
         if auto and (self.host.held is not None or not cost.empty and (seconds or 0.0) > p.confirm_seconds):
             self.held = job
             self.show()  # the pending board, while it waits
@@ -333,13 +333,13 @@ class EvaluatePane:
             parts.append(f"Curves ({job.steps} steps): {len(curves.curves)} x 2 x {job.steps} steps x {batch} "
                          f"image{'s' if batch > 1 else ''} = {curves.forward:,} forward passes"
                          + (f" (and {curves.gradient:,} passes for maps first)" if curves.gradient else "")
-                         + _about(curves.seconds(rate)) + ".")
+                         + _about(curves.seconds(rate, self.cache.rates)) + ".")
         if sanity.empty:
             parts.append(f"Sanity check ({layers} depths): done." if job.sanity_units() else "")
         else:
             parts.append(f"Sanity check ({layers} depths): {len(sanity.sanity)} method"
                          f"{'s' if len(sanity.sanity) > 1 else ''} x {sanity.maps} maps = {sanity.gradient:,} "
-                         f"passes{_about(sanity.seconds(rate))}; press Sanity check.")
+                         f"passes{_about(sanity.seconds(rate, self.cache.rates))}; press Sanity check.")
         skipped = [SANITY_SKIPPED[m] for m in p.methods if m in SANITY_SKIPPED]
         text = " ".join(html.escape(x) for x in parts + skipped if x)
         self.cost.value = f"<span style='color:#444'>{text}</span>"

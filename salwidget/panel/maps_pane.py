@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .host import PanelHost
 
 
+CELL_PX = 480  # the enlarged cell's largest width on screen
+
+
 class MapsPane:
     """The Maps view of one :class:`~salwidget.SaliencyWidget` (see the module docstring)."""
 
@@ -72,7 +75,10 @@ class MapsPane:
         tip = "Show one cell of the grid at full resolution, every pixel of the map."
         self.enlarge = controls.named(widgets.Dropdown(layout=widgets.Layout(width="280px")), "enlarge", tip)
         self.enlarge_view = controls.labelled(self.enlarge, "enlarge", tip)
-        self.cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")), "cell", None)
+        # At its natural size, at most CELL_PX wide, never stretched to the panel's width: right under the
+        # enlarge choice, in view, not a 960 px picture below the fold.
+        self.cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(
+            width="auto", height="auto", max_width=f"min(100%, {CELL_PX}px)", align_self="flex-start")), "cell", None)
         self.cell_caption = controls.named(widgets.HTML(), "cell-caption", None)
         self.cell_box = widgets.VBox([self.cell_caption, self.cell], layout=widgets.Layout(display="none"))
         self.upload = controls.named(widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
@@ -125,7 +131,7 @@ class MapsPane:
             self.panel.add_pictures([decode_picture(f["content"]) for f in files])
         except Exception as exc:  # the panel goes on
             self.host.show_error(exc)
-        finally:
+            # The button shows how many pictures its last upload added ("Add images (1)"): none, here.
             settings.syncing = True
             try:
                 self.upload.value = ()
