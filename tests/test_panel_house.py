@@ -204,3 +204,23 @@ def test_the_evaluate_view_estimates_from_the_evaluation_it_ran(images):
     cost = panel._evaluate.cost.value
     passes = 3 * 2 * 16 * 4  # vanilla, smoothgrad and the random order, 2 curves, 16 steps, 4 images
     assert f"= {passes:,} forward passes, about {passes * 0.5:.0f} s" in html.unescape(cost)
+
+
+def test_the_sanity_strip_says_grey_is_pending_only_while_something_is(images, monkeypatch):
+    from salwidget.panel import evaluation_plot
+
+    captions = []
+    draw = evaluation_plot._with_caption
+    monkeypatch.setattr(evaluation_plot, "_with_caption", lambda picture, caption: captions.append(caption) or
+                        draw(picture, caption))
+    panel = make(images, methods=("vanilla",))
+    panel.curve_steps, panel.sanity_depths = 4, 2
+    panel.evaluate(sanity_check=True)
+    assert panel.wait(180) and set(panel.sanity) == {"vanilla"}
+    assert captions and captions[-1] == "Randomised maps of image 1"  # everything computed: no grey legend
+
+
+def test_a_download_link_looks_like_a_button(images):
+    panel = make(images)
+    link = panel._maps.downloads.value
+    assert "salwidget-download-png" in link and "border:1px solid" in link and "Grid (PNG)" in link

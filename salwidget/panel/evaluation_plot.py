@@ -230,7 +230,8 @@ def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray 
         columns.append(Column(f"to {title}", np.stack(data)))
     titles = [f"{shown.label}\ntrained" for _, shown in rows]
     strip = np.asarray(GridRenderer(STRIP_CELL_PX).draw(columns, titles))
-    caption = f"Randomised maps of {image_label} (grey: not computed yet)"
+    pending = any(column.data is not None and (column.data == grey).all(axis=(1, 2, 3)).any() for column in columns)
+    caption = f"Randomised maps of {image_label}" + (" (grey: not computed yet)" if pending else "")
     return _with_caption(strip, caption)
 
 
