@@ -3,8 +3,9 @@
 ``python benchmarks/house.py`` prints, from the source alone (nothing is imported):
 
 - **private reaches**: ``x._name`` where ``x`` is not ``self``/``cls``/``super()`` and ``_name`` is
-  defined (a function, class, assignment or ``self._name = ...``) only in *another* module of the package;
-  dunder names are not counted;
+  defined (a function, class, assignment or ``self._name = ...``) only in *another* module of the package,
+  or is assigned (``x._name = ...``: writing another object's private attribute); dunder names are not
+  counted;
 - **import cycles**: strongly connected groups of the package's import graph, counting imports inside
   functions too (a lazy import still ties two modules together; ``if TYPE_CHECKING:`` imports, never run,
   do not); those at import time are counted apart;
@@ -41,14 +42,16 @@ def parse_all() -> dict[str, tuple[Path, ast.Module]]:
 
 
 def defined_names(tree: ast.Module) -> set[str]:
-    """Every name a module defines: functions, classes, assignments (any depth), ``self.x = ...``."""
+    """Every name a module defines: functions, classes, assignments (any depth), ``self.x = ...`` (not
+    ``other.x = ...``: that writes an attribute some other module owns)."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+        elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
+              and node.value.id in ("self", "cls")):
             names.add(node.attr)
         elif isinstance(node, ast.arg):
             names.add(node.arg)
@@ -76,7 +79,8 @@ def private_reaches(trees):
             if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
                 continue
             where = definers.get(node.attr, set())
-            if where and mod not in where:
+            writes_other = isinstance(node.ctx, ast.Store)  # setting another object's private attribute
+            if mod not in where and (writes_other or where):
                 found.append((str(path.relative_to(ROOT)), node.lineno, ast.unparse(node)))
     return found
 

@@ -231,7 +231,8 @@ class DatasetPane:
                  for c in range(count)]
         choices = [("all", -1)] + [(f"{n} (#{c})", c) for c, n in enumerate(names)]
         p = self.panel
-        p._syncing = True
+        settings = self.host.settings_view
+        settings.syncing = True  # the controls follow the scan: their changes are no user's
         try:
             for control, trait in ((self.label_filter, "filter_label"), (self.predicted_filter, "filter_predicted")):
                 if [v for _, v in control.options] != [v for _, v in choices]:
@@ -244,7 +245,7 @@ class DatasetPane:
                 self.sort.options = sorts
             controls.show_value(self.sort, p.sort_by if p.sort_by in sorts else "index")
         finally:
-            p._syncing = False
+            settings.syncing = False
 
     def filtered(self) -> np.ndarray:
         """Dataset indices that pass the filters and the query, in the chosen order."""
