@@ -75,8 +75,8 @@ class ClassNames:
         if found.exact:
             raise TraitError(f"target {target!r} names several classes {found.matches}: give one of these indices.")
         close = ", ".join(repr(self.names[i]) for i in found.matches[:5])
-        raise TraitError(f"target {target!r} is no class name" + (f"; classes containing it: {close}." if close
-                                                                   else "; give a class index or a name of class_names."))
+        raise TraitError(f"target {target!r} is no class name" + (f"; classes containing it: {close}" if close else "")
+                         + "; give 'predicted', a class index or a name of class_names.")
 
     def target_label(self, target: Any) -> str:
         """How the target dropdown names a target value."""
