@@ -224,3 +224,10 @@ def test_a_download_link_looks_like_a_button(images):
     panel = make(images)
     link = panel._maps.downloads.value
     assert "salwidget-download-png" in link and "border:1px solid" in link and "Grid (PNG)" in link
+
+
+def test_a_channels_last_batch_is_refused_with_the_layout_hint_alone():
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(sw.SaliencyError, match="pass channels_last=True") as caught:
+        sw.SaliencyWidget(make_torch_cnn(), x)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained tracebacks

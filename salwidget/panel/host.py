@@ -144,7 +144,10 @@ class PanelHost:
         self.images, self.channels_last = inputs[0], layout
         shown = display_images if display_images is not None else self.images
         self.display = to_display_image(shown, channels_last=True if display_images is not None else layout)
-        explorer = self.explorer(0)
+        try:
+            explorer = self.explorer(0)  # the first model call: a wrong layout or size shows here
+        except SaliencyError as exc:  # its message says what to do; the chain of framework frames says nothing more
+            raise SaliencyError(str(exc)) from None
         self.dense = explorer.scores.ndim == 4  # a segmentation output: regions are explained
         self.classes = ClassNames(class_names, explorer.num_classes if not self.dense else
                                   explorer.scores.shape[-1 if layout else 1])
