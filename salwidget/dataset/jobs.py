@@ -15,7 +15,8 @@ not change its map.
 Store layout, under the scan (see :mod:`salwidget.dataset.store`)::
 
     <store>/scans/<scan>/jobs/<job>/meta.json          method, options, target, seed, metrics, steps, label
-    <store>/scans/<scan>/jobs/<job>/maps.zarr          (N, *map shape), float16 by default, chunks of 16 rows
+    <store>/scans/<scan>/jobs/<job>/maps.zarr          (N, *map shape), float32 by default, chunks of 16 rows
+    <store>/scans/<scan>/jobs/<job>/scales.zarr        (N,) each map's scale (dtype='float16' only)
     <store>/scans/<scan>/jobs/<job>/table/part-*.parquet  index, <label>_deletion_auc, <label>_insertion_auc,
                                                          <label>_completeness_gap (path methods)
     <store>/scans/<scan>/jobs/pairs/table/part-*.parquet  index, <a>_vs_<b>_spearman
@@ -33,7 +34,8 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, read_rows, write_parquet, write_rows
+from . import stored_maps
+from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
@@ -67,8 +69,6 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
     Rows that cannot be read are left out (the scan lists them). Called by the local loop and, unchanged,
     by each Ray actor.
     """
-    import zarr
-
     from .. import attribute
     from ..evaluation import deletion_insertion
 
@@ -92,8 +92,7 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
             columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
     if result.delta is not None:
         columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
-    maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
-    write_rows(maps, rows, raw.astype(spec.dtype))
+    stored_maps.write(Path(spec.folder), rows, raw, spec.dtype)
     import pyarrow as pa
 
     write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
@@ -134,8 +133,6 @@ class DatasetMaps:
 
     def maps(self, method: str, rows: Sequence[int]) -> np.ndarray:
         """The stored raw maps of ``rows`` (as ``Attribution.raw`` per image), float32."""
-        import zarr
-
         spec = self._spec(method)
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
         frame = read_parts(Path(spec.folder) / "table", columns=["index"])
@@ -143,8 +140,7 @@ class DatasetMaps:
         if not set(rows.tolist()) <= done:
             missing = sorted(set(rows.tolist()) - done)[:5]
             raise SaliencyError(f"Rows {missing} of {method!r} are not computed yet: run attribute_dataset again.")
-        maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r")
-        return np.asarray(read_rows(maps, rows), np.float32)
+        return stored_maps.read(Path(spec.folder), rows)
 
     def _spec(self, method: str) -> JobSpec:
         if method in self.jobs:
@@ -173,7 +169,7 @@ def attribute_dataset(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-    dtype: str = "float16",
+    dtype: str = stored_maps.DEFAULT_DTYPE,
     curve_steps: int = 16,
     labels: Any = None,
     class_names: Sequence[str] | None = None,
@@ -213,8 +209,10 @@ def attribute_dataset(
     cancel : callable() -> bool, optional
         Checked between blocks and chunks; True stops with :class:`salwidget.AttributionCancelled`; what
         was committed stays and a re-run computes only the rest.
-    dtype : str
-        How maps are stored (float16 halves the space; float32 keeps every bit).
+    dtype : {'float32', 'float16', 'float64'}
+        How maps are stored: float32 (the default) keeps every bit; float16 halves the space, each map
+        divided by its own largest magnitude with that scale stored (about 3 significant digits of the
+        map's range, whatever its magnitude). See :mod:`salwidget.dataset.stored_maps`.
 
     Returns
     -------
@@ -226,6 +224,7 @@ def attribute_dataset(
 
     if engine not in ENGINES:
         raise SaliencyError(f"Unknown engine {engine!r}: use 'local' or 'ray'.")
+    dtype = stored_maps.check_dtype(dtype)
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise SaliencyError("Give at least one method.")
@@ -254,6 +253,7 @@ def attribute_dataset(
         if model_fingerprint(model) != scanned._rows.meta.get("model"):
             raise SaliencyError("The Scan was made with another model or other weights; scan again with this one.")
     wanted = _rows(rows, len(scanned), scanned)
+    _check_target(target, len(scanned), scanned.num_classes)
     folder = Path(scanned.store) / "scans" / scanned.key / "jobs"
     specs = {}
     for name, method in zip(methods, chosen):
@@ -282,6 +282,33 @@ def attribute_dataset(
     _pair_columns(folder, specs, wanted)
     scanned.refresh()
     return DatasetMaps(scanned, specs, len(todo))
+
+
+TARGET_WORDS = ("predicted", "label")
+
+
+def _check_target(target, length: int, num_classes: int) -> None:
+    """Refuse a target the blocks could not use, before any block runs (a typo, one class per image of the
+    wrong length, a class the model does not have)."""
+    if isinstance(target, str):
+        if target not in TARGET_WORDS:
+            raise SaliencyError(f"target={target!r} is not understood: use 'predicted' (each image's prediction), "
+                                "'label' (its true class), a class index, or one class index per dataset image.")
+        return
+    if callable(target):
+        return
+    values = np.asarray(target)
+    if values.dtype.kind not in "iu" or values.ndim > 1:
+        raise SaliencyError(f"target must be 'predicted', 'label', a class index or one class index per dataset "
+                            f"image; got {values.reshape(-1)[:3].tolist()} (dtype {values.dtype}).")
+    if values.ndim == 1 and len(values) != length:
+        raise SaliencyError(f"target has {len(values)} classes for a dataset of {length} images: give one class per "
+                            "dataset image (in dataset order; rows= picks which are computed), or a single class.")
+    classes = max(int(num_classes or 0), 2)
+    bad = values[(values < 0) | (values >= classes)] if num_classes else values[values < 0]
+    if bad.size:
+        raise SaliencyError(f"target holds class {int(bad.reshape(-1)[0])}, outside the model's {classes} classes "
+                            f"(0 to {classes - 1}).")
 
 
 def _rows(rows, length: int, scanned) -> np.ndarray:
@@ -332,26 +359,13 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                           output_index=output_index, **({"layer": layer} if layer is not None else {}),
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
-        _create_maps(job_folder / "maps.zarr", (len(scanned), *shape), dtype)
+        stored_maps.create(job_folder, (len(scanned), *shape), dtype, THUMBNAIL_CHUNK_ROWS)
         _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
                                     target=str(target_key), seed=int(seed), metrics=list(metrics),
                                     curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
                                     channels_last=bool(scanned.channels_last), kind=method.output))
     spec.map_shape = tuple(json.loads(meta_path.read_text())["map_shape"])
     return spec
-
-
-def _create_maps(path: Path, shape: tuple, dtype: str) -> None:
-    """The job's maps array: chunks of 16 rows, not compressed (saliency maps are noise to a compressor:
-    it would cost more time than it saves space, and a GPU computes maps faster than zstd packs them)."""
-    import zarr
-
-    chunks = (THUMBNAIL_CHUNK_ROWS, *shape[1:])
-    if hasattr(zarr, "create_array"):  # zarr 3
-        zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressors=None,
-                          overwrite=True)
-    else:  # zarr 2
-        zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressor=None)
 
 
 def _first_readable(scanned) -> int:
@@ -375,7 +389,6 @@ def _missing(spec: JobSpec, wanted: np.ndarray) -> np.ndarray:
 def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -> None:
     """``<a>_vs_<b>_spearman`` for every pair of stored jobs, on rows both have and the pair does not yet."""
     import pyarrow as pa
-    import zarr
 
     from ..evaluation.similarity import spearman
 
@@ -398,10 +411,8 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
             done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
             rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
             for block in _blocks(rows):
-                first = _as_masks(read_rows(zarr.open_array(str(stored[a][0] / "maps.zarr"), mode="r"), block),
-                                  stored[a][2])
-                second = _as_masks(read_rows(zarr.open_array(str(stored[b][0] / "maps.zarr"), mode="r"), block),
-                                   stored[b][2])
+                first = _as_masks(stored_maps.read(stored[a][0], block), stored[a][2])
+                second = _as_masks(stored_maps.read(stored[b][0], block), stored[b][2])
                 size = (min(first.shape[1], second.shape[1]), min(first.shape[2], second.shape[2]))
                 values = spearman(_resize(first, size), _resize(second, size))
                 write_parquet(pairs_folder, pa.table({"index": block, column: values.astype(np.float32)}), int(block[0]))

@@ -11,7 +11,8 @@ import numpy as np
 
 TOP = 5
 COLUMNS = ("label", "label_name", "predicted", "predicted_name", "probability", "top5_classes",
-           "top5_probabilities", "correct", "loss", "margin", "entropy")
+           "top5_probabilities", "correct", "finite", "loss", "margin", "entropy")
+NOT_FINITE = -1  # the `predicted` of an image whose scores hold NaN or infinity: no class was predicted
 
 
 def are_probabilities(scores: np.ndarray) -> bool:
@@ -33,12 +34,18 @@ def probabilities(scores: np.ndarray, already: bool) -> np.ndarray:
 
 
 def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, np.ndarray]:
-    """Every numeric column for a block of rows (names are filled in by the scan)."""
+    """Every numeric column for a block of rows (names are filled in by the scan).
+
+    An image whose scores hold NaN or infinity has ``finite`` False, ``predicted`` -1, NaN probabilities,
+    loss, margin and entropy, and is never ``correct``.
+    """
+    finite = np.isfinite(scores).all(axis=1)
+    scores = np.where(finite[:, None], scores, np.nan)  # an infinity's softmax would look like a prediction
     p = probabilities(scores, already)
     order = np.argsort(-p, axis=1, kind="stable")
     top = order[:, :TOP]
     top_p = np.take_along_axis(p, top, axis=1)
-    predicted = order[:, 0]
+    predicted = np.where(finite, order[:, 0], NOT_FINITE)
     best = top_p[:, 0]
     second = top_p[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
     known = labels >= 0
@@ -54,7 +61,8 @@ def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, 
         "top5_probabilities": top_p.astype(np.float32),
         # False where the label is unknown (label -1): a plain boolean column queries simply ("not correct
         # and label >= 0"); accuracy counts known labels only
-        "correct": np.where(known, predicted == labels, False),
+        "correct": known & finite & (predicted == labels),
+        "finite": finite,
         "loss": loss.astype(np.float32),
         "margin": (best - second).astype(np.float32),
         "entropy": entropy.astype(np.float32),

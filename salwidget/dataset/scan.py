@@ -32,8 +32,10 @@ class Scan:
     table : pandas.DataFrame
         Indexed by dataset index (``index``), with the columns ``label``, ``label_name``, ``predicted``,
         ``predicted_name``, ``probability`` (of the prediction; a single logit's sigmoid), ``top5_classes``,
-        ``top5_probabilities``, ``correct`` (False where the label is unknown, -1), ``loss`` (cross-entropy;
-        NaN without a label), ``margin`` (top-1 minus top-2 probability) and ``entropy``. Rows that could not
+        ``top5_probabilities``, ``correct`` (False where the label is unknown, -1, or the output not finite),
+        ``finite`` (False where the model's scores hold NaN or infinity: then ``predicted`` is -1 and the
+        probabilities NaN), ``loss`` (cross-entropy; NaN without a label), ``margin`` (top-1 minus top-2
+        probability) and ``entropy``. Rows that could not
         be read are not in it: they are in :attr:`errors`.
     errors : list of (int, str)
         The rows that could not be read (an unreadable file) and why; ``len(table) + len(errors)`` is the
@@ -79,7 +81,8 @@ class Scan:
     def __repr__(self) -> str:
         known = self.table["label"] >= 0
         accuracy = f", accuracy {self.accuracy:.1%} on {int(known.sum())} labelled" if known.any() else ""
-        return (f"Scan({len(self)} images of {self.source.describe()}{accuracy}, {len(self.errors)} unreadable; "
+        odd = f", {self.non_finite} with non-finite scores" if self.non_finite else ""
+        return (f"Scan({len(self)} images of {self.source.describe()}{accuracy}{odd}, {len(self.errors)} unreadable; "
                 f"store {self.store!r})")
 
     @property
@@ -91,6 +94,9 @@ class Scan:
 
                 frame = pd.DataFrame({"index": np.zeros(0, np.int64), **{c: [] for c in COLUMNS}})
             frame = frame.set_index("index")
+            if "finite" not in frame:  # a store written before the column existed
+                frame["finite"] = np.isfinite(frame["probability"].to_numpy(np.float64))
+                frame["correct"] = frame["correct"] & frame["finite"]
             frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
             self._table = frame.join(self._rows.job_columns(), how="left") if self._rows.has_jobs() else frame
         return self._table
@@ -104,15 +110,21 @@ class Scan:
         return self._rows.errors()
 
     @property
+    def non_finite(self) -> int:
+        """How many images the model gave NaN or infinite scores (``finite`` False; never correct)."""
+        return int((~self.table["finite"].astype(bool)).sum())
+
+    @property
     def accuracy(self) -> float:
-        """Share of correct predictions among the images whose label is known (NaN if none is)."""
+        """Share of correct predictions among the images whose label is known (NaN if none is); an image with
+        non-finite scores counts as a wrong prediction."""
         known = self.table["label"] >= 0
         return float(self.table.loc[known, "correct"].mean()) if known.any() else float("nan")
 
     def confusion(self) -> np.ndarray:
         """(classes, classes) counts of images by true label (rows) and prediction (columns); unlabelled
-        images are left out."""
-        known = self.table[self.table["label"] >= 0]
+        images and images with non-finite scores (see :attr:`non_finite`) are left out."""
+        known = self.table[(self.table["label"] >= 0) & self.table["finite"].astype(bool)]
         size = max(self.num_classes, 2)
         counts = np.zeros((size, size), np.int64)
         np.add.at(counts, (known["label"].to_numpy(), known["predicted"].to_numpy()), 1)
@@ -389,7 +401,7 @@ def _named(found: dict, names: list[str] | None) -> dict:
         return {}
     name = (lambda c: names[c] if 0 <= c < len(names) else f"class {c}") if names else (lambda c: f"class {c}")
     label_names = [name(int(c)) if c >= 0 else "" for c in found["label"]]
-    predicted_names = [name(int(c)) for c in found["predicted"]]
+    predicted_names = [name(int(c)) if c >= 0 else "non-finite output" for c in found["predicted"]]
     out = {}
     for column in COLUMNS:
         if column == "label_name":
