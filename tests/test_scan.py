@@ -44,7 +44,9 @@ def assert_matches_plain_loop(result, expected, labels):
     table = result.table
     assert list(table.index) == list(range(len(labels)))
     assert list(table.columns) == ["label", "label_name", "predicted", "predicted_name", "probability",
-                                   "top5_classes", "top5_probabilities", "correct", "loss", "margin", "entropy"]
+                                   "top5_classes", "top5_probabilities", "correct", "finite", "loss", "margin",
+                                   "entropy"]
+    assert table["finite"].all()
     np.testing.assert_array_equal(table["label"], labels)
     np.testing.assert_array_equal(table["predicted"], expected["predicted"])
     np.testing.assert_allclose(table["probability"], expected["probability"], rtol=1e-5)

@@ -35,7 +35,7 @@ from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
 from . import stored_maps
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet
+from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet, writing
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
@@ -92,10 +92,11 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
             columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
     if result.delta is not None:
         columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
-    stored_maps.write(Path(spec.folder), rows, raw, spec.dtype)
     import pyarrow as pa
 
-    write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
+    with writing(Path(spec.folder)):
+        stored_maps.write(Path(spec.folder), rows, raw, spec.dtype)
+        write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
     return len(rows)
 
 
@@ -350,7 +351,8 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                    scanned.table["label"].reindex(range(len(scanned))).fillna(-1).astype(np.int64).to_numpy()
                    if target == "label" else None)
     if not meta_path.exists():
-        job_folder.mkdir(parents=True, exist_ok=True)
+        with writing(job_folder):
+            job_folder.mkdir(parents=True, exist_ok=True)
         probe = scanned.source.read([_first_readable(scanned)])
         from .. import attribute
 

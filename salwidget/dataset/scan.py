@@ -248,7 +248,8 @@ def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
     missing = np.setdiff1d(np.arange(len(self.source)), rows.committed())
     done, total = len(self.source) - len(missing), len(self.source)
     if len(missing):
-        state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0)
+        state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0,
+                     names=self.class_names)
         try:
             with backend.session(), Committer() as committer:
                 # Reading (files, decoding, preprocess) runs a block ahead and writing (thumbnails, Parquet)
@@ -283,6 +284,7 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
 
     if block.inputs is None or not len(block.inputs):
         return {}
+    _check_finite_images(block)
     inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
     if state["chunk"] is None:
         state["chunk"] = _chunk(batch_size, backend, inputs, auto_batch_size)
@@ -296,6 +298,8 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         parts.append(np.asarray(outputs[index], np.float32))
         state["calls"] += 1
     scores = np.concatenate(parts)
+    # Names of the wrong length are refused at the first model call, before the scan runs.
+    _check_names(state.get("names"), int(scores.shape[1]))
     state["num_classes"] = num_classes = rows.setting("num_classes", int(scores.shape[1]))
     if scores.shape[1] != num_classes:
         raise SaliencyError(f"The model returned {scores.shape[1]} scores per image; the rows scanned before have "
@@ -305,6 +309,20 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
     return columns(scores, labels, state["probabilities"])
+
+
+def _check_finite_images(block) -> None:
+    """NaN or infinity in an image is named by its dataset index (and file), not its place in the block."""
+    images = np.asarray(block.inputs)
+    if images.dtype.kind != "f" or np.isfinite(images.sum(dtype=np.float32)):
+        return  # one cheap pass: clean blocks pay only this
+    bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    if bad.any():
+        readable = block.rows[block.ok]
+        first = int(readable[int(np.argmax(bad))])
+        raise SaliencyError(f"Image {first} of the dataset contains NaN or infinite values "
+                            f"({int(bad.sum())} such image(s) among rows {int(readable[0])} to {int(readable[-1])}); "
+                            "fix the data or its preprocess, or scan the dataset without those images.")
 
 
 def _commit_block(rows: ScanStore, block, found: dict, layout: bool) -> None:

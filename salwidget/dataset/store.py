@@ -21,6 +21,8 @@ settings: rows of other weights or other data live under other keys and never mi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import uuid
@@ -34,6 +36,31 @@ from ..errors import SaliencyError
 FORMAT = 1
 CHUNK_ROWS = 256  # rows per committed block (blocks start at multiples of it, so they align with the chunks below)
 THUMBNAIL_CHUNK_ROWS = 16  # thumbnails per zarr chunk: a page of scattered rows (sorted by loss) reads little
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turns an OS error while writing under ``path`` into a :class:`SaliencyError` that names the path,
+    the cause and the way out (a full disk, a read-only folder, a file where a folder should be)."""
+    try:
+        yield
+    except OSError as exc:
+        raise store_error(path, exc) from exc
+
+
+def store_error(path: Path, exc: OSError) -> SaliencyError:
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space there, or pass store= a folder on another disk",
+        errno.EDQUOT: "the disk quota is used up: free space there, or pass store= a folder on another disk",
+        errno.EROFS: "the file system is read-only: pass store= a writable folder",
+        errno.EACCES: "this process may not write there: pass store= a folder you can write to",
+        errno.EPERM: "this process may not write there: pass store= a folder you can write to",
+        errno.ENOTDIR: "a file stands where the store needs a folder: pass store= a folder (new or a store)",
+        errno.EEXIST: "a file stands where the store needs a folder: pass store= a folder (new or a store)",
+    }
+    fix = fixes.get(exc.errno, "check the folder, or pass store= another one")
+    where = exc.filename or path
+    return SaliencyError(f"The store at {path} cannot be written ({where}: {exc.strerror or exc}); {fix}.")
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -96,7 +123,11 @@ class Store:
         from .. import __version__
 
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise SaliencyError(f"store={str(root)!r} is a file, not a folder: pass store= a folder (new, or one "
+                                "that holds a store).")
+        with writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
         manifest = self.root / "salwidget-store.json"
         if manifest.exists():
             info = json.loads(manifest.read_text())
@@ -107,7 +138,8 @@ class Store:
                     "or use another folder."
                 )
         else:
-            _write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
+            with writing(self.root):
+                _write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
 
     def scans(self) -> dict[str, dict]:
         """key -> meta of every scan in the store."""
@@ -125,7 +157,8 @@ class ScanStore:
 
     def __init__(self, folder: Path, meta: dict):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "meta.json"
         if path.exists():
             stored = json.loads(path.read_text())
@@ -136,7 +169,8 @@ class ScanStore:
             self.meta = stored
         else:
             self.meta = dict(meta)
-            _write_json(path, self.meta)
+            with writing(self.folder):
+                _write_json(path, self.meta)
         self.length = int(self.meta["length"])
         self._thumbnails = None
 
@@ -146,7 +180,8 @@ class ScanStore:
         ``value`` if there is none yet."""
         if name not in self.meta:
             self.meta[name] = value
-            _write_json(self.folder / "meta.json", self.meta)
+            with writing(self.folder):
+                _write_json(self.folder / "meta.json", self.meta)
         return self.meta[name]
 
     # ------------------------------------------------------------------- rows
@@ -163,6 +198,10 @@ class ScanStore:
     def commit(self, rows: np.ndarray, columns: dict[str, Any], thumbnails: np.ndarray | None,
                failed: dict[int, str]) -> None:
         """Write one block: thumbnails of ``rows`` first, then the table part of ``rows`` and the errors."""
+        with writing(self.folder):
+            self._commit(rows, columns, thumbnails, failed)
+
+    def _commit(self, rows, columns, thumbnails, failed) -> None:
         import pyarrow as pa
 
         rows = np.asarray(rows, np.int64)
