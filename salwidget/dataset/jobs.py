@@ -35,7 +35,8 @@ from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
 from . import stored_maps
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, write_parquet, writing
+from .store import (CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, one_writer, read_json, read_parts, set_aside,
+                    write_parquet, writing)
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
@@ -73,6 +74,9 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
     from ..evaluation import deletion_insertion
 
     rows = np.asarray(rows, np.int64)
+    rows = rows[~np.isin(rows, _done(spec))]  # a block run again (its worker died after committing) adds nothing
+    if not len(rows):
+        return 0
     batch = source.read(rows)
     rows = rows[batch.ok]
     if not len(rows):
@@ -141,7 +145,11 @@ class DatasetMaps:
         if not set(rows.tolist()) <= done:
             missing = sorted(set(rows.tolist()) - done)[:5]
             raise SaliencyError(f"Rows {missing} of {method!r} are not computed yet: run attribute_dataset again.")
-        return stored_maps.read(Path(spec.folder), rows)
+        maps, lost = stored_maps.read(Path(spec.folder), rows)
+        if lost.any():
+            raise SaliencyError(f"Rows {rows[lost][:5].tolist()} of {method!r} were in a damaged part of the store "
+                                f"{spec.folder} (set aside): run attribute_dataset again to compute them.")
+        return maps
 
     def _spec(self, method: str) -> JobSpec:
         if method in self.jobs:
@@ -256,6 +264,17 @@ def attribute_dataset(
     wanted = _rows(rows, len(scanned), scanned)
     _check_target(target, len(scanned), scanned.num_classes)
     folder = Path(scanned.store) / "scans" / scanned.key / "jobs"
+    # One writer per store key: a second call on these jobs waits, then finds their rows committed.
+    with one_writer(folder, cancel):
+        specs, blocks = _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics,
+                                  curve_steps, dtype, batch_size, output_index, wanted, progress, cancel, engine,
+                                  ray_address, workers)
+    scanned.refresh()
+    return DatasetMaps(scanned, specs, blocks)
+
+
+def _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics, curve_steps, dtype,
+              batch_size, output_index, wanted, progress, cancel, engine, ray_address, workers):
     specs = {}
     for name, method in zip(methods, chosen):
         given = dict(options.get(name, {}))
@@ -281,8 +300,7 @@ def attribute_dataset(
             if progress is not None:
                 progress(done, total)
     _pair_columns(folder, specs, wanted)
-    scanned.refresh()
-    return DatasetMaps(scanned, specs, len(todo))
+    return specs, len(todo)
 
 
 TARGET_WORDS = ("predicted", "label")
@@ -341,16 +359,20 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
     key = digest(method.name, method.key(resolved), str(layer), target_key, seed, metrics, curve_steps, dtype)
     job_folder = folder / key
     meta_path = job_folder / "meta.json"
-    if meta_path.exists():
-        label = json.loads(meta_path.read_text())["label"]
+    existed = meta_path.exists()
+    info = read_json(meta_path)
+    if existed and info is None:  # damaged (and set aside): the job's rows are computed again
+        set_aside(job_folder, "its meta.json was damaged")
+    if info is not None:
+        label = info["label"]
     else:
-        taken = {json.loads(p.read_text())["label"] for p in folder.glob("*/meta.json")}
+        taken = {m["label"] for m in (read_json(p) for p in sorted(folder.glob("*/meta.json"))) if m is not None}
         label = method.name if method.name not in taken else f"{method.name}_{key[:6]}"
     spec = JobSpec(str(job_folder), method.name, resolved, target, int(seed), metrics, int(curve_steps), dtype, label,
                    batch_size, layer, output_index, scanned.channels_last,
                    scanned.table["label"].reindex(range(len(scanned))).fillna(-1).astype(np.int64).to_numpy()
-                   if target == "label" else None)
-    if not meta_path.exists():
+                   if isinstance(target, str) and target == "label" else None)
+    if info is None:
         with writing(job_folder):
             job_folder.mkdir(parents=True, exist_ok=True)
         probe = scanned.source.read([_first_readable(scanned)])
@@ -362,11 +384,14 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
         stored_maps.create(job_folder, (len(scanned), *shape), dtype, THUMBNAIL_CHUNK_ROWS)
-        _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
-                                    target=str(target_key), seed=int(seed), metrics=list(metrics),
-                                    curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
-                                    channels_last=bool(scanned.channels_last), kind=method.output))
-    spec.map_shape = tuple(json.loads(meta_path.read_text())["map_shape"])
+        with writing(job_folder):
+            _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
+                                        target=str(target_key), seed=int(seed), metrics=list(metrics),
+                                        curve_steps=int(curve_steps), dtype=dtype, label=label,
+                                        map_shape=list(shape), channels_last=bool(scanned.channels_last),
+                                        kind=method.output))
+        info = read_json(meta_path)
+    spec.map_shape = tuple(info["map_shape"])
     return spec
 
 
@@ -382,10 +407,13 @@ def _jsonable(options: dict) -> dict:
     return out
 
 
-def _missing(spec: JobSpec, wanted: np.ndarray) -> np.ndarray:
+def _done(spec: JobSpec) -> np.ndarray:
     frame = read_parts(Path(spec.folder) / "table", columns=["index"])
-    done = set() if frame is None else set(frame["index"].tolist())
-    return np.asarray([r for r in wanted.tolist() if r not in done], np.int64)
+    return np.zeros(0, np.int64) if frame is None else frame["index"].to_numpy(np.int64)
+
+
+def _missing(spec: JobSpec, wanted: np.ndarray) -> np.ndarray:
+    return wanted[~np.isin(wanted, _done(spec))].astype(np.int64)
 
 
 def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -> None:
@@ -396,7 +424,9 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
 
     stored = {}
     for meta in sorted(folder.glob("*/meta.json")):
-        info = json.loads(meta.read_text())
+        info = read_json(meta)
+        if info is None:
+            continue
         frame = read_parts(meta.parent / "table", columns=["index"])
         stored[info["label"]] = (meta.parent, set() if frame is None else set(frame["index"].tolist()), info)
     labels = sorted(stored)
@@ -413,8 +443,13 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
             done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
             rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
             for block in _blocks(rows):
-                first = _as_masks(stored_maps.read(stored[a][0], block), stored[a][2])
-                second = _as_masks(stored_maps.read(stored[b][0], block), stored[b][2])
+                first, lost_a = stored_maps.read(stored[a][0], block)
+                second, lost_b = stored_maps.read(stored[b][0], block)
+                kept = ~(lost_a | lost_b)  # rows of a damaged chunk: computed again by the next run
+                if not kept.any():
+                    continue
+                block = block[kept]
+                first, second = _as_masks(first[kept], stored[a][2]), _as_masks(second[kept], stored[b][2])
                 size = (min(first.shape[1], second.shape[1]), min(first.shape[2], second.shape[2]))
                 values = spearman(_resize(first, size), _resize(second, size))
                 write_parquet(pairs_folder, pa.table({"index": block, column: values.astype(np.float32)}), int(block[0]))

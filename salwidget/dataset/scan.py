@@ -243,10 +243,18 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
 
 def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
               cancel: Callable[[], bool] | None) -> Scan:
+    with self._rows.writer(cancel):  # one writer per store key: a second scan waits, then finds the rows
+        return _complete_locked(self, batch_size, progress, cancel)
+
+
+def _complete_locked(self: Scan, batch_size: int | str, progress: ProgressFn | None,
+                     cancel: Callable[[], bool] | None) -> Scan:
     backend, output_index = self._runner
     rows = self._rows
     missing = np.setdiff1d(np.arange(len(self.source)), rows.committed())
     done, total = len(self.source) - len(missing), len(self.source)
+    if not len(missing):
+        self.refresh()
     if len(missing):
         state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0,
                      names=self.class_names)

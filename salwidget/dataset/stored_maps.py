@@ -91,13 +91,20 @@ def write(folder: Path, rows: np.ndarray, maps: np.ndarray, dtype: str) -> None:
     write_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r+"), rows, values)
 
 
-def read(folder: Path, rows: np.ndarray) -> np.ndarray:
-    """float32 maps of ``rows`` (rescaled where they were stored scaled)."""
+def read(folder: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 maps of ``rows`` (rescaled where they were stored scaled), and a mask of the rows lost to a
+    damaged chunk (set aside, and their table rows too: the next run computes them again)."""
     import zarr
 
-    from .store import read_rows
+    from .store import forget_rows, read_checked
 
-    stored = read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), rows)
-    scales_path = folder / "scales.zarr"
-    scales = read_rows(zarr.open_array(str(scales_path), mode="r"), rows) if scales_path.exists() else None
-    return decode(stored, scales)
+    rows = np.asarray(rows, np.int64)
+    forget = lambda lost: forget_rows(folder / "table", lost)
+    stored, lost = read_checked(zarr.open_array(str(folder / "maps.zarr"), mode="r"), rows, folder / "maps.zarr",
+                                forget)
+    scales = None
+    if (folder / "scales.zarr").exists():
+        scales, lost_scales = read_checked(zarr.open_array(str(folder / "scales.zarr"), mode="r"), rows,
+                                           folder / "scales.zarr", forget)
+        lost = lost | lost_scales
+    return decode(stored, scales), lost
