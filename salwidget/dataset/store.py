@@ -118,9 +118,10 @@ def set_aside(path: Path, why: Exception | str) -> None:
         kept = f"; it is kept as {aside.name}"
     except OSError:  # gone already (another reader set it aside), or a read-only store
         kept = ""
-    warnings.warn(f"The store file {path} is damaged ({type(why).__name__ if isinstance(why, Exception) else why}"
-                  f"{': ' + str(why)[:200] if isinstance(why, Exception) else ''}){kept}. Its rows are computed "
-                  "again by the next run.", DamagedStoreWarning, stacklevel=3)
+    said = (f"is damaged ({type(why).__name__}: {str(why)[:200]})" if isinstance(why, Exception)
+            else f"is set aside ({why})")
+    warnings.warn(f"The store file {path} {said}{kept}. Its rows are computed again by the next run.",
+                  DamagedStoreWarning, stacklevel=3)
 
 
 def read_part(path: Path, columns: list[str] | None = None):
@@ -158,8 +159,8 @@ def forget_rows(path_dir: Path, rows: np.ndarray) -> None:
             set_aside(part, "it covers rows of a damaged array chunk")
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON file of the store, or None when it is missing or damaged (then set aside)."""
+def read_json(path: Path, repair: bool = True) -> dict | None:
+    """A JSON file of the store, or None when it is missing or damaged (then set aside, when ``repair``)."""
     try:
         value = json.loads(path.read_text())
         if not isinstance(value, dict):
@@ -168,7 +169,8 @@ def read_json(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (ValueError, UnicodeDecodeError) as exc:
-        set_aside(path, exc)
+        if repair:
+            set_aside(path, exc)
         return None
 
 
@@ -258,7 +260,7 @@ class Store:
         """key -> meta of every scan in the store."""
         out = {}
         for meta in sorted((self.root / "scans").glob("*/meta.json")):
-            info = read_json(meta)
+            info = read_json(meta, repair=False)  # a damaged one is repaired when its scan is opened
             if info is not None:
                 out[meta.parent.name] = info
         return out
