@@ -185,3 +185,51 @@ def test_rows_of_a_ray_worker_that_dies_are_run_again_not_lost(data, tmp_path, r
     assert os.path.exists(flag)  # a worker did die
     expected = sw.attribute(model.net, x, "vanilla").raw
     np.testing.assert_allclose(result.maps("vanilla", range(N)), expected, rtol=1e-5, atol=1e-9)
+
+
+RAY_OWN_CLUSTER = textwrap.dedent("""
+    import ipaddress, json, os, sys
+    import numpy as np, psutil
+    sys.path.insert(0, sys.argv[1])
+    import salwidget as sw
+    from tests.helpers import make_torch_cnn
+    before = dict(os.environ)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 3, 16, 16)).astype(np.float32)
+    done = sw.attribute_dataset(make_torch_cnn(), x, "vanilla", store=sys.argv[2], engine="ray", workers=1,
+                                metrics=(), dtype="float32")
+    maps_equal = bool(np.allclose(done.maps("vanilla", range(8)), sw.attribute(make_torch_cnn(), x, "vanilla").raw,
+                                  rtol=1e-5, atol=1e-9))
+    changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+    cluster = {}
+    for process in psutil.Process().children(recursive=True):
+        try:
+            name, env = process.name(), process.environ()
+            sockets = [c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+        cluster[f"{name}:{process.pid}"] = dict(auth=env.get("RAY_AUTH_MODE"),
+                                                open=[ip for ip in sockets if not ipaddress.ip_address(ip).is_loopback])
+    print(json.dumps(dict(changed=changed, maps_equal=maps_equal, cluster=cluster)))
+""")
+
+
+def test_a_ray_cluster_of_salwidgets_own_needs_a_token_and_leaves_the_environment_alone(tmp_path):
+    """engine='ray' with no Ray running starts a local cluster: every one of its processes that listens
+    beyond loopback runs with Ray's token authentication, and the user's environment is as it was."""
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path / "home")  # Ray keeps its token under ~/.ray: not the real home's
+    # A busy test machine starts Ray's agents slowly: longer waits than Ray's defaults (read at the start)
+    env.update(RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
+    run = subprocess.run([sys.executable, "-c", RAY_OWN_CLUSTER, str(root), str(tmp_path / "s")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["maps_equal"] and found["changed"] == []
+    assert any(name.startswith("gcs_server") for name in found["cluster"])  # the cluster was seen
+    exposed = {name: info for name, info in found["cluster"].items() if info["open"]}
+    assert exposed and all(info["auth"] == "token" for info in exposed.values()), exposed

@@ -208,7 +208,7 @@ def test_a_damaged_scan_store_is_named_and_its_rows_computed_again(data, tmp_pat
         named = folder / "meta.json"
         named.write_text('{"model": ')
     else:
-        named = folder / "thumbnails.zarr" / "c" / "0" / "0" / "0" / "0"
+        named = folder / "thumbnails.zarr" / "0.0.0.0"
         named.write_bytes(b"not zstd at all")
         with pytest.warns(DamagedStoreWarning, match=str(named)):
             thumbs = first.thumbnails([0, 1, 20])

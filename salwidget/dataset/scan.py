@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -224,15 +225,19 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
     source = as_source(data, labels, preprocess=preprocess, channels_last=layout, class_names=class_names)
     if len(source) == 0:
         raise SaliencyError("The dataset is empty: nothing to scan.")
-    model_key, data_key = model_fingerprint(model), source.fingerprint()
-    settings = dict(output_index=output_index, channels_last=layout, preprocess=_callable_id(preprocess))
-    key = digest(model_key, data_key, sorted(settings.items()))
     keep = None
     if store is None:
         keep = tempfile.TemporaryDirectory(prefix="salwidget-scan-")
         store = keep.name
+    model_key = model_fingerprint(model)
+    # A temporary store is new and dies with its Scan: no other run can share its rows, so the data's
+    # digest (a pass over every byte of an array) would key nothing
+    data_key = source.fingerprint() if keep is None else f"temporary:{Path(keep.name).name}"
+    settings = dict(output_index=output_index, channels_last=layout, preprocess=_callable_id(preprocess))
+    key = digest(model_key, data_key, sorted(settings.items()))
     folder = Store(store)
-    _say_when_other_weights(folder, data_key, model_key, key)
+    if keep is None:
+        _say_when_other_weights(folder, data_key, model_key, key)
     rows = folder.scan(key, dict(model=model_key, data=data_key, length=len(source), kind=source.kind, **settings))
     names = list(class_names) if class_names is not None else source.class_names
     opened = Scan(source, rows, names, int(rows.meta.get("num_classes") or 0), layout, key, str(store), 0, keep)
@@ -266,7 +271,8 @@ def _complete_locked(self: Scan, batch_size: int | str, progress: ProgressFn | N
                     found = _predict_block(block, backend, self.channels_last, batch_size, output_index, cancel,
                                            rows, state)
                     # Thumbnails are made in the writer's thread too: the model does not wait for them.
-                    committer.submit(_commit_block, rows, block, _named(found, self.class_names), self.channels_last)
+                    committer.submit(_commit_block, rows, block, _named(found, self.class_names), self.channels_last,
+                                     state.pop("small", None))
                     done += len(block.rows)
                     if progress is not None:
                         committer.flush()  # progress counts committed rows
@@ -292,15 +298,23 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
 
     if block.inputs is None or not len(block.inputs):
         return {}
-    _check_finite_images(block)
-    inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
+    try:
+        inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
+    except SaliencyError:
+        _check_finite_images(block)  # NaN images: named by their dataset index
+        raise
     if state["chunk"] is None:
         state["chunk"] = _chunk(batch_size, backend, inputs, auto_batch_size)
-    chunk, parts = state["chunk"], []
+    from .pictures import shrink
+
+    chunk, parts, small = state["chunk"], [], []
     for start in range(0, len(inputs[0]), chunk):
         if cancel is not None and cancel():
             raise AttributionCancelled("Scan cancelled by the caller; the committed rows stay.")
-        outputs = [backend.ops.numpy(o) for o in backend.outputs([backend.ops.asarray(inputs[0][start : start + chunk])])]
+        batch = backend.ops.asarray(inputs[0][start : start + chunk])
+        outputs = [backend.ops.numpy(o) for o in backend.outputs([batch])]
+        if block.pictures is None:  # thumbnails of model inputs: shrunk where the batch is, before the transfer
+            small.append(shrink(batch, layout))
         index = choose_output(outputs, output_index)
         check_output(outputs[index], index, len(outputs[index]))
         parts.append(np.asarray(outputs[index], np.float32))
@@ -316,6 +330,7 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         state["probabilities"] = rows.setting("scores_are_probabilities", are_probabilities(scores))
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
+    state["small"] = np.concatenate(small) if small else None
     return columns(scores, labels, state["probabilities"])
 
 
@@ -333,13 +348,15 @@ def _check_finite_images(block) -> None:
                             "fix the data or its preprocess, or scan the dataset without those images.")
 
 
-def _commit_block(rows: ScanStore, block, found: dict, layout: bool) -> None:
-    """The writer thread's part of a block: its thumbnails, then its rows."""
+def _commit_block(rows: ScanStore, block, found: dict, layout: bool, small=None) -> None:
+    """The writer thread's part of a block: its thumbnails (from the pictures, or the inputs shrunk on the
+    model's device), then its rows."""
     from .pictures import thumbnails
 
     thumbs = None
     if found:
-        thumbs = thumbnails(block.pictures if block.pictures is not None else block.inputs, layout)
+        shown = block.pictures if block.pictures is not None else (small if small is not None else block.inputs)
+        thumbs = thumbnails(shown, layout)
     rows.commit(block.rows[block.ok], found, thumbs, block.failed)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
-from ..digests import bytes_digest
+from .keys import concurrent_digest
 from ..inputs import to_numpy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -107,12 +107,16 @@ class ArraySource(DataSource):
 
     def read(self, rows) -> Batch:
         rows = self._check_rows(rows)
-        return Batch(rows, np.asarray(self.images[rows], np.float32), self.labels[rows])
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+            images = self.images[int(rows[0]) : int(rows[-1]) + 1]  # a block of the scan: a view, no copy
+        else:
+            images = self.images[rows]
+        return Batch(rows, np.asarray(images, np.float32), self.labels[rows])
 
     def fingerprint(self) -> str:
         if self._digest is None:
-            self._digest = bytes_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
-                                        np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
+            self._digest = concurrent_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
+                                             np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
         return self._digest
 
 

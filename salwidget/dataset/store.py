@@ -338,7 +338,11 @@ class ScanStore:
             table = {"index": rows}
             for name, values in columns.items():
                 values = np.asarray(values) if not isinstance(values, list) else values
-                table[name] = list(values) if getattr(values, "ndim", 1) > 1 else values
+                if getattr(values, "ndim", 1) == 2:  # a list per row (top-5), built without Python objects
+                    width = values.shape[1]
+                    values = pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32) * width),
+                                                      pa.array(np.ascontiguousarray(values).reshape(-1)))
+                table[name] = values
             write_parquet(self.folder / "table", pa.table(table), int(rows[0]))
 
     def table(self):
@@ -370,9 +374,16 @@ class ScanStore:
         from .pictures import THUMBNAIL_PX
 
         if self._thumbnails is None:
-            self._thumbnails = zarr.open_array(
-                str(self.folder / "thumbnails.zarr"), mode="a", shape=(self.length, THUMBNAIL_PX, THUMBNAIL_PX, 3),
-                chunks=(THUMBNAIL_CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3), dtype="uint8", fill_value=255)
+            path = self.folder / "thumbnails.zarr"
+            shape = (self.length, THUMBNAIL_PX, THUMBNAIL_PX, 3)
+            chunks = (THUMBNAIL_CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3)
+            if path.exists() or not hasattr(zarr, "create_array"):
+                self._thumbnails = zarr.open_array(str(path), mode="a", shape=shape, chunks=chunks, dtype="uint8",
+                                                   fill_value=255)
+            else:  # zarr 3: chunk files side by side ("0.0.0.0"), not a folder tree per chunk (faster to remove)
+                self._thumbnails = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype="uint8",
+                                                     fill_value=255, chunk_key_encoding={"name": "v2",
+                                                                                         "separator": "."})
         return self._thumbnails
 
     def thumbnails(self, rows: Iterable[int]) -> np.ndarray:
