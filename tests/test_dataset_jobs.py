@@ -233,3 +233,34 @@ def test_a_ray_cluster_of_salwidgets_own_needs_a_token_and_leaves_the_environmen
     assert any(name.startswith("gcs_server") for name in found["cluster"])  # the cluster was seen
     exposed = {name: info for name, info in found["cluster"].items() if info["open"]}
     assert exposed and all(info["auth"] == "token" for info in exposed.values()), exposed
+
+
+@pytest.mark.parametrize("address, user_mode", [(None, None), (None, "disabled"), ("ray://cluster:10001", "token"),
+                                                ("ray://cluster:10001", None)])
+def test_connect_starts_ray_under_its_token_default_and_restores_the_environment(monkeypatch, address, user_mode):
+    """What Ray sees when salwidget starts or joins a cluster (Ray itself replaced by a recorder): a local
+    cluster of salwidget's own never starts with authentication disabled; a cluster at an address is joined
+    with the user's settings; afterwards the environment is exactly as it was."""
+    import os
+    import types
+
+    from salwidget.dataset import ray_engine
+
+    seen = {}
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda **kwargs: seen.update(kwargs=kwargs, mode=os.environ.get("RAY_AUTH_MODE")),
+        data=types.SimpleNamespace(DataContext=types.SimpleNamespace(get_current=lambda: types.SimpleNamespace())))
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: fake)
+    for name in ("RAY_AUTH_MODE", "RAY_BACKEND_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    if user_mode is not None:
+        monkeypatch.setenv("RAY_AUTH_MODE", user_mode)
+    before = dict(os.environ)
+    ray_engine.connect(address)
+    assert dict(os.environ) == before
+    assert seen["kwargs"]["address"] == address
+    if address is None:
+        assert seen["mode"] is None  # unset: Ray's default for a new local cluster, token authentication
+    else:
+        assert seen["mode"] == user_mode  # joined as the user configured it

@@ -407,16 +407,15 @@ class DatasetPane:
 
 
 def _stored_attribution(folder, meta: dict, rows: list[int], explorer):
-    """An Attribution over stored maps (float16 by default: the maps shown, not recomputed)."""
-    import zarr
-
+    """An Attribution over stored maps (the maps shown, not recomputed; rescaled where stored scaled)."""
     from ..attribution import Attribution
-    from ..dataset.store import read_rows
+    from ..dataset import stored_maps
     from ..methods import get_method
 
     method = get_method(meta["method"])
-    maps = np.asarray(read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), np.asarray(rows, np.int64)),
-                      np.float32)
+    from pathlib import Path
+
+    maps, _ = stored_maps.read(Path(folder), np.asarray(rows, np.int64))
     options = method.resolve({k: v for k, v in meta["options"].items() if not isinstance(v, str) or v in (
         "uniform", "blur", "riemann", "trapezoid")})
     targets = explorer.scores.argmax(axis=1)
