@@ -65,7 +65,7 @@ def test_a_second_call_reuses_what_is_stored_and_adds_columns(data, tmp_path):
     label = other.labels[0]
     assert label.startswith("vanilla_") and f"{label}_deletion_auc" in other.table  # another job, its own columns
     expected = sw.attribute(model, x[:5], "vanilla", target=labels[:5]).raw
-    np.testing.assert_allclose(other.maps(label, range(5)), expected, rtol=1e-3, atol=1e-6)  # float16 by default
+    np.testing.assert_allclose(other.maps(label, range(5)), expected, rtol=1e-3, atol=1e-6)  # float32 by default
 
 
 KILLED = textwrap.dedent("""
