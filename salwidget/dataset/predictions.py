@@ -67,3 +67,49 @@ def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, 
         "margin": (best - second).astype(np.float32),
         "entropy": entropy.astype(np.float32),
     }
+
+
+def columns_in_framework(scores, labels: np.ndarray, already: bool) -> dict[str, np.ndarray]:
+    """:func:`columns` computed where ``scores`` are (a torch tensor: on the model's device, a few operations
+    per block, in float64), only the (n, 5)-sized results crossing to the host; numpy scores go to
+    :func:`columns`. Ties are ordered as a stable sort orders them (the lower class first)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(scores, torch.Tensor):
+        return columns(np.asarray(scores), labels, already)
+    with torch.no_grad():
+        s = scores.detach().double()
+        finite = torch.isfinite(s).all(dim=1)
+        s = torch.where(finite[:, None], s, torch.full_like(s, float("nan")))
+        if s.shape[1] == 1:
+            p1 = torch.sigmoid(s[:, 0])
+            p = torch.stack([1.0 - p1, p1], dim=1)
+        else:
+            p = s if already else torch.softmax(s, dim=1)
+        top_p, top = torch.sort(p, dim=1, descending=True, stable=True)
+        top_p, top = top_p[:, :TOP], top[:, :TOP]
+        known = torch.as_tensor(labels, device=s.device)
+        in_range = (known >= 0) & (known < p.shape[1])
+        picked = p.gather(1, torch.where(in_range, known, 0)[:, None])[:, 0]
+        loss = torch.where(in_range, -torch.log(picked.clamp(1e-12, 1.0)), torch.full_like(picked, float("nan")))
+        entropy = -(p * torch.log(p.clamp(1e-12, 1.0))).sum(dim=1)
+        second = top_p[:, 1] if p.shape[1] > 1 else torch.zeros_like(top_p[:, 0])
+        predicted = torch.where(finite, top[:, 0], torch.full_like(top[:, 0], NOT_FINITE))
+        found = dict(predicted=predicted, probability=top_p[:, 0], top=top, top_p=top_p, loss=loss,
+                     margin=top_p[:, 0] - second, entropy=entropy, finite=finite)
+        found = {k: v.cpu().numpy() for k, v in found.items()}
+    known = labels >= 0
+    # NaN rows sort first in torch (NaN is largest): their top-5 is meaningless either way, as in numpy's
+    return {
+        "label": labels.astype(np.int64),
+        "predicted": found["predicted"].astype(np.int64),
+        "probability": found["probability"].astype(np.float32),
+        "top5_classes": found["top"].astype(np.int64),
+        "top5_probabilities": found["top_p"].astype(np.float32),
+        "correct": known & found["finite"] & (found["predicted"] == labels),
+        "finite": found["finite"],
+        "loss": found["loss"].astype(np.float32),
+        "margin": found["margin"].astype(np.float32),
+        "entropy": found["entropy"].astype(np.float32),
+    }

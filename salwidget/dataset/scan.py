@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest, model_fingerprint
-from .predictions import COLUMNS, are_probabilities, columns
+from .predictions import COLUMNS, are_probabilities, columns_in_framework
 from .progress import as_progress
 from .sources import DataSource, as_source
 from .store import CHUNK_ROWS, ScanStore, Store
@@ -312,14 +312,16 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         if cancel is not None and cancel():
             raise AttributionCancelled("Scan cancelled by the caller; the committed rows stay.")
         batch = backend.ops.asarray(inputs[0][start : start + chunk])
-        outputs = [backend.ops.numpy(o) for o in backend.outputs([batch])]
+        outputs = backend.outputs([batch])
         if block.pictures is None:  # thumbnails of model inputs: shrunk where the batch is, before the transfer
             small.append(shrink(batch, layout))
         index = choose_output(outputs, output_index)
         check_output(outputs[index], index, len(outputs[index]))
-        parts.append(np.asarray(outputs[index], np.float32))
+        parts.append(outputs[index])
         state["calls"] += 1
-    scores = np.concatenate(parts)
+    # The scores stay where the model made them: the columns are computed there (torch) in a few operations
+    on_device = _concatenate(parts)
+    scores = on_device if isinstance(on_device, np.ndarray) else np.asarray(backend.ops.numpy(on_device), np.float32)
     # Names of the wrong length are refused at the first model call, before the scan runs.
     _check_names(state.get("names"), int(scores.shape[1]))
     state["num_classes"] = num_classes = rows.setting("num_classes", int(scores.shape[1]))
@@ -331,7 +333,17 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
     state["small"] = np.concatenate(small) if small else None
-    return columns(scores, labels, state["probabilities"])
+    return columns_in_framework(on_device, labels, state["probabilities"])
+
+
+def _concatenate(parts: list):
+    """One block's outputs as one array of their framework (torch tensors stay on their device)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat([p.detach().float() for p in parts])
+    return np.concatenate([np.asarray(p, np.float32) for p in parts])
 
 
 def _check_finite_images(block) -> None:
