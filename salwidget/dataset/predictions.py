@@ -70,14 +70,22 @@ def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, 
 
 
 def columns_in_framework(scores, labels: np.ndarray, already: bool) -> dict[str, np.ndarray]:
-    """:func:`columns` computed where ``scores`` are (a torch tensor: on the model's device, a few operations
-    per block, in float64), only the (n, 5)-sized results crossing to the host; numpy scores go to
-    :func:`columns`. Ties are ordered as a stable sort orders them (the lower class first)."""
+    """:func:`columns` computed where ``scores`` are: a torch tensor on an accelerator in a few operations per
+    block (in float64), only the (n, 5)-sized results crossing to the host; scores in host memory (numpy, or
+    a CPU tensor: numpy's sort is several times faster there than torch's stable sort) by :func:`columns`.
+    Ties are ordered as a stable sort orders them (the lower class first)."""
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(scores, torch.Tensor):
-        return columns(np.asarray(scores), labels, already)
+    if torch is None or not isinstance(scores, torch.Tensor) or scores.device.type == "cpu":
+        return columns(np.asarray(scores.cpu() if hasattr(scores, "cpu") else scores, np.float32), labels, already)
+    return columns_torch(scores, labels, already)
+
+
+def columns_torch(scores, labels: np.ndarray, already: bool) -> dict[str, np.ndarray]:
+    """:func:`columns` in torch, on the tensor's device (see :func:`columns_in_framework`)."""
+    import torch
+
     with torch.no_grad():
         s = scores.detach().double()
         finite = torch.isfinite(s).all(dim=1)
