@@ -204,7 +204,7 @@ CELLS = [
         "# NBVAL_CHECK_OUTPUT\n"
         "pictures = x[test][[chosen]].numpy()\n"
         "top = sw.attribute(heads, pictures, \"gradcam\", output=\"labels\", multilabel=True)\n"
-        "print(\"labels above 0.5:\", [KINDS[k] for k in top.labels_above(0.5)[0]], \"| sigmoids:\", top.multilabel)\n"
+        "print(\"labels above 0.5:\", sorted(KINDS[k] for k in top.labels_above(0.5)[0]), \"| sigmoids:\", top.multilabel)\n"
         "held_out = sw.predict(heads, x[test].numpy(), output=\"labels\")\n"
         "exact = ((held_out > 0) == present[test].numpy().astype(bool)).all(1).mean()\n"
         "print(\"held-out scenes with every label right above 80%:\", bool(exact > 0.8))   # about 96%"
