@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .store import write_parquet, write_rows
+from . import stored_maps
+from .store import read_parts, write_parquet, writing
 
 
 @dataclass
@@ -42,12 +43,13 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
     Rows that cannot be read are left out (the scan lists them). Called by the local loop and, unchanged,
     by each Ray actor.
     """
-    import zarr
-
     from .. import attribute
     from ..evaluation import deletion_insertion
 
     rows = np.asarray(rows, np.int64)
+    rows = rows[~np.isin(rows, done_rows(spec))]  # a block run again (its worker died after committing) adds nothing
+    if not len(rows):
+        return 0
     batch = source.read(rows)
     rows = rows[batch.ok]
     if not len(rows):
@@ -67,11 +69,11 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
             columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
     if result.delta is not None:
         columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
-    maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
-    write_rows(maps, rows, raw.astype(spec.dtype))
     import pyarrow as pa
 
-    write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
+    with writing(Path(spec.folder)):
+        stored_maps.write(Path(spec.folder), rows, raw, spec.dtype)
+        write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
     return len(rows)
 
 
@@ -83,3 +85,8 @@ def _targets(spec: JobSpec, rows: np.ndarray):
     if np.ndim(spec.target) == 0 or callable(spec.target) or not hasattr(spec.target, "__len__"):
         return spec.target
     return np.asarray(spec.target)[rows]
+
+
+def done_rows(spec: JobSpec) -> np.ndarray:
+    frame = read_parts(Path(spec.folder) / "table", columns=["index"])
+    return np.zeros(0, np.int64) if frame is None else frame["index"].to_numpy(np.int64)

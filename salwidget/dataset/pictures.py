@@ -57,6 +57,33 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     return np.concatenate([_fit_batch(p[None].astype(np.uint8)) for p in pictures])
 
 
+def shrink(batch, channels_last: bool):
+    """A batch of model inputs brought down to the thumbnail's size where it is (an area average, aspect
+    kept, in the framework, on the model's device): 64 x 64 pictures cross to the host, not
+    full images. A torch tensor larger than the thumbnail is shrunk; anything else comes back as numpy
+    for :func:`thumbnails` to fit."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(batch, torch.Tensor) or batch.ndim != 4:
+        return np.asarray(batch.detach().cpu() if hasattr(batch, "detach") else batch)
+    images = batch.permute(0, 3, 1, 2) if channels_last else batch
+    h, w = images.shape[2:]
+    if max(h, w) <= THUMBNAIL_PX:
+        return batch.detach().cpu().numpy()
+    size = (max(1, round(h * THUMBNAIL_PX / max(h, w))), max(1, round(w * THUMBNAIL_PX / max(h, w))))
+    with torch.no_grad():
+        # An area average (each output pixel the mean of its window): antialiased, and one pass over the
+        # batch at memory speed (4x faster than antialiased bilinear on a CPU)
+        images = images.detach().float()
+        factor = max(h, w) // THUMBNAIL_PX
+        if factor >= 2:  # the fixed-window pool first (the cheaper kernel), then the small adaptive rest
+            images = torch.nn.functional.avg_pool2d(images, factor)
+        small = torch.nn.functional.adaptive_avg_pool2d(images, size)
+    small = small.permute(0, 2, 3, 1) if channels_last else small
+    return small.cpu().numpy()
+
+
 def _reduce(batch: np.ndarray, axes: tuple[int, int] = (1, 2)) -> np.ndarray:
     """The area average over the largest integer factor that keeps the spatial ``axes`` at least
     THUMBNAIL_PX: the mean of the factor x factor strided views (several times faster than a mean over

@@ -15,7 +15,8 @@ import numpy as np
 
 from .jobs import jsonable
 from .keys import model_fingerprint
-from .store import read_parts, read_rows
+from . import stored_maps
+from .store import read_parts
 
 
 def stored_attribution(scan: Any, model: Any, method: str, options: dict, layer, seed: int, rows: list[int],
@@ -39,15 +40,15 @@ def stored_attribution(scan: Any, model: Any, method: str, options: dict, layer,
 
 
 def attribution_of(folder, meta: dict, rows: list[int], explorer):
-    """An Attribution over stored maps (float16 by default: the maps shown, not recomputed)."""
-    import zarr
-
+    """An Attribution over stored maps (the maps shown, not recomputed; rescaled where stored scaled), or None
+    when a row's maps were lost to a damaged chunk."""
     from ..attribution import Attribution
     from ..methods import get_method
 
     method = get_method(meta["method"])
-    maps = np.asarray(read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), np.asarray(rows, np.int64)),
-                      np.float32)
+    maps, lost = stored_maps.read(Path(folder), np.asarray(rows, np.int64))
+    if lost.any():
+        return None  # in a damaged chunk (set aside): the Maps view computes them
     options = method.resolve({k: v for k, v in meta["options"].items() if not isinstance(v, str) or v in (
         "uniform", "blur", "riemann", "trapezoid")})
     targets = explorer.scores.argmax(axis=1)

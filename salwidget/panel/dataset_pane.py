@@ -63,8 +63,10 @@ class DatasetPane:
         self.predicted_filter = controls.named(widgets.Dropdown(options=[("all", -1)], layout=widgets.Layout(width="200px")),
                                                "filter-predicted", tip)
         self.correct_filter = controls.named(widgets.ToggleButtons(
-            options=[("all", "all"), ("correct", "correct"), ("wrong", "wrong")], style={"button_width": "70px"},
-            tooltips=["every image", "predicted as labelled", "predicted otherwise (labelled images only)"]),
+            options=[("all", "all"), ("correct", "correct"), ("wrong", "wrong"), ("NaN", "non-finite")],
+            style={"button_width": "70px"},
+            tooltips=["every image", "predicted as labelled", "predicted otherwise (labelled images only)",
+                      "the model's scores hold NaN or infinity (never counted correct)"]),
             "filter-correct", "Correct, wrong or all predictions.")
         self.probability_filter = controls.named(widgets.FloatRangeSlider(
             value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, continuous_update=False, readout_format=".2f",
@@ -256,13 +258,17 @@ class DatasetPane:
             keep &= table["label"].to_numpy() == p.filter_label
         if p.filter_predicted >= 0:
             keep &= table["predicted"].to_numpy() == p.filter_predicted
-        if p.filter_correct != "all":
+        finite = table["finite"].to_numpy(bool)
+        if p.filter_correct == "non-finite":
+            keep &= ~finite
+        elif p.filter_correct != "all":
             known = table["label"].to_numpy() >= 0
             correct = table["correct"].to_numpy()
             keep &= known & (correct if p.filter_correct == "correct" else ~correct)
         low, high = p.filter_probability
         probability = table["probability"].to_numpy()
-        keep &= (probability >= low - 1e-9) & (probability <= high + 1e-9)
+        # NaN probabilities (non-finite scores) pass only an open range: they are never hidden by default
+        keep &= ((probability >= low - 1e-9) & (probability <= high + 1e-9)) | (~finite & (low <= 0) & (high >= 1))
         frame = table[keep]
         if p.query.strip():
             frame = self._query(frame, p.query)
@@ -314,7 +320,8 @@ class DatasetPane:
             record = table.loc[row]
             label = int(record["label"])
             first = f"#{row}" + (f": {names(label)}" if label >= 0 else "")
-            captions.append((first, f"\u2192 {names(int(record['predicted']))} {float(record['probability']):.2f}"))
+            said = names(int(record["predicted"])) if record["finite"] else "non-finite output"
+            captions.append((first, f"\u2192 {said} {float(record['probability']):.2f}"))
             wrong.append(label >= 0 and not bool(record["correct"]))
         self.thumbs = thumbnail_page(scan.thumbnails(shown), [int(r) for r in shown], captions, wrong, self.picked,
                                      PAGE_COLUMNS)
