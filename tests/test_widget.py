@@ -214,10 +214,9 @@ def test_error_shows_in_the_panel_with_its_traceback_and_clears_when_fixed(panel
     assert panel.status.startswith("Done")
 
 
-def test_no_method_selected_is_an_error_not_a_crash(panel):
-    panel.methods = ()
-    panel.wait(10)
-    assert "No method selected" in panel.error
+def test_no_method_selected_is_refused_at_assignment(panel):
+    with pytest.raises(traitlets.TraitError, match="at least one method"):
+        panel.methods = ()
     panel.methods = ("vanilla",)
     panel.wait(10)
     assert panel.error == "" and set(panel.masks) == {"vanilla"}
