@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
-from .progress import as_progress
+from .progress import as_progress, start as start_progress
 from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, read_rows, write_parquet, write_rows
 
 ENGINES = ("local", "ray")
@@ -266,6 +266,8 @@ def attribute_dataset(
     progress = as_progress(progress, "maps")
     todo = [(spec, block) for spec in specs.values() for block in _blocks(_missing(spec, wanted))]
     total = sum(len(b) for _, b in todo)
+    if total:
+        start_progress(progress, 0, total)  # a bar shows from the start and advances per block
     if engine == "ray":
         from .ray_engine import run_on_ray
 

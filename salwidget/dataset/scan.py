@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest, model_fingerprint
 from .predictions import COLUMNS, are_probabilities, columns
-from .progress import as_progress
+from .progress import as_progress, start as start_progress
 from .sources import DataSource, as_source
 from .store import CHUNK_ROWS, ScanStore, Store
 
@@ -235,6 +235,8 @@ def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
     rows = self._rows
     missing = np.setdiff1d(np.arange(len(self.source)), rows.committed())
     done, total = len(self.source) - len(missing), len(self.source)
+    if len(missing):
+        start_progress(progress, done, total)  # a bar: the rows already stored are not counted in its rate
     if len(missing):
         state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0)
         try:
