@@ -24,7 +24,8 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool) -> np.ndarray:
+def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool,
+                     default_channels_last: bool = False) -> np.ndarray:
     if x.dtype.kind in "iub":
         raise SaliencyError(
             f"{name} has integer dtype {x.dtype}; models take float input and gradients need it. "
@@ -56,8 +57,9 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
             move = "x.transpose(0, 2, 3, 1)" if channels_last else "x.transpose(0, 3, 1, 2)"
             raise SaliencyError(
                 f"{name} has shape {x.shape}, which looks like {got}, but channels_last={channels_last} says "
-                f"{want}. Pass channels_last={not channels_last} (or leave it out) if the model takes the batch "
-                f"as it is, or transpose it ({move})."
+                f"{want}. Pass channels_last={not channels_last}"
+                f"{' (or leave it out)' if default_channels_last != channels_last else ''} if the model takes the "
+                f"batch as it is, or transpose it ({move})."
             )
     if x.ndim == 4 and not layout_given:
         channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
@@ -108,7 +110,7 @@ def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bo
     inputs = []
     for index, value in enumerate(raw_inputs):
         name = f"input {index}" if several else "x"
-        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given))
+        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given, default_channels_last))
     sizes = {len(a) for a in inputs}
     if len(sizes) > 1:
         raise SaliencyError(f"The inputs have different batch sizes {sorted(sizes)}; they must match.")

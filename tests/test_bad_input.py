@@ -183,3 +183,17 @@ def test_layer_on_a_gradient_method_is_refused_naming_the_layer_methods(torch_cn
           r"'smoothgrad' reads input gradients\. Leave layer= out", _no_pass(torch_cnn), images, "smoothgrad",
           layer="0", nsamples=2)
     assert sw.attribute(torch_cnn, images, "gradcam", layer="0").raw.shape == (4, 16, 16)  # a CAM takes it
+
+
+def test_the_panel_refuses_a_channels_last_batch_with_the_one_line_hint_of_attribute(torch_cnn, images):
+    # It printed ~130 lines of chained tracebacks before the hint; now it is sw.attribute's own error, alone.
+    import traceback
+
+    batch = images.transpose(0, 2, 3, 1)
+    with pytest.raises(sw.SaliencyError) as direct:
+        sw.attribute(torch_cnn, batch, "vanilla")
+    with pytest.raises(sw.SaliencyError) as panel:
+        sw.SaliencyWidget(torch_cnn, batch)
+    assert str(panel.value) == str(direct.value) and "\n" not in str(panel.value)
+    assert panel.value.__cause__ is None and panel.value.__context__ is None
+    assert len("".join(traceback.format_exception(panel.value)).splitlines()) < 20

@@ -152,7 +152,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
             first = np.arange(min(page_size, len(self._source)))
             batch = self._read_rows(first)
             images, display_images, labels = batch.inputs, self._pictures(batch, layout), batch.labels
-        inputs, layout, _ = prepare_inputs(images, layout, backend.default_channels_last)
+        # The layout as the user gave it (None: the model's default), so a batch in the other layout gets
+        # sw.attribute's own one-line hint.
+        inputs, layout, _ = prepare_inputs(images, channels_last if not self._from_dataset else layout,
+                                           backend.default_channels_last)
         self._model, self._images, self._channels_last = model, inputs[0], layout
         self._explorer_options = dict(seed=seed, batch_size=batch_size, output_index=output_index, rng=rng,
                                       output=output, multilabel=multilabel)
