@@ -12,7 +12,7 @@ import traitlets
 
 import salwidget as sw
 
-from .helpers import PassGate, keras_twin, make_torch_cnn
+from .helpers import PassGate, keras_twin, make_torch_cnn, own_options
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,8 @@ def test_changing_an_option_that_shapes_the_map_recomputes_it(images, name, valu
     setattr(panel, name, value)
     panel.wait(60)
     assert panel.counter.images > 0
-    expected = sw.attribute(make_torch_cnn(), images, method, seed=0, nsamples=8, nintegration=4, **{name: value})
+    expected = sw.attribute(make_torch_cnn(), images, method, seed=0,
+                            **own_options(method, nsamples=8, nintegration=4, **{name: value}))
     np.testing.assert_allclose(panel.masks[method], expected.grayscale(), atol=1e-6)
     assert not np.allclose(panel.masks[method], before)
 
