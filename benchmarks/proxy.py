@@ -98,8 +98,9 @@ def torch_cases(device: str, rounds: int) -> None:
 
     def ours(method):
         def run():
-            sw.attribute(model, x_np, method, nsamples=SAMPLES, stdev_spread=SPREAD, baseline=0.0, seed=0,
-                         target=target.cpu().numpy())
+            settings = dict(nsamples=SAMPLES, stdev_spread=SPREAD, baseline=0.0)  # each method takes its own
+            sw.attribute(model, x_np, method, seed=0, target=target.cpu().numpy(),
+                         **{k: v for k, v in settings.items() if k in sw.get_method(method).option_names})
         return run
 
     def captum(method, batch):

@@ -152,8 +152,9 @@ def pair_run(model, x, method: str, n: int):
 
 
 def salwidget_run(model, x, method: str, n: int, batch_size="auto"):
-    return lambda: sw.attribute(model, x, method, nsamples=n, baseline=0.0, stdev_spread=SIGMA, seed=0,
-                                batch_size=batch_size)
+    settings = dict(nsamples=n, baseline=0.0, stdev_spread=SIGMA)  # each method takes its own
+    own = {k: v for k, v in settings.items() if k in sw.get_method(method).option_names}
+    return lambda: sw.attribute(model, x, method, seed=0, batch_size=batch_size, **own)
 
 
 # ------------------------------------------------------------------- sections

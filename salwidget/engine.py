@@ -23,8 +23,8 @@ import numpy as np
 from .attribution import Attribution
 from .backends import get_backend
 from .errors import AttributionCancelled, SaliencyError
-from .inputs import check_output, prepare_inputs
-from .methods import MethodOutput, RunContext, get_method
+from .inputs import check_output, check_seed, prepare_inputs
+from .methods import MethodOutput, RunContext, get_method, layer_methods
 from .digests import bytes_digest
 from .outputs import choose_output, is_multilabel, output_selector
 from .randomness import Draws, check_rng
@@ -216,7 +216,10 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     method = request.method
     targets_np: dict[int, np.ndarray] = {}
     chunk = _check_batch_size(request.batch_size, backend, inputs)
-    seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else int(request.seed)
+    seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else check_seed(request.seed)
+    if request.layer is not None and method.reads != "layer":
+        raise SaliencyError(f"layer= is read only by the methods that read a layer ({', '.join(layer_methods())}); "
+                            f"{method.name!r} reads input gradients. Leave layer= out, or choose one of those.")
     rng = check_rng(request.rng)
 
     # A single-pass method explaining raw class scores (predicted or given) reads the clean outputs from its

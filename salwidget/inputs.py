@@ -24,7 +24,8 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool) -> np.ndarray:
+def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool,
+                     default_channels_last: bool = False) -> np.ndarray:
     if x.dtype.kind in "iub":
         raise SaliencyError(
             f"{name} has integer dtype {x.dtype}; models take float input and gradients need it. "
@@ -48,6 +49,18 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
         )
     if len(x) == 0:
         raise SaliencyError(f"{name} is an empty batch; pass at least one image.")
+    if x.ndim == 4 and layout_given:
+        channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
+        if channel not in _CHANNEL_SIZES and other in _CHANNEL_SIZES:
+            # The layout was declared, and contradicts the shape: maps would come back at the wrong size.
+            want, got = ("(B, H, W, C)", "(B, C, H, W)") if channels_last else ("(B, C, H, W)", "(B, H, W, C)")
+            move = "x.transpose(0, 2, 3, 1)" if channels_last else "x.transpose(0, 3, 1, 2)"
+            raise SaliencyError(
+                f"{name} has shape {x.shape}, which looks like {got}, but channels_last={channels_last} says "
+                f"{want}. Pass channels_last={not channels_last}"
+                f"{' (or leave it out)' if default_channels_last != channels_last else ''} if the model takes the "
+                f"batch as it is, or transpose it ({move})."
+            )
     if x.ndim == 4 and not layout_given:
         channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
         if channel not in _CHANNEL_SIZES and other in _CHANNEL_SIZES:
@@ -71,6 +84,14 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
     return x
 
 
+def check_seed(seed: Any) -> int:
+    """A seed as an int: a non-negative integer (what numpy's and the frameworks' generators take)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SaliencyError(f"seed must be a non-negative integer, e.g. seed=0; got {seed!r}. "
+                            "Leave it out (None) to draw one, which is recorded in Attribution.seed.")
+    return int(seed)
+
+
 def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bool) -> tuple[list[np.ndarray], bool, bool]:
     """Validate a batch (or a tuple/list of batches for a multi-input model).
 
@@ -89,7 +110,7 @@ def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bo
     inputs = []
     for index, value in enumerate(raw_inputs):
         name = f"input {index}" if several else "x"
-        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given))
+        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given, default_channels_last))
     sizes = {len(a) for a in inputs}
     if len(sizes) > 1:
         raise SaliencyError(f"The inputs have different batch sizes {sorted(sizes)}; they must match.")

@@ -79,6 +79,44 @@ def efficientnet_lite0():
     return ScaledInput(network).eval(), imagenet_classes()
 
 
+LITE0_SIZE = 224  # EfficientNet-Lite0's native input size
+
+
+def efficientnet_lite0_preprocess(picture: np.ndarray) -> np.ndarray:
+    """A picture as :func:`efficientnet_lite0` takes it: the centre square, resized to 224 x 224.
+
+    What ``python -m salwidget scan --model salwidget.models:efficientnet_lite0`` applies to every file by
+    default (as ``sample_images`` prepares its pictures), so a folder of pictures of any sizes can share
+    batches.
+
+    Parameters
+    ----------
+    picture : numpy.ndarray
+        (H, W, 3) RGB ``uint8``, as a scan reads an image file.
+
+    Returns
+    -------
+    numpy.ndarray of shape (3, 224, 224)
+        float32 RGB in [0, 1], channels first.
+    """
+    from PIL import Image
+
+    picture = np.asarray(picture)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=-1)
+    if picture.ndim != 3 or picture.shape[-1] < 3:
+        raise ValueError(f"A picture is (H, W, 3) RGB; got shape {picture.shape}.")
+    side = min(picture.shape[:2])  # centre square crop, then resize (antialiased)
+    top, left = (picture.shape[0] - side) // 2, (picture.shape[1] - side) // 2
+    square = np.ascontiguousarray(picture[top : top + side, left : left + side, :3]).astype(np.uint8, copy=False)
+    resized = Image.fromarray(square).resize((LITE0_SIZE, LITE0_SIZE), Image.Resampling.BILINEAR)
+    return (np.asarray(resized, np.float32) / 255.0).transpose(2, 0, 1)
+
+
+# The shell's scan and attribute-dataset find a factory's own preprocessing here (see salwidget.__main__).
+efficientnet_lite0.preprocess = efficientnet_lite0_preprocess
+
+
 def sample_images(names: Sequence[str] = ("chelsea", "coffee"), size: int = 224) -> np.ndarray:
     """Pictures bundled with scikit-image, resized to ``size`` x ``size``.
 

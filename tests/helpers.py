@@ -147,3 +147,14 @@ def Gate(inner):
             return self.inner(x)
 
     return _Gate()
+
+
+def own_options(method: str, **settings):
+    """``settings`` without the options of other methods: one set of settings shared by several methods, as
+    sw.attribute takes it (it refuses an option the method would ignore). Other keywords (seed, target, ...)
+    pass through."""
+    import salwidget as sw
+
+    known = {name for m in sw.all_methods() for name in m.option_names}
+    own = set(sw.get_method(method).option_names)
+    return {k: v for k, v in settings.items() if k not in known or k in own}

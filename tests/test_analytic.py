@@ -8,6 +8,8 @@ import torch
 
 import salwidget as sw
 
+from .helpers import own_options
+
 
 def linear_model(in_features=12, classes=4, seed=0):
     torch.manual_seed(seed)
@@ -86,7 +88,8 @@ def test_given_target_is_used_for_every_noisy_or_interpolated_sample(tiny_images
     # A linear model's gradient is the target's weight row at every point: any
     # sample explained for another class (e.g. the noisy argmax) would show.
     model = linear_model()
-    a = sw.attribute(model, tiny_images, method, target=1, stdev_spread=5.0, nsamples=6, magnitude=False, baseline=0.0, seed=1)
+    a = sw.attribute(model, tiny_images, method, target=1, seed=1,
+                     **own_options(method, stdev_spread=5.0, nsamples=6, magnitude=False, baseline=0.0))
     rows = weight_rows(model, [1, 1, 1])
     expected = rows * tiny_images if method == "integrated" else rows
     np.testing.assert_allclose(a.raw, expected, rtol=1e-5, atol=1e-7)

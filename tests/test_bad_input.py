@@ -129,3 +129,71 @@ def test_model_error_is_explained_with_the_shape(images):
 
 def test_negative_noise(torch_cnn, images):
     check(r"stdev_spread must be >= 0", torch_cnn, images, "smoothgrad", stdev_spread=-0.1)
+
+
+# ------------------------------------------------------- issue 25, item 7: refused before any work starts
+def _no_pass(model):
+    """A model wrapper that fails the test if the model is ever called."""
+
+    class Watched(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            raise AssertionError("the model ran: the check came after the work started")
+
+    return Watched()
+
+
+def test_a_declared_channels_last_contradicted_by_the_shape_is_refused(torch_cnn, images):
+    # (4, 3, 16, 16) with channels_last=True would be read as 16-channel 3 x 16 pictures: maps of the wrong size.
+    check(r"shape \(4, 3, 16, 16\), which looks like \(B, C, H, W\), but channels_last=True says \(B, H, W, C\)"
+          r".*channels_last=False \(or leave it out\).*x\.transpose\(0, 2, 3, 1\)",
+          _no_pass(torch_cnn), images, "vanilla", channels_last=True)
+    # The layout it does hold is still accepted when declared.
+    assert sw.to_grayscale(sw.attribute(torch_cnn, images, "vanilla", channels_last=False)).shape == (4, 16, 16)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_a_seed_that_is_no_non_negative_integer_is_refused(torch_cnn, images, seed):
+    check(r"seed must be a non-negative integer, e\.g\. seed=0; got", _no_pass(torch_cnn), images, "smoothgrad",
+          seed=seed, nsamples=2)
+
+
+def test_a_numpy_integer_seed_is_a_seed(torch_cnn, images):
+    a = sw.attribute(torch_cnn, images, "smoothgrad", seed=np.int64(3), nsamples=2)
+    np.testing.assert_array_equal(a.raw, sw.attribute(torch_cnn, images, "smoothgrad", seed=3, nsamples=2).raw)
+
+
+def test_an_option_of_another_method_is_refused_naming_the_methods_that_take_it(torch_cnn, images):
+    check(r"nsamples= is not an option of 'vanilla' \(Gradient\), which would ignore it; it is taken by "
+          r"smoothgrad, integrated.*leave nsamples= out", _no_pass(torch_cnn), images, "vanilla", nsamples=8)
+    check(r"baseline= is not an option of 'smoothgrad'.*taken by integrated, smooth_integrated",
+          _no_pass(torch_cnn), images, "smoothgrad", baseline=0.0)
+    check(r"nsamples= is not an option of 'gradcam'", _no_pass(torch_cnn), images, "gradcam", nsamples=8)
+    with pytest.raises(sw.SaliencyError, match=r"nsamples= is not an option of 'vanilla'"):
+        sw.sanity_check(_no_pass(torch_cnn), images, "vanilla", nsamples=8)
+    with pytest.raises(sw.SaliencyError, match=r"nsamples= is not an option of 'vanilla'"):
+        sw.SaliencyNet(_no_pass(torch_cnn), "x", "y").attribute({"x": images}, "vanilla", nsamples=8)
+
+
+def test_layer_on_a_gradient_method_is_refused_naming_the_layer_methods(torch_cnn, images):
+    check(r"layer= is read only by the methods that read a layer \(gradcam, gradcampp, layercam, scorecam.*\); "
+          r"'smoothgrad' reads input gradients\. Leave layer= out", _no_pass(torch_cnn), images, "smoothgrad",
+          layer="0", nsamples=2)
+    assert sw.attribute(torch_cnn, images, "gradcam", layer="0").raw.shape == (4, 16, 16)  # a CAM takes it
+
+
+def test_the_panel_refuses_a_channels_last_batch_with_the_one_line_hint_of_attribute(torch_cnn, images):
+    # It printed ~130 lines of chained tracebacks before the hint; now it is sw.attribute's own error, alone.
+    import traceback
+
+    batch = images.transpose(0, 2, 3, 1)
+    with pytest.raises(sw.SaliencyError) as direct:
+        sw.attribute(torch_cnn, batch, "vanilla")
+    with pytest.raises(sw.SaliencyError) as panel:
+        sw.SaliencyWidget(torch_cnn, batch)
+    assert str(panel.value) == str(direct.value) and "\n" not in str(panel.value)
+    assert panel.value.__cause__ is None and panel.value.__context__ is None
+    assert len("".join(traceback.format_exception(panel.value)).splitlines()) < 20

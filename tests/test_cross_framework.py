@@ -7,7 +7,7 @@ import pytest
 
 import salwidget as sw
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import keras_twin, make_torch_cnn, own_options
 
 OPTIONS = dict(nsamples=6, nintegration=4, seed=11, stdev_spread=0.2, baseline="uniform", target=[0, 1, 2, 3])
 NOISE_FREE = dict(baseline=0.0, target=[0, 1, 2, 3], nsamples=6)
@@ -22,6 +22,7 @@ def twins():
 
 def both(twins, images, method, **options):
     torch_model, keras_model = twins
+    options = own_options(method, **options)  # one set of settings for several methods
     a_torch = sw.attribute(torch_model, images, method, **options)
     a_keras = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method, **options)
     assert a_torch.framework == "torch" and a_keras.framework == "tensorflow" and a_keras.channels_last
@@ -53,7 +54,7 @@ def test_device_draws_differ_between_frameworks_only_as_independent_estimates_do
     # two estimates of the same expectation, as far apart as two torch runs with other seeds.
     options = dict(nsamples=48, nintegration=3, stdev_spread=0.2, target=[0, 1, 2, 3])
     a_torch, a_keras = both(twins, images, method, seed=1, **options)
-    other = sw.attribute(twins[0], images, method, seed=2, **options)
+    other = sw.attribute(twins[0], images, method, seed=2, **own_options(method, **options))
     across = np.abs(a_keras.raw.transpose(0, 3, 1, 2) - a_torch.raw).mean()
     within = np.abs(other.raw - a_torch.raw).mean()
     assert not np.allclose(a_keras.raw.transpose(0, 3, 1, 2), a_torch.raw, rtol=1e-3, atol=0)  # independent draws

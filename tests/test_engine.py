@@ -13,14 +13,19 @@ import torch
 
 import salwidget as sw
 
-from .helpers import Gate, keras_twin, make_torch_cnn
+from .helpers import Gate, keras_twin, make_torch_cnn, own_options
+
+
+def layer_of(method: str) -> dict:
+    """layer= for the methods that read a layer (sw.attribute refuses it for the others)."""
+    return {"layer": "2"} if sw.get_method(method).reads == "layer" else {}
 
 
 @pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated"])
 def test_same_seed_same_result_and_other_seed_other_result(torch_cnn, images, method):
-    a = sw.attribute(torch_cnn, images, method, nsamples=4, nintegration=3, seed=5)
-    b = sw.attribute(torch_cnn, images, method, nsamples=4, nintegration=3, seed=5)
-    c = sw.attribute(torch_cnn, images, method, nsamples=4, nintegration=3, seed=6)
+    a = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=4, nintegration=3, seed=5))
+    b = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=4, nintegration=3, seed=5))
+    c = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=4, nintegration=3, seed=6))
     np.testing.assert_array_equal(a.raw, b.raw)
     assert not np.allclose(a.raw, c.raw)
 
@@ -39,7 +44,7 @@ def test_results_do_not_depend_on_batch_size(torch_cnn, images, method):
     # are chunked never changes a result beyond rounding.
     model, x = copy.deepcopy(torch_cnn).double(), images.astype(np.float64)
     runs = [
-        sw.attribute(model, x, method, nsamples=5, nintegration=3, seed=2, batch_size=size)
+        sw.attribute(model, x, method, **own_options(method, nsamples=5, nintegration=3), seed=2, batch_size=size)
         for size in (1, 3, 64, "auto")
     ]
     for run in runs[1:]:
@@ -110,14 +115,15 @@ def test_cancel_stops_between_chunks(torch_cnn, images):
 
 @pytest.mark.parametrize("method", ["smoothgrad", "smooth_integrated"])
 def test_resume_computes_only_the_new_samples_and_matches_a_fresh_run(torch_cnn, images, method):
-    small = sw.attribute(torch_cnn, images, method, nsamples=4, nintegration=3, seed=1)
+    small = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=4, nintegration=3), seed=1)
     seen = []
     handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     try:
-        more = sw.attribute(torch_cnn, images, method, nsamples=8, nintegration=3, seed=1, resume_from=small)
+        more = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=8, nintegration=3), seed=1,
+                            resume_from=small)
     finally:
         handle.remove()
-    fresh = sw.attribute(torch_cnn, images, method, nsamples=8, nintegration=3, seed=1)
+    fresh = sw.attribute(torch_cnn, images, method, **own_options(method, nsamples=8, nintegration=3), seed=1)
     assert sum(seen) == 4 + 4 * 4 * 3 ** (method == "smooth_integrated")
     np.testing.assert_allclose(more.raw, fresh.raw, rtol=1e-5, atol=1e-9)
     assert more.nsamples == 8
@@ -347,13 +353,13 @@ def test_a_single_pass_method_explaining_the_prediction_runs_one_pass_per_image(
     seen = []
     handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     try:
-        fused = sw.attribute(torch_cnn, images, method, layer="2")
+        fused = sw.attribute(torch_cnn, images, method, **layer_of(method))
     finally:
         handle.remove()
     assert sum(seen) == 4  # no separate clean forward pass
     predicted = sw.predict(torch_cnn, images).argmax(1)
     # output_index=0 takes the other road: a clean forward first, then the method's passes.
-    given = sw.attribute(torch_cnn, images, method, target=predicted, layer="2", output_index=0)
+    given = sw.attribute(torch_cnn, images, method, target=predicted, **layer_of(method), output_index=0)
     np.testing.assert_array_equal(fused.target, predicted)
     np.testing.assert_allclose(fused.scores, given.scores, rtol=1e-6)
     np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-6, atol=1e-9)
@@ -365,15 +371,15 @@ def test_a_single_pass_method_with_given_targets_runs_one_pass_per_image(torch_c
     handle = torch_cnn[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
     targets = [2, 0, 4, 1]
     try:
-        fused = sw.attribute(torch_cnn, images, method, target=targets, layer="2")
+        fused = sw.attribute(torch_cnn, images, method, target=targets, **layer_of(method))
     finally:
         handle.remove()
     assert sum(seen) == 4
-    separate = sw.attribute(torch_cnn, images, method, target=targets, layer="2", output_index=0)
+    separate = sw.attribute(torch_cnn, images, method, target=targets, **layer_of(method), output_index=0)
     np.testing.assert_array_equal(fused.target, targets)
     np.testing.assert_allclose(fused.scores, separate.scores, rtol=1e-6)
     np.testing.assert_allclose(fused.raw, separate.raw, rtol=1e-6, atol=1e-9)
-    assert not np.allclose(fused.raw, sw.attribute(torch_cnn, images, method, target=0, layer="2").raw)
+    assert not np.allclose(fused.raw, sw.attribute(torch_cnn, images, method, target=0, **layer_of(method)).raw)
 
 
 @pytest.mark.parametrize("method", ["vanilla", "gradcam"])
@@ -382,7 +388,7 @@ def test_a_given_target_out_of_range_fails_with_the_clean_forwards_message_in_a_
     # The pass clamps its targets (an index out of range would be a CUDA device-side assert); the range is
     # checked against the first chunk's outputs, before any result.
     with pytest.raises(sw.SaliencyError, match=r"Target class 7 is out of range: the model has 5 classes \(0 to 4\)"):
-        sw.attribute(torch_cnn, images, method, target=[0, 7, 1, 2], layer="2", batch_size=1)
+        sw.attribute(torch_cnn, images, method, target=[0, 7, 1, 2], **layer_of(method), batch_size=1)
 
 
 def test_a_single_pass_on_keras_picks_the_prediction_inside_the_traced_step(images):
@@ -469,7 +475,7 @@ def test_the_keras_weights_identity_follows_assign_and_training(images):
 @pytest.mark.parametrize("method", ["smoothgrad", "integrated", "smooth_integrated", "expected_gradients"])
 def test_image_ids_key_each_images_draws_so_any_batch_gives_its_map(images, method, rng):
     model, x = copy.deepcopy(make_torch_cnn()).double(), images.astype(np.float64)
-    options = dict(nsamples=4, nintegration=3, seed=5, rng=rng, target=[0, 1, 2, 3])
+    options = own_options(method, nsamples=4, nintegration=3, seed=5, rng=rng, target=[0, 1, 2, 3])
     if method == "expected_gradients":  # the default references are the batch's other images: give fixed ones
         options["references"] = x[::-1].copy()
     whole = sw.attribute(model, x, method, image_ids=[10, 11, 12, 13], **options).raw

@@ -27,7 +27,8 @@ def case():
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, size=(3, 3, 16, 16)).astype(np.float32)
     model = make_torch_cnn()
-    results = {m: sw.attribute(model, x, m, seed=0, nsamples=4) for m in ("vanilla", "integrated")}
+    results = {"vanilla": sw.attribute(model, x, "vanilla", seed=0),
+               "integrated": sw.attribute(model, x, "integrated", seed=0, nsamples=4)}
     return model, x, results
 
 

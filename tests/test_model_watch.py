@@ -16,7 +16,7 @@ import salwidget as sw
 from salwidget.backends import get_backend
 from salwidget.backends import torch_backend
 
-from .helpers import Gate, make_torch_cnn
+from .helpers import Gate, make_torch_cnn, own_options
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_repeated_call_on_an_unchanged_model_reuses_the_shadow_and_the_version
     backend = get_backend(torch_cnn)
     version = backend.identity()
     for method in ("gradcam", "vanilla", "smoothgrad", "guided_backprop"):
-        sw.attribute(torch_cnn, images, method, target=1, nsamples=3, seed=0)
+        sw.attribute(torch_cnn, images, method, target=1, seed=0, **own_options(method, nsamples=3))
     assert len(shadows) == 1  # made by the first call only
     assert backend.identity() == version
     np.testing.assert_array_equal(sw.attribute(torch_cnn, images, "gradcam", target=1).raw, first.raw)

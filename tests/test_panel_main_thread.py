@@ -19,7 +19,7 @@ from salwidget.backends.torch_backend import TorchBackend
 from salwidget.panel import evaluate_pane
 from salwidget.panel.evaluate import estimate
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import keras_twin, make_torch_cnn, own_options
 
 
 @pytest.fixture(autouse=True)
@@ -130,10 +130,11 @@ def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
     panel.target = "predicted"  # cached under the old weights
     assert panel.wait(60) and panel.error == ""
     for method in ("vanilla", "smoothgrad"):
-        fresh = sw.attribute(make_torch_cnn(), images, method, nsamples=4, seed=0,
+        fresh = sw.attribute(make_torch_cnn(), images, method, **own_options(method, nsamples=4), seed=0,
                              target=panel.results[method].target)
         assert not np.allclose(fresh.raw, 0)
-        expected = sw.attribute(model, images, method, nsamples=4, seed=0, target=panel.results[method].target)
+        expected = sw.attribute(model, images, method, **own_options(method, nsamples=4), seed=0,
+                                target=panel.results[method].target)
         np.testing.assert_allclose(panel.results[method].raw, expected.raw, rtol=1e-5, atol=1e-7)
         assert not np.allclose(panel.results[method].raw, fresh.raw)
     assert "weights changed" in panel._notes.value

@@ -100,6 +100,13 @@ def test_targets_as_arrays_and_lists(panel, images):
     ("options", {"smoothgrad": {"nsample": 3}}, "no option"),
     ("layer", "no-such-layer", "layer"),
     ("page", 1, "page"),
+    # issue 25, item 7: each was accepted, or failed with a TypeError, and broke only when computing
+    ("confirm_seconds", -1, r"confirm_seconds must be a number >= 0 \(0: every run waits for Compute"),
+    ("confirm_seconds", float("nan"), "confirm_seconds must be a number >= 0"),
+    ("methods", (), r"methods must name at least one method, e\.g\. \('vanilla',\)"),
+    ("methods", [], "methods must name at least one method"),
+    ("layer", "6", r"Layer '6' outputs \(1, 5\), which is no grid of image positions.*'1', '2', '3'.*or None"),
+    ("layer", "4", r"Layer '4' outputs \(1, 8, 1, 1\), which is no grid"),
 ])
 def test_a_value_that_cannot_be_honoured_is_refused_before_anything_changes(panel, name, value, message):
     before = {trait: getattr(panel, trait) for trait in ("methods", "options", "target", "cmap", "layer")}
@@ -108,6 +115,33 @@ def test_a_value_that_cannot_be_honoured_is_refused_before_anything_changes(pane
         setattr(panel, name, value)
     assert {trait: getattr(panel, trait) for trait in before} == before
     assert panel._worker.generation == generation and panel.to_png() == png  # nothing recomputed or redrawn
+
+
+def test_a_spatial_layer_is_accepted_and_a_cam_reads_it(panel, images):
+    panel.layer = "2"
+    panel.methods = ("gradcam",)
+    assert panel.wait(60) and panel.error == ""
+    np.testing.assert_array_equal(panel.results["gradcam"].raw, direct(images, "gradcam", layer="2").raw)
+
+
+def test_options_of_one_method_never_reach_another_in_the_panel(images):
+    # sw.attribute refuses an option a method does not take; the panel keeps each method's own, so a classic
+    # keyword set for every method that has it still computes vanilla beside smoothgrad.
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("vanilla", "smoothgrad"))
+    panel.nsamples = 8
+    assert panel.wait(60) and panel.error == ""
+    np.testing.assert_array_equal(panel.results["vanilla"].raw, direct(images, "vanilla").raw)
+    np.testing.assert_array_equal(panel.results["smoothgrad"].raw, direct(images, "smoothgrad", nsamples=8).raw)
+    panel.evaluate()  # the curves of the same maps
+    assert panel.wait(120) and panel.error == ""
+
+
+def test_unselecting_the_last_method_is_undone_and_explained(panel):
+    panel.methods = ("vanilla",)
+    assert panel.wait(60)
+    button = panel._method_buttons["vanilla"]
+    button.value = False
+    assert button.value and panel.methods == ("vanilla",) and "at least one method" in panel.error
 
 
 def test_a_selected_method_refuses_what_it_cannot_take_but_unselected_ones_keep_theirs(panel):

@@ -13,7 +13,7 @@ from salwidget.drawing.scaling import shown_maps
 from salwidget.drawing.render import Column, ColorBar, GridRenderer, colorize
 from salwidget.drawing.masks import plane_maps as _maps
 
-from .helpers import make_torch_cnn
+from .helpers import make_torch_cnn, own_options
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def results():
     x = rng.uniform(0, 1, size=(4, 3, 16, 16)).astype(np.float32)
     x[1] *= 0.2
     model = make_torch_cnn()
-    return {m: sw.attribute(model, x, m, seed=0, nsamples=4, nintegration=4)
+    return {m: sw.attribute(model, x, m, seed=0, **own_options(m, nsamples=4, nintegration=4))
             for m in ("vanilla", "smoothgrad", "integrated")}
 
 

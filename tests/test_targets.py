@@ -17,7 +17,7 @@ import salwidget as sw
 from salwidget.errors import NotDifferentiableError, SaliencyError
 from salwidget.targets import Class, Function, Output, Region, Similarity
 
-from .helpers import keras_segnet_twin, keras_twin, make_torch_cnn, make_torch_segnet
+from .helpers import keras_segnet_twin, keras_twin, make_torch_cnn, make_torch_segnet, own_options
 from .test_cam import close, grad_cam_lib, half_pixel_upsampling  # noqa: F401  (fixtures)
 from .test_evaluation import reference_curves
 
@@ -226,7 +226,7 @@ def _function_twin(target, channels_last=False):
 @pytest.mark.parametrize("method", sw.METHODS)
 def test_every_method_explains_a_region_as_the_same_function_would(segnet, images, masks, method):
     target = Region(1, masks[0])
-    options = dict(nsamples=3, seed=0, batch_size=5)
+    options = own_options(method, nsamples=3, seed=0, batch_size=5)
     if method in CAMS:
         options["layer"] = "2"
     built_in = sw.attribute(segnet, images[:2], method, target=target, **options)
@@ -239,7 +239,7 @@ def test_every_method_explains_a_region_as_the_same_function_would(segnet, image
                          ids=repr)
 @pytest.mark.parametrize("method", ["vanilla", "integrated", "smoothgrad", "gradcam", "scorecam", "guided_ig"])
 def test_other_targets_take_every_road_as_the_same_function_would(torch_cnn, images, target, method):
-    options = dict(nsamples=3, seed=0, batch_size=3)
+    options = own_options(method, nsamples=3, seed=0, batch_size=3)
     built_in = sw.attribute(torch_cnn, images, method, target=target, **options)
     by_hand = sw.attribute(torch_cnn, images, method, target=_function_twin(target), **options)
     np.testing.assert_allclose(built_in.raw, by_hand.raw, rtol=1e-4, atol=1e-5 * (np.abs(by_hand.raw).max() + 1e-12))
@@ -357,10 +357,11 @@ def _same_maps(ours, theirs, kind):
 def test_keras_segmentation_twin_explains_a_region_alike(seg_twins, images, masks, method, score):
     torch_model, keras_model = seg_twins
     target = Region(2, masks[0], score=score)
-    options = dict(target=target, nsamples=3, seed=0, rng="numpy", baseline=0.0)
+    options = own_options(method, target=target, nsamples=3, seed=0, rng="numpy", baseline=0.0)
     layers = {"torch": "3", "keras": keras_model.layers[1].name} if method in CAMS else {}  # after the softplus
-    ours = sw.attribute(torch_model, images, method, layer=layers.get("torch"), **options)
-    theirs = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method, layer=layers.get("keras"), **options)
+    ours = sw.attribute(torch_model, images, method, **options, **({"layer": layers["torch"]} if layers else {}))
+    theirs = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method, **options,
+                          **({"layer": layers["keras"]} if layers else {}))
     _same_maps(ours.raw, theirs.raw, ours.kind)
 
 
@@ -370,7 +371,7 @@ def test_keras_segmentation_twin_explains_a_region_alike(seg_twins, images, mask
 def test_keras_twin_explains_other_targets_alike(images, target, method):
     torch_model = make_torch_cnn()
     keras_model = keras_twin(torch_model)
-    options = dict(target=target, nsamples=4, seed=0, baseline=0.0)
+    options = own_options(method, target=target, nsamples=4, seed=0, baseline=0.0)
     _same_maps(sw.attribute(torch_model, images, method, **options).raw,
                sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method, **options).raw,
                "layer" if method in CAMS else "input")

@@ -174,3 +174,30 @@ def test_hugging_face_outputs_are_chosen_by_name(transformers, pictures):
     embedding = sw.attribute(model, pictures, "vanilla", output="hidden_states.2",
                              target=sw.targets.Similarity(np.ones((17, 32), np.float32)))
     assert embedding.raw.shape == pictures.shape and np.abs(embedding.raw).max() > 0
+
+
+# ----------------------------------------------------------------- a branch that feeds only the training loss
+def hf_upernet(transformers, auxiliary: bool):
+    torch.manual_seed(0)
+    backbone = transformers.ConvNextConfig(out_features=["stage1", "stage2", "stage3", "stage4"],
+                                           hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1])
+    config = transformers.UperNetConfig(backbone_config=backbone, hidden_size=16, auxiliary_channels=8, num_labels=3,
+                                        use_auxiliary_head=auxiliary)
+    model = transformers.UperNetForSemanticSegmentation(config).eval()
+    return model
+
+
+def test_the_automatic_layer_of_upernet_is_on_the_path_to_the_explained_output(transformers):
+    # UperNet runs its auxiliary_head last, but it feeds only the training loss: the automatic layer used to
+    # be that head, and the call failed telling the user to remove .detach().
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 64, 64)).astype(np.float32)
+    model, plain = hf_upernet(transformers, True), hf_upernet(transformers, False)
+    plain.load_state_dict(model.state_dict(), strict=False)  # the same network without the training branch
+    predicted = sw.outputs.predicted_masks(sw.predict(model, x, output="logits"))[0]
+    k = int(np.bincount(predicted.ravel()).argmax())
+    region = sw.targets.Region(k, predicted == k)  # the largest predicted region, as the panel explains
+    with_head = sw.attribute(model, x, "gradcam", target=region, output="logits")
+    without = sw.attribute(plain, x, "gradcam", target=region, output="logits")
+    assert with_head.layer == without.layer == "decode_head"
+    np.testing.assert_allclose(with_head.raw, without.raw, rtol=1e-5, atol=1e-7)
+    assert with_head.raw.max() > 0

@@ -12,7 +12,7 @@ import traitlets
 
 import salwidget as sw
 
-from .helpers import PassGate, keras_twin, make_torch_cnn
+from .helpers import PassGate, keras_twin, make_torch_cnn, own_options
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,8 @@ def test_changing_an_option_that_shapes_the_map_recomputes_it(images, name, valu
     setattr(panel, name, value)
     panel.wait(60)
     assert panel.counter.images > 0
-    expected = sw.attribute(make_torch_cnn(), images, method, seed=0, nsamples=8, nintegration=4, **{name: value})
+    expected = sw.attribute(make_torch_cnn(), images, method, seed=0,
+                            **own_options(method, nsamples=8, nintegration=4, **{name: value}))
     np.testing.assert_allclose(panel.masks[method], expected.grayscale(), atol=1e-6)
     assert not np.allclose(panel.masks[method], before)
 
@@ -214,10 +215,9 @@ def test_error_shows_in_the_panel_with_its_traceback_and_clears_when_fixed(panel
     assert panel.status.startswith("Done")
 
 
-def test_no_method_selected_is_an_error_not_a_crash(panel):
-    panel.methods = ()
-    panel.wait(10)
-    assert "No method selected" in panel.error
+def test_no_method_selected_is_refused_at_assignment(panel):
+    with pytest.raises(traitlets.TraitError, match="at least one method"):
+        panel.methods = ()
     panel.methods = ("vanilla",)
     panel.wait(10)
     assert panel.error == "" and set(panel.masks) == {"vanilla"}

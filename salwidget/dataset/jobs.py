@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
-from .progress import as_progress
+from .progress import as_progress, start as start_progress
 from . import stored_maps
 from .blocks import JobSpec, done_rows, run_block
 from .store import (CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, one_writer, read_json, read_parts, set_aside, write_json,
@@ -214,6 +214,8 @@ def _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, me
     progress = as_progress(progress, "maps")
     todo = [(spec, block) for spec in specs.values() for block in _blocks(_missing(spec, wanted))]
     total = sum(len(b) for _, b in todo)
+    if total:
+        start_progress(progress, 0, total)  # a bar shows from the start and advances per block
     if engine == "ray":
         from .ray_engine import run_on_ray
 

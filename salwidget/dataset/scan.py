@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest, model_fingerprint
 from .predictions import COLUMNS, are_probabilities, columns_in_framework
-from .progress import as_progress
+from .progress import as_progress, start as start_progress
 from .sources import DataSource, as_source
 from .store import CHUNK_ROWS, ScanStore, Store
 
@@ -266,6 +266,7 @@ def _complete_locked(self: Scan, batch_size: int | str, progress: ProgressFn | N
     if not len(missing):
         self.refresh()
     if len(missing):
+        start_progress(progress, done, total)  # a bar: the rows already stored are not counted in its rate
         state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0,
                      names=self.class_names)
         try:

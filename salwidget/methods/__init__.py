@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Method, MethodOutput, Option, RunContext, Stage, all_methods, get_method, register
+from .base import Method, MethodOutput, Option, RunContext, Stage, all_methods, get_method, layer_methods, register
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
     if _module.name != "base":
@@ -20,4 +20,4 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name
 # The four gradient methods of the reference design (FastEstimator's SaliencyNet).
 CLASSIC = ("vanilla", "smoothgrad", "integrated", "smooth_integrated")
 
-__all__ = ["CLASSIC", "Method", "MethodOutput", "Option", "RunContext", "Stage", "all_methods", "get_method", "register"]
+__all__ = ["CLASSIC", "Method", "MethodOutput", "Option", "RunContext", "Stage", "all_methods", "get_method", "layer_methods", "register"]

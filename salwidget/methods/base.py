@@ -264,9 +264,10 @@ class Method:
     def resolve(self, given: dict) -> dict:
         """Defaults filled in and every value checked.
 
-        An option that no registered method knows is an error (a typo); one that
-        only other methods use is ignored, so one set of settings can drive
-        several methods (as the panel does).
+        An option that no registered method knows is an error (a typo), and so is
+        one that only other methods take: it would change nothing here, silently
+        (the panel keeps each method's own options, see
+        :mod:`salwidget.panel.method_options`).
         """
         unknown = sorted(set(given) - _known_options() - set(self.option_names))
         if unknown:
@@ -275,6 +276,14 @@ class Method:
             raise SaliencyError(
                 f"Unknown option(s) {unknown} for method {self.name!r}; its options are "
                 f"{', '.join(self.option_names) or 'none'}.{hint}"
+            )
+        foreign = sorted(set(given) - set(self.option_names))
+        if foreign:
+            takers = [m.name for m in all_methods() if foreign[0] in m.option_names]
+            raise SaliencyError(
+                f"{foreign[0]}= is not an option of {self.name!r} ({self.label}), which would ignore it; it is "
+                f"taken by {', '.join(takers)}. {self.name!r} takes "
+                f"{', '.join(self.option_names) or 'no options'}: leave {foreign[0]}= out, or choose one of those."
             )
         return {o.name: o.check(given.get(o.name, o.default), self.name) for o in self.options}
 
@@ -390,6 +399,11 @@ def _known_options() -> frozenset:
 
 
 _KNOWN: tuple[int, frozenset] = (-1, frozenset())
+
+
+def layer_methods() -> list[str]:
+    """The names of the methods that read a layer (take ``layer=``), in display order."""
+    return [m.name for m in all_methods() if m.reads == "layer"]
 
 
 def all_methods() -> list[Method]:

@@ -40,7 +40,9 @@ image (an output whose first axis is not the images, such as attention
 windows, is no candidate), as torchcam's ``locate_candidate_layer`` (and
 remembered per model and input shape). When the last such layer is a
 transformer's token layer (or a feature map in the other framework's layout),
-it is the last one whose CAM is not zero: walking back from the output, a few
+or a branch that feeds no explained output (UperNet's ``auxiliary_head``, which
+feeds only the training loss; one probe tells), it is the last one whose CAM
+is not zero: walking back from the output, a few
 one-image probes; a block whose map is zero is followed by its own first layer
 (the block's input norm). In a ViT whose head reads the class token this is
 the last block's input norm (``blocks[-1].norm1``; Hugging Face's
@@ -189,7 +191,9 @@ def _automatic_layer(ctx: RunContext, label: str = "A CAM") -> str:
             "see reshape= for other layouts)."
         )
     name, grid = candidates[-1]
-    if grid.layout != ("channels_last" if last else "channels_first"):  # tokens: the last that reaches the score
+    # Tokens, or a feature map on a branch that feeds no explained output (UperNet's auxiliary_head feeds only
+    # the training loss; one probe finds it): the last layer that reaches the score.
+    if grid.layout != ("channels_last" if last else "channels_first") or not _reaches(ctx, name):
         name = _last_reaching_layer(ctx, [n for n, _ in candidates]) or name
     _AUTO_LAYERS.put(ctx.backend.model, shapes, name)
     return name

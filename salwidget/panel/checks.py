@@ -45,6 +45,8 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
     value = float(value)
     too_low = low is not None and (value <= low if low_open else value < low)
     if too_low or (high is not None and value > high):
+        if high is None:  # a lower bound only
+            raise TraitError(f"{name} must be {'>' if low_open else '>='} {low:g}; got {value!r}.")
         bracket = "(" if low_open else "["
         raise TraitError(f"{name} must be in {bracket}{low:g}, {high:g}]; got {value!r}.")
     return value
@@ -113,6 +115,9 @@ def check_methods(value: Any) -> tuple[str, ...]:
         raise TraitError(f"methods must be a sequence of method names; got {value!r}.") from None
     if len(set(names)) != len(names):
         raise TraitError(f"methods lists a method twice: {names}.")
+    if not names:
+        raise TraitError("methods must name at least one method, e.g. ('vanilla',); choose from "
+                         f"{', '.join(m.name for m in all_methods())}.")
     return names
 
 
@@ -153,3 +158,18 @@ def check_options(proposed: Any, current: dict, selected: Sequence[str]) -> dict
             raise TraitError(f"options[{key!r}] must be a dict of option values; got {values!r}.")
         merged[method.name] = {**merged.get(method.name, {}), **values}
     return {m.name: check_method_options(m, merged.get(m.name, {}), m.name in selected) for m in all_methods()}
+
+
+def check_grid_layer(name: str, explorer: Any) -> None:
+    """Refuse a layer whose output is no grid of image positions (a linear layer, a pooled output): a CAM
+    could not read it. A layer the probe pass does not record is left to the CAM's own check."""
+    if explorer.images.ndim != 4:
+        return
+    shape = dict(explorer.layer_shapes()).get(name)
+    grids = explorer.grid_layers()
+    if shape is None or name in grids:
+        return
+    usable = ", ".join(map(repr, grids[-3:])) or "none found"
+    raise TraitError(f"Layer {name!r} outputs {tuple(shape)}, which is no grid of image positions, so a CAM cannot "
+                     f"read it. Pick a layer before the pooling or flattening (the last ones that are: {usable}), "
+                     "or None to pick one automatically.")

@@ -99,6 +99,7 @@ class Explorer:
         self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
         self._cache: OrderedDict[tuple, Attribution] = OrderedDict()
         self._layers: list[tuple[str, tuple]] | None = None
+        self._shapes: list[tuple[str, tuple]] | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -225,10 +226,24 @@ class Explorer:
         The candidates for a CAM's layer, in call order (one forward pass of one image).
         """
         if self._layers is None:
-            backend = self._backend
-            with backend.session():
-                shapes = backend.layer_shapes([backend.ops.asarray(self.images[:1])])
-            spatial = (lambda s: s[1:3]) if backend.default_channels_last else (lambda s: s[2:4])
-            self._layers = [(name, shape) for name, shape in shapes
+            spatial = (lambda s: s[1:3]) if self._backend.default_channels_last else (lambda s: s[2:4])
+            self._layers = [(name, shape) for name, shape in self.layer_shapes()
                             if len(shape) == 4 and np.prod(spatial(shape)) > 1]
         return list(self._layers)
+
+    def layer_shapes(self) -> list[tuple[str, tuple]]:
+        """(name, output shape) of every layer, in call order (one forward pass of one image, made once)."""
+        if self._shapes is None:
+            backend = self._backend
+            with backend.session():
+                self._shapes = backend.layer_shapes([backend.ops.asarray(self.images[:1])])
+        return list(self._shapes)
+
+    def grid_layers(self) -> list[str]:
+        """The layers a CAM can read without ``reshape=``: outputs that are a grid of image positions
+        (feature maps, transformer tokens), in call order."""
+        from ..methods.layer_grids import grid_layers
+
+        size = self.images.shape[1:3] if self.channels_last else self.images.shape[2:4]
+        tensorflow = self._backend.framework == "tensorflow"  # Keras' feature maps are (B, h, w, C)
+        return [name for name, _ in grid_layers(self.layer_shapes(), tuple(size), tensorflow, batch=1)]

@@ -113,9 +113,12 @@ class PanelTraits(traitlets.HasTraits):
         if value is None:
             return None
         try:
-            return get_backend(self._model).layer_name(value)
+            name = get_backend(self.host.model).layer_name(value)
         except SaliencyError as exc:
             raise traitlets.TraitError(str(exc)) from None
+        if not any(self.options.get(m, {}).get("reshape") is not None for m in self.methods):  # reshape= reads any
+            checks.check_grid_layer(name, self.host.explorer(0))
+        return name
 
     @traitlets.validate("cmap")
     def _valid_cmap(self, proposal):
@@ -214,4 +217,7 @@ class PanelTraits(traitlets.HasTraits):
         value = proposal["value"]
         if checks.is_number(value) and value == float("inf"):
             return float(value)
-        return checks.check_number("confirm_seconds", value, 0.0)
+        if not checks.is_number(value) or not value >= 0:  # NaN too
+            raise traitlets.TraitError(f"confirm_seconds must be a number >= 0 (0: every run waits for Compute; "
+                                       f"float('inf'): none does); got {value!r}.")
+        return float(value)

@@ -16,7 +16,9 @@ CELLS = [
         "model, class_names = models.efficientnet_lite0()\n"
         "pictures = models.sample_images([\"chelsea\", \"coffee\"])\n"
         "images = pictures.transpose(0, 3, 1, 2)\n"
-        "results = {method: sw.attribute(model, images, method, nsamples=12, nintegration=8, seed=0)\n"
+        "options = {\"vanilla\": {}, \"smoothgrad\": dict(nsamples=12), \"integrated\": dict(nsamples=12, nintegration=8),\n"
+        "           \"smooth_integrated\": dict(nsamples=12, nintegration=8)}   # each method's own (others are refused)\n"
+        "results = {method: sw.attribute(model, images, method, seed=0, **options[method])\n"
         "           for method in sw.CLASSIC}   # the four of the reference design; sw.METHODS lists all"
     ),
     new_code_cell(

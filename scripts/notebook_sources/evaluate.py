@@ -22,8 +22,9 @@ CELLS = [
         "model, class_names = models.efficientnet_lite0()\n"
         "pictures = models.sample_images([\"chelsea\", \"coffee\"])\n"
         "images = pictures.transpose(0, 3, 1, 2)\n"
-        "maps = {method: sw.attribute(model, images, method, nsamples=8, seed=0)\n"
-        "        for method in (\"vanilla\", \"smoothgrad\", \"gradcam\")}\n"
+        "maps = {\"vanilla\": sw.attribute(model, images, \"vanilla\", seed=0),\n"
+        "        \"smoothgrad\": sw.attribute(model, images, \"smoothgrad\", nsamples=8, seed=0),\n"
+        "        \"gradcam\": sw.attribute(model, images, \"gradcam\", seed=0)}\n"
         "maps[\"random\"] = \"random\"   # a seeded random pixel order: the chance level"
     ),
     new_markdown_cell(
