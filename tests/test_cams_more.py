@@ -84,3 +84,32 @@ def test_more_cams_give_the_same_maps_in_any_chunk_size(torch_cnn, images, metho
     whole = sw.attribute(torch_cnn, images, method, batch_size=4)
     chunks = sw.attribute(torch_cnn, images, method, batch_size=1)
     np.testing.assert_allclose(chunks.raw, whole.raw, rtol=1e-5, atol=1e-7)
+
+
+def relu_cnn():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 8, 3, padding=1, stride=2),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5),
+    ).eval()
+
+
+@pytest.mark.parametrize("layer", ["1", "3"])
+def test_ablationcam_equals_pytorch_grad_cam_after_a_relu(grad_cam_lib, images, layer):
+    model, targets = relu_cnn(), [0, 1, 2, 3]
+    ours = sw.attribute(model, images, "ablationcam", layer=layer, target=targets, batch_size=5)
+    reference = grad_cam_reference(grad_cam_lib, grad_cam_lib.AblationCAM, model, layer, images, targets)
+    assert ours.passes_total == 4 * (6 if layer == "1" else 8) and reference.max() > 0
+    close(ours.raw, reference, rtol=1e-4)
+
+
+def test_ablationcam_on_a_pooled_linear_head_weights_channels_by_their_share_of_the_score(images):
+    """Analytic: ablating channel k of the last ReLU map removes W_ck mean(A_k) from the score."""
+    model = relu_cnn()
+    a = sw.attribute(model, images, "ablationcam", layer="3", target=[0, 1, 2, 3])
+    features = hooked_output(model, "3", torch.as_tensor(images)).numpy()
+    weight = model[6].weight.detach().numpy()[[0, 1, 2, 3]]
+    with torch.no_grad():
+        score = model(torch.as_tensor(images)).numpy()[range(4), [0, 1, 2, 3]]
+    w = weight * features.mean(axis=(2, 3)) / score[:, None]
+    close(a.raw, np.maximum(np.einsum("bc,bchw->bhw", w, features), 0), rtol=1e-4)

@@ -1,4 +1,4 @@
-"""HiResCAM, XGradCAM and EigenCAM beside the CAMs of :mod:`~salwidget.methods.cam`.
+"""HiResCAM, XGradCAM, EigenCAM and AblationCAM beside the CAMs of :mod:`~salwidget.methods.cam`.
 
 Same layer (``layer=``, the automatic layer, token grids, ``reshape=``) and
 the same raw result: the positive part of a map at the layer's resolution.
@@ -20,17 +20,28 @@ eigencam   ``ReLU(P)``, ``P`` the projection of each position's centred
            pytorch-grad-cam's ``get_2d_projection_with_sign_correction``).
            The SVD runs on the host in float32 (numpy, as pytorch-grad-cam):
            the matrices are (h*w, C), small next to the forward pass.
+ablationcam
+           ``ReLU(sum_k w_k A_k)``, ``w_k = (S - S_k) / S`` with ``S_k`` the
+           target's score when channel ``k`` of the layer is ablated (Desai and
+           Ramaswamy 2020; as pytorch-grad-cam's AblationCAM): one forward pass
+           per channel and image, run in chunks by the engine. The ablated
+           channel is set to 0 when the image's activation at the layer has
+           minimum 0 (after a ReLU), else to that minimum - 1e7
+           (pytorch-grad-cam lowers that value again for each further channel
+           of a chunk; salwidget uses the first). Torch only for now.
 =========  ==============================================================
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .base import RunContext, register
-from .cam import ClassActivationMap, _check_rows, feature_map
+from ..errors import SaliencyError
+from .base import MethodOutput, RunContext, Stage, register
+from .cam import GRADCAM, ClassActivationMap, _check_rows, feature_map
 
 
 class HiResCAM(ClassActivationMap):
@@ -98,6 +109,93 @@ class EigenCAM(ClassActivationMap):
             yield stage
 
 
+@dataclass
+class AblationState:
+    activation: Any  # (B, C, h, w)
+    clean: Any  # (B,) target scores
+    scores: Any  # (C * B,) ablated scores, channel-major
+    channels: int
+    done: int = 0
+
+
+ABLATION_VALUE = 1e7
+
+
+class AblationCAM(ClassActivationMap):
+    name = "ablationcam"
+    order = 77
+    label = "AblationCAM"
+    summary = ("Channels weighted by the relative drop of the class score when each is ablated (Desai and Ramaswamy "
+               "2020); one forward pass per channel, no gradients. Torch only.")
+
+    def single_pass(self, options: dict) -> bool:
+        return False
+
+    def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str, observe: bool = True):
+        return GRADCAM._layer_map(ctx, points, images, layer, observe)  # probes: one gradient pass, not C
+
+    def start(self, ctx: RunContext, resume: Any = None) -> AblationState:
+        if not hasattr(ctx.backend, "outputs_with_layer"):
+            raise SaliencyError("AblationCAM runs on torch models only for now; for Keras use 'gradcam' or "
+                                "'scorecam'.")
+        ops = ctx.ops
+        parts, scores = [], []
+        for s in range(0, ctx.batch, ctx.chunk):
+            points = [x[s : s + ctx.chunk] for x in ctx.inputs]
+            activation, outputs = ctx.backend.layer_activations(points, ctx.layer)
+            if len(activation.shape) != 4 or ctx.options.get("reshape") is not None:
+                raise SaliencyError(f"AblationCAM needs a (B, C, h, w) feature map at layer {ctx.layer!r}; got "
+                                    f"shape {tuple(activation.shape)}.")
+            _check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
+            parts.append(activation)
+            scores.append(ctx.target_scores(outputs, np.arange(s, s + int(points[0].shape[0]))))
+        activation = ops.concat(parts)
+        channels = int(activation.shape[1])
+        return AblationState(activation, ops.concat(scores), ops.zeros((channels * ctx.batch,)), channels)
+
+    def passes_left(self, ctx: RunContext, state: AblationState) -> int:
+        return state.channels * ctx.batch - state.done
+
+    def stages(self, ctx: RunContext, state: AblationState):
+        if self.passes_left(ctx, state) > 0:
+            yield Stage(state.channels * ctx.batch, lambda start, stop: self._run_ablated(ctx, state, start, stop),
+                        cost=1.0 / 3.0)
+
+    def _run_ablated(self, ctx: RunContext, state: AblationState, start: int, stop: int) -> None:
+        import torch
+
+        rows = np.arange(start, stop)
+        images, channels = rows % ctx.batch, rows // ctx.batch
+        index = torch.as_tensor(images, device=state.activation.device)
+        activation = state.activation[index]
+        low = activation.flatten(1).amin(1)
+        value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_VALUE)
+        keep = torch.ones_like(activation[:, :, :1, :1])
+        keep[torch.arange(len(rows)), torch.as_tensor(channels)] = 0
+        ablated = activation * keep + (1 - keep) * value[:, None, None, None]
+
+        def replace(output):
+            return ablated.to(output.dtype)
+
+        outputs = ctx.backend.outputs_with_layer([x[index] for x in ctx.inputs], ctx.layer, replace)
+        state.scores = ctx.ops.put(state.scores, rows, ctx.target_scores(outputs, images))
+        state.done += stop - start
+
+    def _maps(self, ctx: RunContext, state: AblationState):
+        ops = ctx.ops
+        scores = ops.transpose(ops.reshape(state.scores, (state.channels, ctx.batch)), (1, 0))  # (B, C)
+        clean = ops.reshape(state.clean, (ctx.batch, 1))
+        weights = ops.reshape((clean - scores) / clean, (ctx.batch, state.channels, 1, 1))
+        return ops.relu(ops.sum(weights * state.activation, axis=1))
+
+    def preview(self, ctx: RunContext, state: AblationState) -> MethodOutput:
+        return MethodOutput(self._maps(ctx, state), 0)
+
+    def finish(self, ctx: RunContext, state: AblationState) -> MethodOutput:
+        return self._checked(ctx, self._maps(ctx, state))
+
+
 HIRESCAM = register(HiResCAM())
 XGRADCAM = register(XGradCAM())
 EIGENCAM = register(EigenCAM())
+ABLATIONCAM = register(AblationCAM())
