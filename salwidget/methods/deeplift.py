@@ -85,11 +85,14 @@ def _torch_rescale_mode():
             n = ctx.rows
             dt, dy = t[:n] - t[n:], y[:n] - y[n:]
             small = dt.abs() < EPSILON
-            multiplier = torch.where(small, torch.zeros_like(dt), dy / torch.where(small, torch.ones_like(dt), dt))
-            image_grad = grad[:n]
-            zeros = torch.zeros_like(grad[n:])
-            to_t = torch.cat([image_grad * multiplier, zeros])
-            to_y = torch.cat([image_grad * small, zeros])
+            to_y = None
+            if bool(small.any()):  # the derivative there, through y's own graph (rare: skipped when none)
+                dt, dy = dt.masked_fill(small, 1.0), dy.masked_fill(small, 0.0)
+                to_y = torch.zeros_like(grad)
+                torch.mul(grad[:n], small, out=to_y[:n])
+            to_t = torch.empty_like(grad)  # written in place: fewer full-size temporaries than where/cat
+            torch.mul(grad[:n], dy.div_(dt), out=to_t[:n])
+            to_t[n:].zero_()
             return to_t, to_y, None
 
     elementwise = {torch.relu, F.relu, torch.Tensor.relu, F.relu6, F.hardtanh, torch.sigmoid, F.sigmoid,
