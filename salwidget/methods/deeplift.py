@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import SaliencyError
 from ..inputs import prepare_baselines
 from ..randomness import BASELINE
-from .base import Method, MethodOutput, Option, RunContext, Stage, register
+from .base import Method, MethodOutput, RunContext, Stage, register
 from .expected_gradients import REFERENCES
 from .paths import BaselineOption
 
