@@ -21,7 +21,7 @@ def demo(out: str, methods: list[str] | None, images: list[str], nsamples: int |
     Gradient, SmoothGrad and Integrated Gradients, 16 samples and steps, each image's prediction).
     """
     from . import SaliencyWidget, models
-    from .explorer import softmax
+    from .panel.map_cache import softmax
 
     model, class_names = models.efficientnet_lite0()
     pictures = models.sample_images(images)

@@ -79,7 +79,7 @@ def test_thumbnails_of_inputs_the_thumbnail_size_or_smaller_keep_every_pixel():
     """A 64 x 64 input is its own thumbnail (the display scaling only); a 32 x 32 one is enlarged by
     nearest neighbours (each pixel a 2 x 2 block); a 16 x 32 one is centred on white."""
     from salwidget.dataset.pictures import thumbnails
-    from salwidget.visualize import to_display_image
+    from salwidget.arrays import to_display_image
 
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, (3, THUMBNAIL_PX, THUMBNAIL_PX, 3)).astype(np.float32)

@@ -24,7 +24,6 @@ Store layout, under the scan (see :mod:`salwidget.dataset.store`)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,81 +32,11 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, read_rows, write_parquet, write_rows
+from .blocks import JobSpec, run_block
+from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, read_parts, read_rows, write_json, write_parquet
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
-
-
-@dataclass
-class JobSpec:
-    """Everything a worker needs to compute rows of one job (picklable: it travels to Ray actors)."""
-
-    folder: str  # the job's folder
-    method: str
-    options: dict
-    target: Any  # 'predicted', 'label', an int, or one per dataset image (an array)
-    seed: int
-    metrics: tuple
-    curve_steps: int
-    dtype: str
-    label: str
-    batch_size: Any = "auto"
-    layer: Any = None
-    output_index: Any = None
-    channels_last: bool = False
-    labels: Any = None  # the scan's labels (for target='label')
-    map_shape: tuple = ()
-
-
-def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: Callable[[], bool] | None = None
-              ) -> int:
-    """Compute ``rows`` of one job and commit them (maps, then the table part); the rows written.
-
-    Rows that cannot be read are left out (the scan lists them). Called by the local loop and, unchanged,
-    by each Ray actor.
-    """
-    import zarr
-
-    from .. import attribute
-    from ..evaluation import deletion_insertion
-
-    rows = np.asarray(rows, np.int64)
-    batch = source.read(rows)
-    rows = rows[batch.ok]
-    if not len(rows):
-        return 0
-    target = _targets(spec, rows)
-    result = attribute(model, batch.inputs, spec.method, target=target, seed=spec.seed, batch_size=spec.batch_size,
-                       channels_last=spec.channels_last, output_index=spec.output_index, image_ids=rows,
-                       cancel=cancel, **({"layer": spec.layer} if spec.layer is not None else {}), **spec.options)
-    raw = result.raw if not isinstance(result.raw, tuple) else result.raw[0]
-    columns = {}
-    if spec.metrics:
-        curves = deletion_insertion(model, batch.inputs, result, steps=spec.curve_steps, batch_size=spec.batch_size,
-                                    channels_last=spec.channels_last, output_index=spec.output_index, cancel=cancel)
-        if "deletion" in spec.metrics:
-            columns[f"{spec.label}_deletion_auc"] = np.asarray(curves.auc_deletion, np.float32)
-        if "insertion" in spec.metrics:
-            columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
-    if result.delta is not None:
-        columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
-    maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
-    write_rows(maps, rows, raw.astype(spec.dtype))
-    import pyarrow as pa
-
-    write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
-    return len(rows)
-
-
-def _targets(spec: JobSpec, rows: np.ndarray):
-    if isinstance(spec.target, str):
-        if spec.target == "predicted":
-            return None
-        return np.asarray(spec.labels)[rows]  # 'label'
-    if np.ndim(spec.target) == 0 or callable(spec.target) or not hasattr(spec.target, "__len__"):
-        return spec.target
-    return np.asarray(spec.target)[rows]
 
 
 class DatasetMaps:
@@ -333,7 +262,7 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
         _create_maps(job_folder / "maps.zarr", (len(scanned), *shape), dtype)
-        _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
+        write_json(meta_path, dict(method=method.name, options=jsonable(resolved), layer=str(layer),
                                     target=str(target_key), seed=int(seed), metrics=list(metrics),
                                     curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
                                     channels_last=bool(scanned.channels_last), kind=method.output))
@@ -359,7 +288,8 @@ def _first_readable(scanned) -> int:
     return next(r for r in range(len(scanned)) if r not in unreadable)
 
 
-def _jsonable(options: dict) -> dict:
+def jsonable(options: dict) -> dict:
+    """Options as stored in a job's meta.json (values JSON cannot hold become their type's name)."""
     out = {}
     for name, value in options.items():
         out[name] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(type(value).__name__)
@@ -416,6 +346,6 @@ def _as_masks(maps: np.ndarray, info: dict) -> np.ndarray:
 
 
 def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..visualize import resize_bilinear
+    from ..arrays import resize_bilinear
 
     return maps if maps.shape[1:] == size else resize_bilinear(maps, size)

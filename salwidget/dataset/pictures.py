@@ -41,7 +41,7 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     to an integer factor, then nearest neighbours (small pictures, 8 x 8 digits, are enlarged without
     blurring).
     """
-    from ..visualize import to_display_image
+    from ..arrays import to_display_image
 
     if isinstance(images, np.ndarray) and images.dtype != np.uint8:
         # Reduce first (area average in float32), then scale the small pictures for display: a tenth of the

@@ -61,7 +61,7 @@ class BlockActor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .jobs import run_block
+        from .blocks import run_block
 
         done = []
         for job, rows in zip(batch["job"], batch["rows"]):

@@ -100,6 +100,11 @@ class Scan:
         self._table = None
 
     @property
+    def model_key(self) -> str | None:
+        """The fingerprint of the weights that scanned these rows (:func:`~salwidget.dataset.keys.model_fingerprint`)."""
+        return self._rows.meta.get("model")
+
+    @property
     def errors(self) -> list[tuple[int, str]]:
         return self._rows.errors()
 
@@ -136,7 +141,7 @@ class Scan:
 
     def display_images(self, rows: Sequence[int]) -> np.ndarray:
         """``rows`` as a person sees them, (n, H, W, 3) in [0, 1]: the pictures for files, else the inputs scaled."""
-        from ..visualize import to_display_image
+        from ..arrays import to_display_image
 
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
         batch = self.source.read(rows)
@@ -267,7 +272,8 @@ def _check_names(names, num_classes) -> None:
 def _predict_block(block, backend, layout, batch_size, output_index, cancel, rows: ScanStore, state: dict):
     """The columns and thumbnails of one block's readable rows (model calls in chunks, cancel between them)."""
     from ..engine import auto_batch_size
-    from ..inputs import check_output, choose_output, prepare_inputs
+    from ..inputs import check_output, prepare_inputs
+    from ..outputs import choose_output
 
     if block.inputs is None or not len(block.inputs):
         return {}

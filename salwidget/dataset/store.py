@@ -36,7 +36,8 @@ CHUNK_ROWS = 256  # rows per committed block (blocks start at multiples of it, s
 THUMBNAIL_CHUNK_ROWS = 16  # thumbnails per zarr chunk: a page of scattered rows (sorted by loss) reads little
 
 
-def _write_json(path: Path, value: dict) -> None:
+def write_json(path: Path, value: dict) -> None:
+    """Write ``value`` to ``path`` as JSON atomically (a temporary file renamed)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
     os.replace(temporary, path)
@@ -107,7 +108,7 @@ class Store:
                     "or use another folder."
                 )
         else:
-            _write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
+            write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
 
     def scans(self) -> dict[str, dict]:
         """key -> meta of every scan in the store."""
@@ -136,7 +137,7 @@ class ScanStore:
             self.meta = stored
         else:
             self.meta = dict(meta)
-            _write_json(path, self.meta)
+            write_json(path, self.meta)
         self.length = int(self.meta["length"])
         self._thumbnails = None
 
@@ -146,7 +147,7 @@ class ScanStore:
         ``value`` if there is none yet."""
         if name not in self.meta:
             self.meta[name] = value
-            _write_json(self.folder / "meta.json", self.meta)
+            write_json(self.folder / "meta.json", self.meta)
         return self.meta[name]
 
     # ------------------------------------------------------------------- rows

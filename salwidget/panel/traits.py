@@ -103,7 +103,8 @@ class PanelTraits(traitlets.HasTraits):
 
     @traitlets.validate("target")
     def _valid_target(self, proposal):
-        return checks.check_target(proposal["value"], self._classes.num_classes, len(self._images))
+        value = self._classes.by_name(proposal["value"])  # 'cat' when class_names has it
+        return checks.check_target(value, self._classes.num_classes, len(self._images))
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
