@@ -39,9 +39,9 @@ import numpy as np
 from ..errors import SaliencyError
 from ..inputs import prepare_baselines
 from ..randomness import BASELINE
-from .base import Method, MethodOutput, RunContext, Stage, register
+from .base import Method, MethodOutput, Option, RunContext, Stage, register
 from .expected_gradients import REFERENCES
-from .paths import BaselineOption
+from .paths import check_baseline
 
 EPSILON = 1e-10  # below this input difference the ordinary derivative is used (Captum's eps)
 _LOCAL = threading.local()  # rows of the current pass that are images (the rest are references)
@@ -330,10 +330,10 @@ class DeepLift(_Rescaled):
                "difference quotient against the baseline's (Rescale rule, Shrikumar et al. 2017); sum(map) = "
                "f(x) - f(baseline), the gap is reported as delta.")
     options = (
-        BaselineOption(
+        Option(
             "baseline", 0.0,
             "The reference: a number (0.0 = black in the model's input space), 'uniform' (random in each "
-            "image's range), 'blur' or an array shaped like x.", label="baseline"),
+            "image's range), 'blur' or an array shaped like x.", label="baseline", checker=check_baseline),
     )
 
     def passes(self, options: dict, batch: int) -> int:
