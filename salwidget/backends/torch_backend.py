@@ -538,6 +538,16 @@ class TorchBackend:
             raise SaliencyError(f"The layer {layer!r} was not called by the model's forward pass; pick another layer.")
         return capture.value.detach(), outputs
 
+    def outputs_with_layer(self, points, layer: str, replace):
+        """Every model output for ``points`` (no gradients) with ``layer``'s output replaced by
+        ``replace(output)`` (AblationCAM's ablated channels)."""
+        module = _named_modules(self._active, cache=not self._keras)[layer]
+        handle = module.register_forward_hook(lambda m, inputs, output: replace(output))
+        try:
+            return self.outputs(points)
+        finally:
+            handle.remove()
+
     def layer_gradients(self, points, targets, layer: str):
         tensors = self._prepare(points, grad=False)
         with self._tap([layer], start_graph=True) as (capture,), torch.enable_grad():

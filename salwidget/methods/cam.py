@@ -577,3 +577,4 @@ GRADCAM = register(GradCAM())
 GRADCAMPP = register(GradCAMPlusPlus())
 LAYERCAM = register(LayerCAM())
 SCORECAM = register(ScoreCAM())
+# The further CAMs (EigenCAM, HiResCAM, XGradCAM) live in cam_more.py and register themselves there.
