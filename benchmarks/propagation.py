@@ -31,6 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import alternate, machine, table  # noqa: E402,I001 (same folder)
 import salwidget as sw  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import import_zennit  # noqa: E402 (zennit, torchvision stubbed where it does not load)
+
 warnings.filterwarnings("ignore")
 
 
@@ -82,6 +85,7 @@ def contenders(model, x, targets, with_zennit: bool) -> dict:
         torch.autograd.grad(model(inputs)[range(chunk), targets].sum(), inputs)
 
     def zennit_lrp():
+        import_zennit()
         from zennit.canonizers import SequentialMergeBatchNorm
         from zennit.composites import EpsilonPlusFlat
 

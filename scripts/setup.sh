@@ -16,6 +16,8 @@ if [ "$job" = "test" ]; then
     python -m pip install -q -e ".[test]"
     # pytorch-grad-cam (a test reference) without torchvision, which does not load with this torch build.
     python -m pip install -q --no-deps "grad-cam==1.5.7"
+    # zennit (the LRP reference) without torchvision too: tests stub the two torchvision classes it imports.
+    python -m pip install -q --no-deps "zennit==0.5.1"
     if ! command -v chromium >/dev/null 2>&1; then
         if [ "$(id -u)" = 0 ]; then
             apt-get update -qq && apt-get install -y -qq chromium >/dev/null

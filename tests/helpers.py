@@ -158,3 +158,34 @@ def own_options(method: str, **settings):
     known = {name for m in sw.all_methods() for name in m.option_names}
     own = set(sw.get_method(method).option_names)
     return {k: v for k, v in settings.items() if k not in known or k in own}
+
+
+def import_zennit():
+    """zennit (the LRP reference), imported where torchvision does not load (the registry's torchvision needs
+    another torch build): zennit's package import reads two torchvision classes for its ResNet canonizers,
+    unused here, so stand-ins are put in place while it imports, and removed after (transformers probes for
+    torchvision and must not find a stub)."""
+    import sys
+    import types
+
+    if "zennit" in sys.modules:
+        return sys.modules["zennit"]
+    stubs = {}
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        names = ("torchvision", "torchvision.models", "torchvision.models.resnet")
+        stubs = {name: types.ModuleType(name) for name in names}
+        for cls in ("Bottleneck", "BasicBlock"):
+            setattr(stubs["torchvision.models.resnet"], cls, type(cls, (), {}))
+    saved = {name: sys.modules.get(name) for name in stubs}
+    sys.modules.update(stubs)
+    try:
+        import zennit
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return zennit

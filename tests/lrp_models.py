@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .helpers import import_zennit
+
+import_zennit()  # the reference; imported once, torchvision stubbed where it does not load
+
 
 def _tiny_eps_batch_norm(channels):
     # zennit leaves a merged BatchNorm dividing by sqrt(1 + eps); a tiny eps keeps that quirk below the tolerance.

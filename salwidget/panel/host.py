@@ -78,6 +78,7 @@ class PanelHost:
         self.panel = panel
         self.model = model
         self.default_channels_last = get_backend(model).default_channels_last
+        self.given_channels_last = channels_last  # as the user gave it (None: the model's default)
         self.channels_last = self.default_channels_last if channels_last is None else bool(channels_last)
         self.explorer_options = explorer_options
         self.preprocess = preprocess
@@ -140,7 +141,9 @@ class PanelHost:
                 class_names = scan.class_names if scan is not None else self.source.class_names
             batch = self.read_rows(np.arange(min(self.panel.page_size, len(self.source))))
             images, display_images, labels = batch.inputs, self.pictures(batch), batch.labels
-        inputs, layout, _ = prepare_inputs(images, layout, self.default_channels_last)
+        # The layout as the user gave it, so a batch in the other layout gets sw.attribute's one-line hint.
+        inputs, layout, _ = prepare_inputs(images, layout if self.from_dataset else self.given_channels_last,
+                                           self.default_channels_last)
         self.images, self.channels_last = inputs[0], layout
         shown = display_images if display_images is not None else self.images
         self.display = to_display_image(shown, channels_last=True if display_images is not None else layout)
