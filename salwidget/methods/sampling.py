@@ -134,7 +134,12 @@ class SamplingState:
 
 @dataclass
 class SavedSampling:
-    """A finished run on the host, for resuming with more groups."""
+    """A finished run on the host, for resuming with more groups.
+
+    Its arrays are read-only copies: a result is a value, never changed by a run that resumes from it
+    (that run copies what it extends). A request for fewer groups than saved starts afresh, since the
+    groups' sums cannot be split.
+    """
 
     key: Any
     groups: int
@@ -205,11 +210,17 @@ class SampledGradients(Method):
         # Path positions, weights and step order live on the device; chunks index them there.
         ctx.cache["sampling"] = (ops.asarray(plan.alphas.astype(np.float32)),
                                  ops.asarray(plan.weights.astype(np.float32)), ops.asarray(plan.order, "int"))
-        if resume is not None:
-            sums = [ops.asarray(s, "wide") for s in resume.sums]
-            squares = None if resume.squares is None else [ops.asarray(s, "wide") for s in resume.squares]
-            delta = None if resume.delta is None else ops.asarray(resume.delta, "wide")
-            shift = None if resume.shift is None else [ops.asarray(s, "wide") for s in resume.shift]
+        if resume is not None and resume.groups <= plan.groups:
+            # The sums are extended in place: a resume works on copies (a saved result is a value, and
+            # torch on a CPU would share the host arrays' memory). A saved run with more groups than asked
+            # is not cut down: the map starts afresh (see SavedSampling).
+            def extend(value):
+                return ops.asarray(np.array(value, copy=True), "wide")
+
+            sums = [extend(s) for s in resume.sums]
+            squares = None if resume.squares is None else [extend(s) for s in resume.squares]
+            delta = None if resume.delta is None else extend(resume.delta)
+            shift = None if resume.shift is None else [extend(s) for s in resume.shift]
             return SamplingState(plan, resume.groups, sums, squares, resume.counts.copy(), delta, shift)
         sums = [ops.accumulator(x.shape) for x in ctx.host_inputs]
         squares = [ops.accumulator(x.shape) for x in ctx.host_inputs] if plan.reduction == "variance" else None
@@ -430,12 +441,18 @@ class SampledGradients(Method):
     def saved_state(self, ctx: RunContext, state: SamplingState) -> SavedSampling | None:
         if self.resumable is None or state.open:
             return None
-        ops = ctx.ops
+        def frozen(tensor) -> np.ndarray:  # a host copy of its own (torch on a CPU shares the tensor's memory)
+            value = np.array(ctx.ops.numpy(tensor), copy=True)
+            value.setflags(write=False)
+            return value
+
+        counts = state.counts.copy()
+        counts.setflags(write=False)
         return SavedSampling(
-            None, state.sampling.groups, [ops.numpy(s) for s in state.sums],
-            None if state.squares is None else [ops.numpy(s) for s in state.squares],
-            state.counts.copy(), None if state.delta is None else ops.numpy(state.delta),
-            None if state.shift is None else [ops.numpy(s) for s in state.shift],
+            None, state.sampling.groups, [frozen(s) for s in state.sums],
+            None if state.squares is None else [frozen(s) for s in state.squares],
+            counts, None if state.delta is None else frozen(state.delta),
+            None if state.shift is None else [frozen(s) for s in state.shift],
         )
 
 
