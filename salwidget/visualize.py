@@ -30,7 +30,24 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _maps(raw, channels_last: bool, signed: bool, input_index: int = 0) -> np.ndarray:
-    """(B, H, W) maps from an Attribution (which knows its layout and kind) or a raw array."""
+    """(B, H, W) maps from an Attribution (which knows its layout and kind) or a raw array; a NaN or
+    infinite value is an error (it would be drawn as blank)."""
+    maps = _finite(_maps_of(raw, channels_last, signed, input_index))
+    return maps
+
+
+def _finite(maps: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1) if maps.ndim else np.isfinite(maps)
+    if not np.all(finite):
+        bad = np.nonzero(~np.asarray(finite))[0][:10].tolist()
+        raise SaliencyError(
+            f"The map(s) of image(s) {bad} hold NaN or infinite values: they cannot be drawn (they would show "
+            "as blank). The model's gradient is not finite there; salwidget.attribute names the pass at fault."
+        )
+    return maps
+
+
+def _maps_of(raw, channels_last: bool, signed: bool, input_index: int = 0) -> np.ndarray:
     from .attribution import Attribution
 
     if isinstance(raw, Attribution):

@@ -123,6 +123,12 @@ class TFOps:
         return tf.reduce_sum(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 
     @staticmethod
+    def finite_rows(tensor) -> tf.Tensor:
+        """Whether each row is finite, one bool per row (a NaN or inf makes the row's sum non-finite)."""
+        summed = tf.reduce_sum(tensor, axis=list(range(1, len(tensor.shape)))) if len(tensor.shape) > 1 else tensor
+        return tf.math.is_finite(summed)
+
+    @staticmethod
     def row_min(tensor) -> tf.Tensor:
         return tf.reduce_min(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 

@@ -105,7 +105,7 @@ class TorchOps:
     @staticmethod
     def add(acc: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``acc + values``, in place."""
-        return acc.add_(values.to(acc.dtype))
+        return acc.add_(values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def arange(self, start: int, stop: int) -> torch.Tensor:
         """Integers start..stop-1 made on the device (no copy from the host)."""
@@ -124,15 +124,15 @@ class TorchOps:
         return tensor[self._rows(rows)]
 
     def index_add(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
-        return acc.index_add_(0, self._rows(rows), values.to(acc.dtype))
+        return acc.index_add_(0, self._rows(rows), values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def put(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
         return acc.index_copy_(0, self._rows(rows), values.to(acc.dtype))
 
     def _rows(self, rows) -> torch.Tensor:
         if isinstance(rows, torch.Tensor):
-            return rows.to(self.device)
-        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)
+            return rows if rows.device == self.device else rows.to(self.device)
+        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)  # one operation on a CPU
 
     def take_along_rows(self, tensor: torch.Tensor, columns) -> torch.Tensor:
         """``tensor[r, columns[r]]`` for every row ``r``."""
@@ -145,6 +145,13 @@ class TorchOps:
     @staticmethod
     def row_sum(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(len(tensor), -1).sum(dim=1)
+
+    @staticmethod
+    def finite_rows(tensor: torch.Tensor) -> torch.Tensor:
+        """Whether each row is finite, as one bool per row (two operations: a NaN or inf makes the row's
+        sum non-finite)."""
+        summed = tensor.sum(dim=tuple(range(1, tensor.dim()))) if tensor.dim() > 1 else tensor
+        return torch.isfinite(summed)
 
     @staticmethod
     def row_min(tensor: torch.Tensor) -> torch.Tensor:
