@@ -34,9 +34,9 @@ class FiniteWatch:
         finite_rows = getattr(self.ops, "finite_rows", None)  # a backend without it: the maps are checked at the end
         if finite_rows is None:
             return
-        for tensor in tensors:
-            if tensor is not None:
-                self._parts.append((finite_rows(tensor), where, what))
+        tensors = [t for t in tensors if t is not None]
+        if tensors:
+            self._parts.append((finite_rows(tensors), where, what))
 
     def check(self, label: str, advice: Callable[[str], str] | None = None) -> None:
         """Read the flags recorded so far (one transfer) and raise :class:`NonFiniteError` at the first

@@ -147,11 +147,15 @@ class TorchOps:
         return tensor.reshape(len(tensor), -1).sum(dim=1)
 
     @staticmethod
-    def finite_rows(tensor: torch.Tensor) -> torch.Tensor:
-        """Whether each row is finite, as one bool per row (two operations: a NaN or inf makes the row's
-        sum non-finite)."""
-        summed = tensor.sum(dim=tuple(range(1, tensor.dim()))) if tensor.dim() > 1 else tensor
-        return torch.isfinite(summed)
+    def finite_rows(tensors) -> torch.Tensor:
+        """Whether each row of every tensor (one per pass: (n, ...) each) is finite, as one bool per row:
+        a NaN or inf makes the rows' summed values non-finite, and ``s - s == 0`` only for a finite ``s``
+        (a few operations per chunk, not isfinite's four per tensor)."""
+        total = None
+        for tensor in tensors:
+            summed = tensor.sum(dim=tuple(range(1, tensor.dim()))) if tensor.dim() > 1 else tensor
+            total = summed if total is None else total + summed
+        return (total - total) == 0
 
     @staticmethod
     def row_min(tensor: torch.Tensor) -> torch.Tensor:
@@ -468,7 +472,11 @@ class TorchBackend:
             check_output(out, index, None)
             # Given targets are clamped: a fused pass checks their range after it (an index out of range
             # would be a device-side assert on CUDA).
-            rows = out.detach().argmax(1) if rows is None else rows.reshape(-1).to(out.device).clamp(0, out.shape[1] - 1)
+            if rows is None:
+                rows = out.detach().argmax(1)
+            else:
+                rows = rows if rows.dim() == 1 else rows.reshape(-1)
+                rows = (rows if rows.device == out.device else rows.to(out.device)).clamp(0, out.shape[1] - 1)
             score = score + out.gather(1, rows.reshape(-1, 1)).sum()
         return score
 

@@ -186,20 +186,26 @@ class RunContext:
     def row_targets(self, images: np.ndarray) -> dict:
         """Each explained output's targets for passes of ``images``: class rows (None: each row's own
         argmax, while the engine takes the targets from the method's own clean pass; see ``clean``), or
-        a :class:`~salwidget.targets.RowScore` for other targets (see :mod:`salwidget.targets`)."""
-        return {o: _rows_of(self.ops, t, images) for o, t in self.targets.items()}
+        a :class:`~salwidget.targets.RowScore` for other targets (see :mod:`salwidget.targets`).
+        Chunks of the same images (the same rows again, as most chunks of a run are) share one copy."""
+        key = ("row_targets", len(images), hash(np.asarray(images).tobytes()))
+        held = self.cache.get(key)
+        if held is None or not np.array_equal(held[0], images):
+            held = (np.array(images), {o: _rows_of(self.ops, t, images) for o, t in self.targets.items()})
+            if len([k for k in self.cache if isinstance(k, tuple) and k[:1] == ("row_targets",)]) < 8:
+                self.cache[key] = held
+        return held[1]
 
     def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True, where=None):
         """Input gradients of the target score for a chunk of points (one per row of
         ``images``); returns (gradients per input, target scores per row, or None
         when ``scores`` is False: a few device ops saved per chunk). ``where(row)``
         describes a row's pass for an error on a non-finite gradient (default: its image)."""
-        grads, outputs = self.backend.input_gradients(points, self.row_targets(images), self.pairing)
+        rows = self.row_targets(images)  # once per chunk: the pass and the scores index the same rows
+        grads, outputs = self.backend.input_gradients(points, rows, self.pairing)
         self._observe(outputs, images)
-        picked = self.target_scores(outputs, images) if scores else None
-        self.watch(grads, images, where)
-        if picked is not None:
-            self.watch([picked], images, where, "output")
+        picked = self.target_scores(outputs, images, rows) if scores else None
+        self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
         return grads, picked
 
     def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient") -> None:
@@ -221,11 +227,12 @@ class RunContext:
         if self.clean is not None:
             self.clean.record(self, outputs, images)
 
-    def target_scores(self, outputs: Sequence, images: np.ndarray):
-        """Sum over explained outputs of ``out[r, target(images[r])]``, per row."""
+    def target_scores(self, outputs: Sequence, images: np.ndarray, rows: dict | None = None):
+        """Sum over explained outputs of ``out[r, target(images[r])]``, per row (``rows``: the
+        :meth:`row_targets` of ``images``, when already made)."""
         ops = self.ops
         total = None
-        for o, rows in self.row_targets(images).items():
+        for o, rows in (self.row_targets(images) if rows is None else rows).items():
             if isinstance(rows, RowScore):
                 picked = rows(ops, outputs[o])
             else:

@@ -365,7 +365,16 @@ class SampledGradients(Method):
             ctx.cache["sigma"] = [ops.per_row(ctx.options["stdev_spread"] * (high - low), x)
                                   for x, low, high in zip(ctx.inputs, ctx.low, ctx.high)]
         points = []
+        blocked = getattr(ctx.draws, "_blocked", lambda: False)()
         for m, x in enumerate(ctx.inputs):
+            if blocked:  # one span of the sample-major stream; group 0 (the clean input) takes zeros
+                first = int((groups == 0).sum())
+                passes = (int(groups[0]) * ctx.batch + int(images[0]), int(groups[-1]) * ctx.batch + int(images[-1]) + 1)
+                parts = [] if first == 0 else [ops.zeros((first,) + tuple(x.shape[1:]))]
+                if first < len(groups):
+                    parts.append(ctx.draws.normal_span(NOISE, m, passes[0] + first, passes[1]))
+                points.append(rows(x) + ops.concat(parts) * rows(ctx.cache["sigma"][m]))
+                continue
             draws = []
             for group in dict.fromkeys(groups.tolist()):
                 mine = images[groups == group]
