@@ -5,7 +5,12 @@ batch of images at once: image ``i`` takes row ``i``. A key seeds a
 counter-based generator on the model's device (torch's generator re-seeded,
 TensorFlow's stateless Philox), so draws do not depend on how the passes are
 chunked and the same seed gives the same numbers again in the same framework
-on the same kind of device. ``rng="numpy"`` draws on the host instead, per
+on the same kind of device (and the same batch size). Noise on the device is
+drawn in blocks of whole samples keyed by ``(seed, stream, input, block)``
+(about :data:`BLOCK_PASSES` passes each): one generator call serves several
+samples, and a chunk takes its passes' numbers as one span of the blocks
+(:meth:`Draws.normal_span`), so a chunk's cost in operations does not grow with
+its samples. With ``image_ids`` each image's draws are keyed by its id instead. ``rng="numpy"`` draws on the host instead, per
 ``(seed, stream, input, image, sample)`` in channels-last order: the same
 numbers in torch and TensorFlow (slower; for cross-framework checks).
 """

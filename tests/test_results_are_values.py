@@ -112,3 +112,42 @@ def test_the_panel_after_a_storm_of_trait_changes_shows_the_maps_of_its_final_se
     finally:
         panel.stop()
         panel.wait(10)
+
+
+# ------------------------------------------------------------- operations per chunk (issue 26)
+def _torch_calls(run) -> int:
+    """torch functions and methods called by ``run`` (each at least one operation, a launch on a GPU)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    calls = [0]
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            calls[0] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        run()
+    return calls[0]
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "vargrad", "integrated"])
+def test_a_chunks_operations_do_not_grow_with_its_samples(tiny, method):
+    """One chunk of 32 passes costs about what one chunk of 8 does: noise drawn per block of samples,
+    squares and sums over the chunk at once (before: several operations per sample)."""
+    m, x = tiny
+    one = x[:1]
+    extra = {"baseline": 0.0} if method == "integrated" else {}
+    run = lambda k: sw.attribute(m, one, method, nsamples=k, seed=0, target=4, batch_size=k, **extra)
+    small, large = _torch_calls(lambda: run(8)), _torch_calls(lambda: run(32))
+    assert large - small <= 8, (small, large)  # 24 more samples: three more noise blocks at most
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_blocked_noise_keeps_maps_independent_of_the_chunk(tiny, batch):
+    m, x = tiny
+    runs = [sw.attribute(m, x[:batch], "smoothgrad", nsamples=13, seed=5, target=4, batch_size=size).raw
+            for size in (1, 5, 7, 64)]
+    for other in runs[1:]:
+        _close(other, runs[0])

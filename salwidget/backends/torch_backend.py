@@ -70,14 +70,15 @@ class TorchOps:
         if isinstance(value, torch.Tensor):
             return value.to(self.device)
         kind = {"float": self.dtype, "int": torch.long, "wide": self._wide}[dtype]
-        return torch.as_tensor(np.asarray(value), device=self.device).to(kind)
+        tensor = torch.as_tensor(np.asarray(value), device=self.device)
+        return tensor if tensor.dtype == kind else tensor.to(kind)  # a no-op cast is still an operation
 
     def numpy(self, tensor: torch.Tensor) -> np.ndarray:
         """A host copy; float16/bfloat16 become float32, float64 stays (saved sums)."""
         tensor = tensor.detach()
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()
-        return tensor.cpu().numpy()
+        return (tensor if tensor.device.type == "cpu" else tensor.cpu()).numpy()
 
     def zeros(self, shape) -> torch.Tensor:
         return torch.zeros(tuple(shape), device=self.device, dtype=self.dtype)
@@ -445,7 +446,7 @@ class TorchBackend:
     def _prepare(self, points: Sequence[torch.Tensor], grad: bool) -> list[torch.Tensor]:
         prepared = []
         for p in points:
-            p = p.to(self._device, self._dtype).detach()
+            p = (p if p.device == self._device and p.dtype == self._dtype else p.to(self._device, self._dtype)).detach()
             prepared.append(p.requires_grad_(grad))
         return prepared
 
