@@ -4,7 +4,8 @@
 #     bash benchmarks/gpu.sh                 # writes benchmarks/results-gpu.md
 #     bash benchmarks/gpu.sh /tmp/gpu.md     # or anywhere else
 #
-# Runs, each with --device cuda: a check that the GPU's maps equal the CPU's (gpu_check.py), the GPU regime proxy (torch; Keras too where TensorFlow sees a GPU),
+# Runs, each with --device cuda: a check that the GPU's maps equal the CPU's (gpu_check.py), framework operations
+# per call against a hand-written loop (ops.py), the GPU regime proxy (torch; Keras too where TensorFlow sees a GPU),
 # EfficientNet-Lite0 against Captum and the bare passes (run.py), the CAM family against pytorch-grad-cam and
 # torchcam (cam.py), PAIR's methods (pair_methods.py), deletion/insertion (evaluation.py) and, where they
 # exist, the dataset scan and dataset job benchmarks. Each section has a time limit (SECTION_SECONDS, 100 by
@@ -84,6 +85,7 @@ cd benchmarks
 out_abs="$out"; case "$out" in /*) ;; *) out_abs="../$out";; esac
 out="$out_abs"
 section "The GPU's maps equal the CPU's" "$python" gpu_check.py --device cuda
+section "Framework operations per call (near-free model)" "$python" ops.py --device cuda --rounds 20
 section "The GPU regime (torch)" "$python" proxy.py --device cuda --only torch --rounds 5
 if "$python" -c "import tensorflow as tf, sys; sys.exit(not tf.config.list_physical_devices('GPU'))" 2>/dev/null; then
     section "The GPU regime (Keras)" "$python" proxy.py --device cuda --only keras --rounds 5

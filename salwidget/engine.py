@@ -26,6 +26,7 @@ from .errors import AttributionCancelled, SaliencyError
 from .inputs import check_output, check_seed, prepare_inputs
 from .methods import MethodOutput, RunContext, get_method, layer_methods
 from .digests import bytes_digest
+from .finite import FiniteWatch, check_maps, check_outputs
 from .outputs import choose_output, is_multilabel, output_selector
 from .randomness import Draws, check_rng
 from .targets import Class, as_target, bind, is_plain
@@ -247,6 +248,8 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
                 explained[index] = bind(user_target, batch, output=clean[index], channels_last=layout, index=index)
                 targets_np[index] = explained[index].labels
             out_index = next(iter(targets_np))
+            for index in explained:  # before any pass: a non-finite score has no map
+                check_outputs(clean[index], method.label)
             targets, scores = {o: b.on_device(ops) for o, b in explained.items()}, clean[out_index]
         ctx = RunContext(
             backend=backend, ops=ops, inputs=device_inputs, host_inputs=inputs, channels_last=layout,
@@ -254,7 +257,7 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
             options=request.options, seed=seed,
             draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout, request.image_ids),
             pairing=request.pairing, chunk=chunk, clean=clean_pass,
-            explained=explained,
+            explained=explained, finite=FiniteWatch(ops),
         )
         output_name = _name_of(backend.output_names, out_index)
         if method.reads == "layer":
@@ -273,7 +276,13 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
                 clean_pass.publish(ctx)
             return _result(method, ctx, output, several, backend, started, seed, done, max(total, done),
                            complete, key if complete else None, state if complete else None,
-                           output_name, request.multilabel)
+                           output_name, request.multilabel, checked)
+
+        def checked() -> None:  # the run's finiteness flags, read once (at the end, or when a preview is read)
+            if fused:
+                clean_pass.publish(ctx)
+                check_outputs(ctx.scores, method.label)
+            ctx.finite.check(method.label, lambda where: method.nonfinite_advice(ctx.options, where))
 
         def report(done: int) -> None:
             if request.progress is not None:  # the preview's maps are reduced on the device, fetched if read
@@ -281,6 +290,7 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
 
         done = _schedule(method.stages(ctx, state), ctx, backend, request, report,
                          _tuner(backend, request, inputs, method, ctx))
+        checked()
         result = make_result(method.finish(ctx, state), done, True)
     return result
 
@@ -309,8 +319,9 @@ class CleanPass:
         self.parts.append((np.asarray(images), outputs[0]))
 
     def publish(self, ctx: RunContext) -> None:
-        if not self.parts:
-            return
+        if not self.parts or getattr(self, "_published", None) == len(self.parts):
+            return  # nothing new since the last publish: no second read from the device
+        self._published = len(self.parts)
         scores = None
         for images, rows in self.parts:
             values = ctx.ops.numpy(rows).astype(np.float32, copy=False)
@@ -481,15 +492,20 @@ def _resumable(previous: Attribution | None, key: Callable[[], str | None]):
 
 
 def _result(method, ctx: RunContext, output: MethodOutput, several: bool, backend, started, seed,
-            done, total, complete, key, state, output_name=None, multilabel=None) -> Attribution:
+            done, total, complete, key, state, output_name=None, multilabel=None, checked=None) -> Attribution:
     options = ctx.options
     raw_tensors = output.raw
 
     def to_numpy():
+        if not complete and checked is not None:  # a preview read: the flags so far (the end checks them all)
+            checked()
         if method.output == "input":
             arrays = [ctx.ops.numpy(t).astype(np.float32, copy=False) for t in raw_tensors]
-            return tuple(arrays) if several else arrays[0]
-        return ctx.ops.numpy(raw_tensors).astype(np.float32, copy=False)
+            maps = tuple(arrays) if several else arrays[0]
+        else:
+            maps = ctx.ops.numpy(raw_tensors).astype(np.float32, copy=False)
+        check_maps(maps, method.label)  # the last guard, for passes no flag watched
+        return maps
 
     saved = method.saved_state(ctx, state) if complete else None
     if saved is not None:  # only a resumable result needs its key (hashing the input is not free)

@@ -5,7 +5,12 @@ batch of images at once: image ``i`` takes row ``i``. A key seeds a
 counter-based generator on the model's device (torch's generator re-seeded,
 TensorFlow's stateless Philox), so draws do not depend on how the passes are
 chunked and the same seed gives the same numbers again in the same framework
-on the same kind of device. ``rng="numpy"`` draws on the host instead, per
+on the same kind of device (and the same batch size). Noise on the device is
+drawn in blocks of whole samples keyed by ``(seed, stream, input, block)``
+(about :data:`BLOCK_PASSES` passes each): one generator call serves several
+samples, and a chunk takes its passes' numbers as one span of the blocks
+(:meth:`Draws.normal_span`), so a chunk's cost in operations does not grow with
+its samples. With ``image_ids`` each image's draws are keyed by its id instead. ``rng="numpy"`` draws on the host instead, per
 ``(seed, stream, input, image, sample)`` in channels-last order: the same
 numbers in torch and TensorFlow (slower; for cross-framework checks).
 """
@@ -20,6 +25,10 @@ from .errors import SaliencyError
 
 NOISE, BASELINE, REFERENCE, POSITION = 1, 2, 3, 4
 RNG_MODES = ("device", "numpy")
+# Device noise is drawn in blocks of whole samples, about this many passes each (one generator call per
+# block, not per sample); a sample's numbers depend on the seed, the batch size and the sample only.
+BLOCK_PASSES = 8
+_BLOCKS = 100  # offsets a block's stream from the per-sample streams' keys
 
 
 def derive_key(seed: int, stream: int, input_index: int, sample: int, image: int | None = None) -> int:
@@ -63,7 +72,39 @@ class Draws:
 
     def normal(self, stream: int, input_index: int, sample: int):
         """(B, ...) standard normal numbers for one sample of one input."""
+        if self._blocked():
+            return self.normal_span(stream, input_index, sample * self.shapes[0][0], (sample + 1) * self.shapes[0][0])
         return self._draw(stream, input_index, sample, normal=True)
+
+    def _blocked(self) -> bool:
+        return self.rng == "device" and self.image_ids is None
+
+    def block_samples(self) -> int:
+        """Samples per device block: about :data:`BLOCK_PASSES` passes, at least one sample."""
+        return max(1, BLOCK_PASSES // self.shapes[0][0])
+
+    def normal_span(self, stream: int, input_index: int, start: int, stop: int):
+        """Standard normal numbers for passes [start, stop) of the sample-major stream (pass ``p`` is image
+        ``p % B`` of sample ``p // B``): one tensor whatever the span, from one generator call per block of
+        :meth:`block_samples` samples (the last block drawn is kept for the next span). Only for
+        ``rng='device'`` without image ids."""
+        batch, ops = self.shapes[0][0], self.ops
+        per_block = self.block_samples() * batch
+        parts = []
+        for block in range(start // per_block, (stop - 1) // per_block + 1):
+            drawn = self._block(stream, input_index, block, per_block)
+            lo, hi = max(start - block * per_block, 0), min(stop - block * per_block, per_block)
+            parts.append(drawn if (lo, hi) == (0, per_block) else drawn[lo:hi])
+        return ops.concat(parts)
+
+    def _block(self, stream: int, m: int, block: int, rows: int):
+        held = getattr(self, "_held", {})
+        self._held = held
+        key = (stream, m)
+        if key not in held or held[key][0] != block:
+            shape = (rows,) + tuple(self.shapes[m][1:])
+            held[key] = (block, self.ops.normal(shape, derive_key(self.seed, _BLOCKS + stream, m, block)))
+        return held[key][1]
 
     def uniform(self, stream: int, input_index: int, sample: int):
         """(B, ...) uniform numbers in [0, 1) for one sample of one input."""

@@ -123,6 +123,17 @@ class TFOps:
         return tf.reduce_sum(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 
     @staticmethod
+    def finite_rows(tensors) -> tf.Tensor:
+        """Whether each row of every tensor is finite, one bool per row (a NaN or inf makes the rows'
+        summed values non-finite)."""
+        total = None
+        for tensor in tensors:
+            summed = tf.reduce_sum(tensor, axis=list(range(1, len(tensor.shape)))) if len(tensor.shape) > 1 else tensor
+            summed = tf.cast(summed, tf.float32)
+            total = summed if total is None else total + summed
+        return tf.math.is_finite(total)
+
+    @staticmethod
     def row_min(tensor) -> tf.Tensor:
         return tf.reduce_min(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 

@@ -70,14 +70,15 @@ class TorchOps:
         if isinstance(value, torch.Tensor):
             return value.to(self.device)
         kind = {"float": self.dtype, "int": torch.long, "wide": self._wide}[dtype]
-        return torch.as_tensor(np.asarray(value), device=self.device).to(kind)
+        tensor = torch.as_tensor(np.asarray(value), device=self.device)
+        return tensor if tensor.dtype == kind else tensor.to(kind)  # a no-op cast is still an operation
 
     def numpy(self, tensor: torch.Tensor) -> np.ndarray:
         """A host copy; float16/bfloat16 become float32, float64 stays (saved sums)."""
         tensor = tensor.detach()
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()
-        return tensor.cpu().numpy()
+        return (tensor if tensor.device.type == "cpu" else tensor.cpu()).numpy()
 
     def zeros(self, shape) -> torch.Tensor:
         return torch.zeros(tuple(shape), device=self.device, dtype=self.dtype)
@@ -105,7 +106,7 @@ class TorchOps:
     @staticmethod
     def add(acc: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``acc + values``, in place."""
-        return acc.add_(values.to(acc.dtype))
+        return acc.add_(values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def arange(self, start: int, stop: int) -> torch.Tensor:
         """Integers start..stop-1 made on the device (no copy from the host)."""
@@ -124,15 +125,15 @@ class TorchOps:
         return tensor[self._rows(rows)]
 
     def index_add(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
-        return acc.index_add_(0, self._rows(rows), values.to(acc.dtype))
+        return acc.index_add_(0, self._rows(rows), values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def put(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
         return acc.index_copy_(0, self._rows(rows), values.to(acc.dtype))
 
     def _rows(self, rows) -> torch.Tensor:
         if isinstance(rows, torch.Tensor):
-            return rows.to(self.device)
-        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)
+            return rows if rows.device == self.device else rows.to(self.device)
+        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)  # one operation on a CPU
 
     def take_along_rows(self, tensor: torch.Tensor, columns) -> torch.Tensor:
         """``tensor[r, columns[r]]`` for every row ``r``."""
@@ -145,6 +146,17 @@ class TorchOps:
     @staticmethod
     def row_sum(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(len(tensor), -1).sum(dim=1)
+
+    @staticmethod
+    def finite_rows(tensors) -> torch.Tensor:
+        """Whether each row of every tensor (one per pass: (n, ...) each) is finite, as one bool per row:
+        a NaN or inf makes the rows' summed values non-finite, and ``s - s == 0`` only for a finite ``s``
+        (a few operations per chunk, not isfinite's four per tensor)."""
+        total = None
+        for tensor in tensors:
+            summed = tensor.sum(dim=tuple(range(1, tensor.dim()))) if tensor.dim() > 1 else tensor
+            total = summed if total is None else total + summed
+        return (total - total) == 0
 
     @staticmethod
     def row_min(tensor: torch.Tensor) -> torch.Tensor:
@@ -434,7 +446,7 @@ class TorchBackend:
     def _prepare(self, points: Sequence[torch.Tensor], grad: bool) -> list[torch.Tensor]:
         prepared = []
         for p in points:
-            p = p.to(self._device, self._dtype).detach()
+            p = (p if p.device == self._device and p.dtype == self._dtype else p.to(self._device, self._dtype)).detach()
             prepared.append(p.requires_grad_(grad))
         return prepared
 
@@ -461,7 +473,11 @@ class TorchBackend:
             check_output(out, index, None)
             # Given targets are clamped: a fused pass checks their range after it (an index out of range
             # would be a device-side assert on CUDA).
-            rows = out.detach().argmax(1) if rows is None else rows.reshape(-1).to(out.device).clamp(0, out.shape[1] - 1)
+            if rows is None:
+                rows = out.detach().argmax(1)
+            else:
+                rows = rows if rows.dim() == 1 else rows.reshape(-1)
+                rows = (rows if rows.device == out.device else rows.to(out.device)).clamp(0, out.shape[1] - 1)
             score = score + out.gather(1, rows.reshape(-1, 1)).sum()
         return score
 

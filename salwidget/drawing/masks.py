@@ -13,7 +13,23 @@ _CHANNEL_SIZES = (1, 3, 4)
 
 def plane_maps(raw, channels_last: bool, signed: bool, input_index: int = 0) -> np.ndarray:
     """(B, H, W) maps from an :class:`~salwidget.Attribution` (which knows its layout and kind) or a raw array
-    (summed over channels, in absolute value unless ``signed``)."""
+    (summed over channels, in absolute value unless ``signed``); a NaN or infinite value is an error (it
+    would be drawn as blank)."""
+    return _finite(_plane_maps(raw, channels_last, signed, input_index))
+
+
+def _finite(maps: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1) if maps.ndim else np.isfinite(maps)
+    if not np.all(finite):
+        bad = np.nonzero(~np.asarray(finite))[0][:10].tolist()
+        raise SaliencyError(
+            f"The map(s) of image(s) {bad} hold NaN or infinite values: they cannot be drawn (they would show "
+            "as blank). The model's gradient is not finite there; salwidget.attribute names the pass at fault."
+        )
+    return maps
+
+
+def _plane_maps(raw, channels_last: bool, signed: bool, input_index: int = 0) -> np.ndarray:
     if hasattr(raw, "raw_of") and hasattr(raw, "kind"):  # an Attribution (not imported: it imports this module)
         values = np.asarray(raw.raw_of(input_index), np.float32)
         if raw.kind == "input":

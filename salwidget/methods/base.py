@@ -158,6 +158,7 @@ class RunContext:
     cache: dict = field(default_factory=dict)  # per-run values a method computes once (baselines, ...)
     chunk: int = 8
     explained: dict = field(default_factory=dict)  # output index -> salwidget.targets.Bound
+    finite: Any = None  # the run's salwidget.finite.FiniteWatch (None: nothing is watched)
 
     @property
     def low(self) -> list:
@@ -191,16 +192,33 @@ class RunContext:
     def row_targets(self, images: np.ndarray) -> dict:
         """Each explained output's targets for passes of ``images``: class rows (None: each row's own
         argmax, while the engine takes the targets from the method's own clean pass; see ``clean``), or
-        a :class:`~salwidget.targets.RowScore` for other targets (see :mod:`salwidget.targets`)."""
-        return {o: _rows_of(self.ops, t, images) for o, t in self.targets.items()}
+        a :class:`~salwidget.targets.RowScore` for other targets (see :mod:`salwidget.targets`).
+        Chunks of the same images (the same rows again, as most chunks of a run are) share one copy."""
+        key = ("row_targets", len(images), hash(np.asarray(images).tobytes()))
+        held = self.cache.get(key)
+        if held is None or not np.array_equal(held[0], images):
+            held = (np.array(images), {o: _rows_of(self.ops, t, images) for o, t in self.targets.items()})
+            if len([k for k in self.cache if isinstance(k, tuple) and k[:1] == ("row_targets",)]) < 8:
+                self.cache[key] = held
+        return held[1]
 
-    def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True):
+    def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True, where=None):
         """Input gradients of the target score for a chunk of points (one per row of
         ``images``); returns (gradients per input, target scores per row, or None
-        when ``scores`` is False: a few device ops saved per chunk)."""
-        grads, outputs = self.backend.input_gradients(points, self.row_targets(images), self.pairing)
+        when ``scores`` is False: a few device ops saved per chunk). ``where(row)``
+        describes a row's pass for an error on a non-finite gradient (default: its image)."""
+        rows = self.row_targets(images)  # once per chunk: the pass and the scores index the same rows
+        grads, outputs = self.backend.input_gradients(points, rows, self.pairing)
         self._observe(outputs, images)
-        return grads, self.target_scores(outputs, images) if scores else None
+        picked = self.target_scores(outputs, images, rows) if scores else None
+        self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
+        return grads, picked
+
+    def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient") -> None:
+        """Record on the device whether each row of ``tensors`` (passes of ``images``) is finite; read
+        when the run ends or a preview is read (see :mod:`salwidget.finite`)."""
+        if self.finite is not None:
+            self.finite.observe(tensors, where or (lambda row: f"image {int(images[row])}"), what)
 
     def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str, observe: bool = True):
         """A layer's activations and their gradients for the target score, and every output
@@ -208,17 +226,19 @@ class RunContext:
         activation, gradient, outputs = self.backend.layer_gradients(points, self.row_targets(images), layer)
         if observe:
             self._observe(outputs, images)
+            self.watch([gradient], images, lambda row: f"image {int(images[row])}, layer {layer!r}")
         return activation, gradient, outputs
 
     def _observe(self, outputs: Sequence, images: np.ndarray) -> None:
         if self.clean is not None:
             self.clean.record(self, outputs, images)
 
-    def target_scores(self, outputs: Sequence, images: np.ndarray):
-        """Sum over explained outputs of ``out[r, target(images[r])]``, per row."""
+    def target_scores(self, outputs: Sequence, images: np.ndarray, rows: dict | None = None):
+        """Sum over explained outputs of ``out[r, target(images[r])]``, per row (``rows``: the
+        :meth:`row_targets` of ``images``, when already made)."""
         ops = self.ops
         total = None
-        for o, rows in self.row_targets(images).items():
+        for o, rows in (self.row_targets(images) if rows is None else rows).items():
             if isinstance(rows, RowScore):
                 picked = rows(ops, outputs[o])
             else:
@@ -339,6 +359,13 @@ class Method:
     def saved_state(self, ctx: RunContext, state: Any) -> Any:
         """A host copy of ``state`` that a later call with more samples can resume from."""
         return None
+
+    def nonfinite_advice(self, options: dict, where: str) -> str:
+        """What to do when the model's gradient is not finite at ``where`` (a pass, as described by the
+        method): the way out of :class:`~salwidget.finite.NonFiniteError`."""
+        from ..finite import DEFAULT_ADVICE
+
+        return DEFAULT_ADVICE
 
     def __repr__(self) -> str:
         return f"<method {self.name!r}: {self.label}>"

@@ -8,7 +8,8 @@ from ..errors import SaliencyError
 from ..inputs import prepare_baselines, to_numpy
 from ..randomness import BASELINE
 from .base import Option, hashable, register
-from .sampling import MAGNITUDE, QUADRATURE, STDEV_SPREAD, Ends, SampledGradients, Sampling, nsamples_option, path_weights
+from .sampling import (MAGNITUDE, QUADRATURE, QUADRATURE_ALIASES, STDEV_SPREAD, Ends, SampledGradients, Sampling,
+                       nsamples_option, path_weights)
 
 DEFAULT_NINTEGRATION = 10
 BASELINES = ("uniform", "blur")
@@ -67,6 +68,21 @@ class _StraightPath(SampledGradients):
     def start(self, ctx, resume=None):
         ctx.cache["baselines"] = _device_baselines(ctx)
         return super().start(ctx, resume)
+
+    def resolve(self, given: dict) -> dict:
+        quadrature = given.get("quadrature")
+        if isinstance(quadrature, str) and quadrature.lower() in QUADRATURE_ALIASES:  # Captum's spelling
+            given = {**given, "quadrature": QUADRATURE_ALIASES[quadrature.lower()]}
+        return super().resolve(given)
+
+    def nonfinite_advice(self, options: dict, where: str) -> str:
+        ends = ("Gauss-Legendre points never touch the path's ends: quadrature='gauss_legendre' (Captum's "
+                "default) avoids them" if options.get("quadrature") != "gauss_legendre" else
+                "the path itself crosses such a point")
+        return (f"The model's gradient is undefined there (e.g. sqrt, log or a division at 0, or a torch.where whose "
+                f"unused branch is NaN). Take another baseline (baseline='blur', 'uniform' or a constant where the "
+                f"model is differentiable), or, if it is a path end, {ends}; or make the model finite there "
+                "(a small epsilon).")
 
 
 def _device_baselines(ctx) -> list:

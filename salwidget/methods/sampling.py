@@ -134,7 +134,12 @@ class SamplingState:
 
 @dataclass
 class SavedSampling:
-    """A finished run on the host, for resuming with more groups."""
+    """A finished run on the host, for resuming with more groups.
+
+    Its arrays are read-only copies: a result is a value, never changed by a run that resumes from it
+    (that run copies what it extends). A request for fewer groups than saved starts afresh, since the
+    groups' sums cannot be split.
+    """
 
     key: Any
     groups: int
@@ -202,14 +207,17 @@ class SampledGradients(Method):
         plan = self.sampling(ctx.options)
         ctx.plan = plan
         ops = ctx.ops
-        # Path positions, weights and step order live on the device; chunks index them there.
-        ctx.cache["sampling"] = (ops.asarray(plan.alphas.astype(np.float32)),
-                                 ops.asarray(plan.weights.astype(np.float32)), ops.asarray(plan.order, "int"))
-        if resume is not None:
-            sums = [ops.asarray(s, "wide") for s in resume.sums]
-            squares = None if resume.squares is None else [ops.asarray(s, "wide") for s in resume.squares]
-            delta = None if resume.delta is None else ops.asarray(resume.delta, "wide")
-            shift = None if resume.shift is None else [ops.asarray(s, "wide") for s in resume.shift]
+        if resume is not None and resume.groups <= plan.groups:
+            # The sums are extended in place: a resume works on copies (a saved result is a value, and
+            # torch on a CPU would share the host arrays' memory). A saved run with more groups than asked
+            # is not cut down: the map starts afresh (see SavedSampling).
+            def extend(value):
+                return ops.asarray(np.array(value, copy=True), "wide")
+
+            sums = [extend(s) for s in resume.sums]
+            squares = None if resume.squares is None else [extend(s) for s in resume.squares]
+            delta = None if resume.delta is None else extend(resume.delta)
+            shift = None if resume.shift is None else [extend(s) for s in resume.shift]
             return SamplingState(plan, resume.groups, sums, squares, resume.counts.copy(), delta, shift)
         sums = [ops.accumulator(x.shape) for x in ctx.host_inputs]
         squares = [ops.accumulator(x.shape) for x in ctx.host_inputs] if plan.reduction == "variance" else None
@@ -229,7 +237,7 @@ class SampledGradients(Method):
     def _blocks(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> list[Block]:
         """The chunk's passes [start, stop), group by group (passes are ordered group-major)."""
         ops, plan, batch = ctx.ops, state.sampling, ctx.batch
-        alphas, weights, order = ctx.cache["sampling"]
+        alphas, weights, order = _device_plan(ctx, plan)
         per_group = plan.steps * batch
         r = np.arange(start, stop)
         groups = state.first_group + r // per_group
@@ -269,8 +277,146 @@ class SampledGradients(Method):
             return value
         return ctx.ops.take(value, block.images_on_device)
 
+    # --- whole chunks: a number of operations that does not grow with the chunk's passes ----------------
+    def _whole_chunks(self, plan: Sampling) -> bool:
+        """Whether chunks run as whole tensors (:meth:`_run_whole_chunk`): the default start points (x, or
+        x + noise), pass inputs and contributions, so each is elementwise over a chunk's rows; a method
+        that changes them (random references, its own path) takes the block-by-block path."""
+        cls = type(self)
+        return (cls.group_ends in (SampledGradients.group_ends, _straight_group_ends())
+                and cls.point is SampledGradients.point and cls.contribution is SampledGradients.contribution
+                and (plan.steps == 1 or cls.group_map is SampledGradients.group_map))
+
+    def _run_whole_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> bool:
+        """Run passes [start, stop) as one tensor per input: the noise of each sample drawn once (one
+        draw per sample, keyed as before: maps do not depend on the chunk), points, squares and sums over
+        the chunk at once, per-image sums by one index_add (or a sum for a single image). False when the
+        chunk spans several groups of a path (the block path then runs it)."""
+        ops, plan, batch = ctx.ops, state.sampling, ctx.batch
+        per_group = plan.steps * batch
+        r = np.arange(start, stop)
+        groups = state.first_group + r // per_group
+        if plan.steps > 1 and groups[0] != groups[-1]:
+            return False
+        images = r % batch
+        steps = plan.order[(r % per_group) // batch] if plan.steps > 1 else None
+        if batch == 1:
+            on_device = None  # one image: its rows broadcast, sums are a sum over the chunk
+        elif ops.host_indices:
+            on_device = ops.asarray(images, "int")
+        else:
+            on_device = ops.arange(start, stop) % batch
+
+        def rows(value):
+            return value if on_device is None or value is None or isinstance(value, float) else ops.take(value, on_device)
+
+        def where(row: int) -> str:
+            block = Block(int(groups[row]), slice(0, len(r)), False, np.zeros(len(r), int) if steps is None else steps,
+                          images, None, None, None, None)
+            return self._where(plan, [block], row)
+
+        if plan.steps == 1:
+            points, starts, bases = self._noisy_points(ctx, plan, groups, images, rows), None, None
+        else:
+            opened = self._open(ctx, state, int(groups[0]))
+            if opened.ends.baseline is None:
+                return False
+            starts = [rows(v) for v in opened.ends.start]
+            bases = [rows(v) for v in opened.ends.baseline]
+            alpha = ops.asarray(plan.alphas[steps].astype(np.float32)) if ops.host_indices else \
+                ops.take(_device_plan(ctx, plan)[0], ops.take(_device_plan(ctx, plan)[2], (ops.arange(start, stop) % per_group) // batch))
+            points = []
+            for m, (x, b) in enumerate(zip(starts, bases)):
+                alpha_m = ops.per_row(alpha, ctx.inputs[m])
+                if isinstance(b, float):
+                    points.append(x * alpha_m if b == 0.0 else x * alpha_m + b * (1 - alpha_m))
+                else:
+                    points.append(ops.lerp(b, x, alpha_m))
+        grads, scores = ctx.gradients(points, images, scores=plan.has_ends, where=where)
+        if plan.steps == 1:
+            self._add_whole(ctx, state, grads, groups, images, on_device, rows)
+            return True
+        weights = None if _unweighted(self, plan) else ops.asarray(plan.weights[steps].astype(np.float32))
+        for m, gradient in enumerate(grads):
+            if weights is not None:
+                gradient = gradient * ops.per_row(weights, gradient)
+            opened.sums[m] = _add_rows(ops, opened.sums[m], gradient, on_device)
+        np.add.at(opened.weight, images, plan.weights[steps])
+        if plan.has_ends:
+            block = Block(int(groups[0]), slice(0, len(r)), False, steps, images, None,
+                          on_device if on_device is not None else ops.asarray(images, "int"), None, None)
+            if (steps == 0).any() or (steps == plan.steps - 1).any():
+                block.steps_on_device = ops.asarray(steps, "int")
+            opened.score_at_baseline = self._record(ctx, opened.score_at_baseline, scores, block, 0)
+            opened.score_at_start = self._record(ctx, opened.score_at_start, scores, block, plan.steps - 1)
+        opened.passes += len(r)
+        if opened.passes == plan.steps * batch:
+            del state.open[int(groups[0])]
+            self._close(ctx, state, opened, int(groups[0]))
+        return True
+
+    def _noisy_points(self, ctx: RunContext, plan: Sampling, groups: np.ndarray, images: np.ndarray, rows) -> list:
+        """Each input's pass inputs for a chunk of one-pass groups: x, plus (noisy methods, groups > 0) the
+        group's own noise draw for its images, scaled by each image's sigma."""
+        ops = ctx.ops
+        if not plan.noisy:
+            return [rows(x) for x in ctx.inputs]
+        if "sigma" not in ctx.cache:  # per image, shaped to broadcast: computed once per run
+            ctx.cache["sigma"] = [ops.per_row(ctx.options["stdev_spread"] * (high - low), x)
+                                  for x, low, high in zip(ctx.inputs, ctx.low, ctx.high)]
+        points = []
+        blocked = getattr(ctx.draws, "_blocked", lambda: False)()
+        for m, x in enumerate(ctx.inputs):
+            if blocked:  # one span of the sample-major stream; group 0 (the clean input) takes zeros
+                first = int((groups == 0).sum())
+                passes = (int(groups[0]) * ctx.batch + int(images[0]), int(groups[-1]) * ctx.batch + int(images[-1]) + 1)
+                parts = [] if first == 0 else [ops.zeros((first,) + tuple(x.shape[1:]))]
+                if first < len(groups):
+                    parts.append(ctx.draws.normal_span(NOISE, m, passes[0] + first, passes[1]))
+                points.append(rows(x) + ops.concat(parts) * rows(ctx.cache["sigma"][m]))
+                continue
+            draws = []
+            for group in dict.fromkeys(groups.tolist()):
+                mine = images[groups == group]
+                if group == 0:  # the clean input: x + 0 * sigma is x exactly
+                    draws.append(ops.zeros((len(mine),) + tuple(x.shape[1:])))
+                    continue
+                draw = ctx.draws.normal(NOISE, m, group)
+                if len(mine) != ctx.batch or (mine != np.arange(ctx.batch)).any():
+                    draw = ops.take(draw, mine)
+                draws.append(draw)
+            noise = ops.concat(draws)
+            points.append(rows(x) + noise * rows(ctx.cache["sigma"][m]))
+        return points
+
+    def _add_whole(self, ctx, state: SamplingState, grads: list, groups: np.ndarray, images: np.ndarray,
+                   on_device, rows) -> None:
+        """Add a chunk of one-pass groups' maps to the sums: squares, shifts and per-image sums over the
+        whole chunk at once."""
+        ops, reduction = ctx.ops, state.sampling.reduction
+        for m, gradient in enumerate(grads):
+            mp = self.group_map(ctx, m, gradient, rows(ctx.inputs[m]), None)
+            if reduction == "mean_square":
+                state.sums[m] = _add_rows(ops, state.sums[m], mp * mp, on_device)
+            elif state.shift is not None:  # variance of (map - group 0's map): group 0's rows lead the chunk
+                first = int((groups == 0).sum())
+                if first:
+                    clean = ops.wide(mp[:first])
+                    # the whole of group 0 in this chunk: its rows are every image, in order
+                    state.shift[m] = clean if first == ctx.batch else ops.put(state.shift[m], images[:first], clean)
+                moved = ops.wide(mp) - rows(state.shift[m])  # group 0's rows: exactly zero
+                state.sums[m] = _add_rows(ops, state.sums[m], moved, on_device)
+                state.squares[m] = _add_rows(ops, state.squares[m], moved * moved, on_device)
+            else:
+                state.sums[m] = _add_rows(ops, state.sums[m], mp, on_device)
+                if state.squares is not None:
+                    state.squares[m] = _add_rows(ops, state.squares[m], mp * mp, on_device)
+        np.add.at(state.counts, images, 1)
+
     def _run_chunk(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> None:
         ops = ctx.ops
+        if self._whole_chunks(state.sampling) and self._run_whole_chunk(ctx, state, start, stop):
+            return
         blocks = self._blocks(ctx, state, start, stop)
         work, points = [], [[] for _ in ctx.inputs]
         for block in blocks:
@@ -283,10 +429,37 @@ class SampledGradients(Method):
                 ends.append((start_rows, base_rows))
             work.append((block, opened, ends))
         images = np.concatenate([block.images for block in blocks])
-        grads, scores = ctx.gradients([ops.concat(p) for p in points], images, scores=state.sampling.has_ends)
+        grads, scores = ctx.gradients([ops.concat(p) for p in points], images, scores=state.sampling.has_ends,
+                                      where=lambda row: self._where(state.sampling, blocks, row))
         for block, opened, ends in work:
             self._add_block(ctx, state, block, opened, ends, [g[block.rows] for g in grads],
                             None if scores is None else scores[block.rows])
+
+    def nonfinite_advice(self, options: dict, where: str) -> str:
+        from ..finite import DEFAULT_ADVICE
+
+        if self.sampling(options).noisy and "(the clean image)" not in where:
+            return (DEFAULT_ADVICE + " Noisy copies can leave the inputs where the model is defined (e.g. below 0): "
+                    "a smaller stdev_spread keeps them closer.")
+        return DEFAULT_ADVICE
+
+    @staticmethod
+    def _where(plan: Sampling, blocks: list[Block], row: int) -> str:
+        """A chunk row's pass in words, for an error (see :mod:`salwidget.finite`)."""
+        for block in blocks:
+            if block.rows.start <= row < block.rows.stop:
+                image, step = int(block.images[row - block.rows.start]), int(block.steps[row - block.rows.start])
+                break
+        else:
+            return f"row {row} of a chunk"
+        text = f"image {image}"
+        if plan.path:
+            alpha = float(plan.alphas[step])
+            text += f"'s path point at alpha = {alpha:.4g}"
+            text += " (the baseline)" if alpha == 0.0 else " (the image itself)" if alpha == 1.0 else ""
+        if plan.groups > 1 or plan.noisy:
+            text += f", sample {block.group}" + (" (the clean image)" if plan.noisy and block.group == 0 else "")
+        return text
 
     def _add_block(self, ctx, state: SamplingState, block: Block, opened: _OpenGroup, ends: list, grads: list,
                    scores) -> None:
@@ -430,13 +603,43 @@ class SampledGradients(Method):
     def saved_state(self, ctx: RunContext, state: SamplingState) -> SavedSampling | None:
         if self.resumable is None or state.open:
             return None
-        ops = ctx.ops
+        def frozen(tensor) -> np.ndarray:  # a host copy of its own (torch on a CPU shares the tensor's memory)
+            value = np.array(ctx.ops.numpy(tensor), copy=True)
+            value.setflags(write=False)
+            return value
+
+        counts = state.counts.copy()
+        counts.setflags(write=False)
         return SavedSampling(
-            None, state.sampling.groups, [ops.numpy(s) for s in state.sums],
-            None if state.squares is None else [ops.numpy(s) for s in state.squares],
-            state.counts.copy(), None if state.delta is None else ops.numpy(state.delta),
-            None if state.shift is None else [ops.numpy(s) for s in state.shift],
+            None, state.sampling.groups, [frozen(s) for s in state.sums],
+            None if state.squares is None else [frozen(s) for s in state.squares],
+            counts, None if state.delta is None else frozen(state.delta),
+            None if state.shift is None else [frozen(s) for s in state.shift],
         )
+
+
+def _device_plan(ctx: RunContext, plan: Sampling) -> tuple:
+    """Path positions, weights and step order on the device, made on first use (chunks index them there;
+    a method without a path, or whose whole chunks index on the host, never needs them)."""
+    if "sampling" not in ctx.cache:
+        ops = ctx.ops
+        ctx.cache["sampling"] = (ops.asarray(plan.alphas.astype(np.float32)),
+                                 ops.asarray(plan.weights.astype(np.float32)), ops.asarray(plan.order, "int"))
+    return ctx.cache["sampling"]
+
+
+def _add_rows(ops, acc, values, rows_on_device):
+    """``acc[rows[r]] += values[r]`` for every row (``rows_on_device`` None: one image, every row its)."""
+    if rows_on_device is None:
+        return ops.add(acc, ops.sum(values, axis=0, keepdims=True) if values.shape[0] > 1 else values)
+    return ops.index_add(acc, rows_on_device, values)
+
+
+def _straight_group_ends():
+    """The straight path's start points and baselines (paths.py), which whole chunks also serve."""
+    from .paths import _StraightPath
+
+    return _StraightPath.group_ends
 
 
 def _unweighted(method: SampledGradients, plan: Sampling) -> bool:
@@ -470,14 +673,22 @@ MAGNITUDE = Option(
 )
 QUADRATURE = Option(
     "quadrature", "riemann",
-    "Path weights: 'riemann' weighs every step equally (the seed's mean), 'trapezoid' halves the two ends.",
-    kind="choice", choices=("riemann", "trapezoid"), label="quadrature",
+    "Path points and weights: 'riemann' weighs steps from alpha = 0 to 1 equally (the seed's mean), 'trapezoid' "
+    "halves the two ends, 'gauss_legendre' (Captum's default 'gausslegendre') takes Gauss-Legendre points, "
+    "which never touch the path's ends (no completeness gap is then reported).",
+    kind="choice", choices=("riemann", "trapezoid", "gauss_legendre"), label="quadrature",
 )
+QUADRATURE_ALIASES = {"gausslegendre": "gauss_legendre", "gauss-legendre": "gauss_legendre"}
 RNG_OPTION_NAMES = ("seed", "rng")
 
 
 def path_weights(steps: int, quadrature: str) -> tuple[np.ndarray, np.ndarray]:
-    """Alphas ``linspace(0, 1, steps)`` and weights summing to 1 (see ``QUADRATURE``)."""
+    """Alphas and weights summing to 1 (see ``QUADRATURE``): ``linspace(0, 1, steps)`` for 'riemann' and
+    'trapezoid'; for 'gauss_legendre' Captum's ``gausslegendre``: the Legendre nodes mapped from [-1, 1]
+    to [0, 1], their weights halved."""
+    if QUADRATURE_ALIASES.get(quadrature, quadrature) == "gauss_legendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1.0) / 2.0, weights / weights.sum()
     alphas = np.linspace(0.0, 1.0, steps)
     weights = np.ones(steps)
     if quadrature == "trapezoid":
