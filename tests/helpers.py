@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+
 def make_torch_cnn(num_classes: int = 5, seed: int = 0):
     import torch
 
@@ -160,11 +163,29 @@ def own_options(method: str, **settings):
     return {k: v for k, v in settings.items() if k not in known or k in own}
 
 
+
+@contextlib.contextmanager
+def stand_ins(modules: dict):
+    """Put stand-in modules in ``sys.modules`` while a reference library imports, then restore what was there
+    (transformers probes for torchvision and must not find a stub afterwards)."""
+    import sys
+
+    saved = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
 def import_zennit():
     """zennit (the LRP reference), imported where torchvision does not load (the registry's torchvision needs
     another torch build): zennit's package import reads two torchvision classes for its ResNet canonizers,
-    unused here, so stand-ins are put in place while it imports, and removed after (transformers probes for
-    torchvision and must not find a stub)."""
+    unused here, so stand-ins are in place while it imports."""
     import sys
     import types
 
@@ -178,14 +199,6 @@ def import_zennit():
         stubs = {name: types.ModuleType(name) for name in names}
         for cls in ("Bottleneck", "BasicBlock"):
             setattr(stubs["torchvision.models.resnet"], cls, type(cls, (), {}))
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
+    with stand_ins(stubs):
         import zennit
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
     return zennit

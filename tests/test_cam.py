@@ -22,7 +22,7 @@ import torch
 import salwidget as sw
 from salwidget.errors import AttributionCancelled, SaliencyError
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import keras_twin, make_torch_cnn, stand_ins
 
 CAMS = ("gradcam", "gradcampp", "layercam", "scorecam")
 # Random toy models and targets leave some images without positive evidence: a warned-about result.
@@ -61,17 +61,9 @@ def grad_cam_lib():
         functional.resize = None  # imported by its SESS wrapper, unused here
         tv.transforms, transforms.functional = transforms, functional
         stubs = {"torchvision": tv, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
+    with stand_ins(stubs):
         import pytorch_grad_cam
         from pytorch_grad_cam import base_cam
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
     patch = pytest.MonkeyPatch()
     patch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: np.asarray(cam, np.float32))
     yield pytorch_grad_cam
