@@ -11,7 +11,6 @@ with this torch).
 from __future__ import annotations
 
 import copy
-import sys
 import types
 from collections import OrderedDict
 
