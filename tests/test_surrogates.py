@@ -63,11 +63,11 @@ def test_kernel_shap_converges_to_exact_shapley_values_and_adds_up(model64, pict
     x = torch.tensor(pictures)
     exact = ShapleyValues(model64).attribute(x, feature_mask=torch.tensor(six_segments)[:, None], baselines=0.0,
                                              target=2, perturbations_per_eval=64).numpy()[:, 0]
-    ours = sw.attribute(model64, pictures, "kernel_shap", segments=six_segments, nsamples=6000, seed=1, target=2)
+    ours = sw.attribute(model64, pictures, "kernel_shap", segments=six_segments, nsamples=3000, seed=1, target=2)
     for b in range(2):
         values = np.array([ours.raw[b][six_segments[b] == s][0] for s in range(6)])
         truth = np.array([exact[b][six_segments[b] == s][0] for s in range(6)])
-        np.testing.assert_allclose(values, truth, atol=0.03 * np.abs(truth).max())
+        np.testing.assert_allclose(values, truth, atol=0.05 * np.abs(truth).max())
         with torch.no_grad():
             gap = (model64(x[b:b + 1]) - model64(torch.zeros_like(x[b:b + 1])))[0, 2].item()
         np.testing.assert_allclose(values.sum(), gap, rtol=1e-4)
