@@ -105,3 +105,21 @@ def test_attribute_dataset_accepts_an_onnx_session(torch_model, onnx_session, pi
     reference = sw.attribute(torch_model, pictures, "occlusion", window=4, stride=4)
     stored = result.maps("occlusion", [0, 1])
     np.testing.assert_allclose(stored, reference.raw, rtol=2e-3, atol=2e-3 * np.abs(reference.raw).max())
+
+
+def test_the_panel_offers_an_onnx_session_only_forward_only_methods(torch_model, onnx_session, pictures):
+    from salwidget.methods.forward_only import forward_only_methods
+
+    panel = sw.SaliencyWidget(onnx_session, pictures, options={"occlusion": dict(window=4, stride=4),
+                                                               "rise": dict(nmasks=40, grid=4)})
+    try:
+        assert panel.wait(120)
+        assert panel.methods == ("occlusion", "rise") and not panel.error
+        assert sorted(panel._method_buttons) == sorted(forward_only_methods())
+        reference = sw.attribute(torch_model, pictures, "occlusion", window=4, stride=4)
+        np.testing.assert_allclose(panel.results["occlusion"].raw, reference.raw, rtol=1e-3,
+                                   atol=1e-4 * np.abs(reference.raw).max())
+        with pytest.raises(SaliencyError, match="forward passes only"):
+            sw.SaliencyWidget(onnx_session, pictures, methods=("vanilla",))
+    finally:
+        panel.close()

@@ -141,6 +141,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
         self.page_size = page_size
         backend = get_backend(model)
+        # A forward-only model (an ONNX Runtime session) is offered the methods it can run, nothing else.
+        self._forward_only = not getattr(backend, "differentiable", True)
         layout = backend.default_channels_last if channels_last is None else bool(channels_last)
         given_scan = images if type(images).__name__ == "Scan" and hasattr(images, "source") else None
         self._from_dataset = given_scan is not None or is_dataset(images)
@@ -186,7 +188,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                      baseline=baseline)
         start = default_options(given)
         self.options = start  # one by one: each validator sees the values set before it
-        self.methods = tuple(methods)
+        self.methods = self._runnable(tuple(methods))
         self.options = options or {}
         self.overlay_method = self.methods[-1] if self.methods else None
         self.target = target
@@ -219,9 +221,24 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
                                              **self._explorer_options)
         return self._explorers[page]
 
+    def _runnable(self, methods: tuple) -> tuple:
+        """``methods``, or for a forward-only model given the default ones, occlusion and RISE; a gradient
+        method asked of a forward-only model is refused naming those it can use."""
+        if not self._forward_only:
+            return methods
+        if methods == DEFAULT_METHODS:
+            return ("occlusion", "rise")
+        from ..backends.numpy_backend import forward_only_refusal
+
+        for name in methods:
+            if get_method(name).reads != "outputs":
+                raise forward_only_refusal(name)
+        return methods
+
     # ----------------------------------------------------------------- controls
     def _build_controls(self) -> None:
-        self._method_buttons = {m.name: controls.method_button(m) for m in all_methods()}
+        self._method_buttons = {m.name: controls.method_button(m) for m in all_methods()
+                                if not self._forward_only or m.reads == "outputs"}
         for button in self._method_buttons.values():
             button.observe(self._on_method_button_change, names="value")
         self._option_controls: dict[tuple[str, str], Any] = {}
