@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("small", "lite0"), default="small")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rise-masks", type=int, default=4000)
+    parser.add_argument("--captum-sweep", default="16,64,256", help="perturbations_per_eval values tried")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (long runs)")
     args = parser.parse_args()
     if args.model == "lite0":
         from salwidget import models
@@ -77,14 +79,15 @@ def main() -> None:
         return lambda: captum.attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0,
                                         target=0, perturbations_per_eval=per_eval)
 
-    sweep = alternate({f"{n}": captum_run(n) for n in (16, 64, 256)}, 1, warmup=False)
+    tried = [int(n) for n in args.captum_sweep.split(",")]
+    sweep = alternate({f"{n}": captum_run(n) for n in tried}, 1, warmup=False) if len(tried) > 1 else {tried[0]: 0}
     best = int(min(sweep, key=sweep.get))
     times = alternate({
         "salwidget": lambda: sw.attribute(model, image, "occlusion", **occlusion),
         "plain loop": plain_loop(model, image, passes, chunk),
         "captum default": captum_run(1),
         f"captum best ({best})": captum_run(best),
-    }, args.rounds)
+    }, args.rounds, warmup=not args.no_warmup)
     ours = times["salwidget"]
     table(f"Occlusion, 224 x 224, window 16, stride 8: {passes} passes, chunks of {chunk}",
           [(name, f"{seconds:.2f}", f"{seconds / ours:.2f}x") for name, seconds in times.items()],
@@ -95,7 +98,7 @@ def main() -> None:
     times = alternate({
         "salwidget": lambda: sw.attribute(model, image, "rise", **rise),
         "plain loop": plain_loop(model, image, probe.passes_done, probe.batch_size),
-    }, args.rounds)
+    }, args.rounds, warmup=not args.no_warmup)
     ours = times["salwidget"]
     table(f"RISE, 224 x 224, {args.rise_masks} masks: chunks of {probe.batch_size}",
           [(name, f"{seconds:.2f}", f"{seconds / ours:.2f}x") for name, seconds in times.items()],

@@ -115,9 +115,6 @@ class ForwardOnlyMethod(Method):
         images = np.asarray(images, np.int64)
         return PassState(images, ctx.ops.full((len(images),), np.nan), np.zeros(len(images), bool), plan)
 
-    def passes(self, options: dict, batch: int) -> int:
-        return batch  # refined by passes_left once the images are known
-
     def passes_left(self, ctx: RunContext, state: PassState) -> int:
         return state.passes - state.done
 

@@ -70,7 +70,9 @@ class Occlusion(ForwardOnlyMethod):
         return window_starts(height, window, stride), window_starts(width, window, stride)
 
     def passes(self, options: dict, batch: int) -> int:
-        return batch  # unknown without the image size; passes_left has the count
+        """For a 224 x 224 image (the count depends on the size; passes_left has the exact one)."""
+        per_axis = math.ceil((224 - min(options["window"], 224)) / options["stride"]) + 1
+        return batch * (1 + per_axis * per_axis)
 
     def plan(self, ctx: RunContext):
         tops, lefts = self._grid(ctx)

@@ -99,6 +99,9 @@ class Rise(ForwardOnlyMethod):
         FILL_SIGMA,
     )
 
+    def passes(self, options: dict, batch: int) -> int:
+        return batch * options["nmasks"]
+
     def plan(self, ctx: RunContext):
         height, width = self.image_size(ctx)
         options = ctx.options
@@ -153,6 +156,9 @@ class Sobol(ForwardOnlyMethod):
             raise SaliencyError(f"nmasks must be a power of two for sobol (a Sobol sequence's balance); got "
                                 f"{options['nmasks']}. Try {1 << (options['nmasks'].bit_length() - 1)}.")
         return options
+
+    def passes(self, options: dict, batch: int) -> int:
+        return batch * options["nmasks"] * (options["grid"] ** 2 + 2)
 
     def plan(self, ctx: RunContext):
         height, width = self.image_size(ctx)

@@ -110,6 +110,9 @@ class SegmentMethod(ForwardOnlyMethod):
     def coalitions(self, segments: int, options: dict, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
 
+    def passes(self, options: dict, batch: int) -> int:
+        return batch * options["nsamples"]
+
     def values(self, z: np.ndarray, scores: np.ndarray, options: dict) -> np.ndarray:
         """Each segment's value from the coalitions and their scores (host float64)."""
         raise NotImplementedError
@@ -163,6 +166,9 @@ class FeatureAblation(SegmentMethod):
 
     def coalitions(self, segments: int, options: dict, rng: np.random.Generator) -> np.ndarray:
         return ablation_coalitions(segments)
+
+    def passes(self, options: dict, batch: int) -> int:
+        return batch * 51  # about SLIC's 50 segments and the clean pass (the count is known once segmented)
 
     def values(self, z: np.ndarray, scores: np.ndarray, options: dict) -> np.ndarray:
         return scores[0] - scores[1:]
