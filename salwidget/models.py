@@ -24,9 +24,13 @@ def _require(module: str, package: str, extra: str = "demo"):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if package == "tensorflow":
+            # The CPU build is what the README recommends (about 1.6 GB); the full build is for a GPU.
+            how = "pip install tensorflow-cpu (on a GPU machine: pip install 'salwidget[tensorflow]')"
+        else:
+            how = f"pip install 'salwidget[{extra}]'"
         raise ImportError(
-            f"This demo needs the package {package!r}, which is not installed. "
-            f"Install the {extra!r} extra: pip install 'salwidget[{extra}]'"
+            f"This demo needs the package {package!r}, which is not installed. Install it: {how}"
         ) from exc
 
 

@@ -18,7 +18,10 @@ CELLS = [
         "`output=` picks which of several outputs (a tuple, a dict, a Hugging Face `ModelOutput`) is explained, "
         "by position or by name. Every method takes every target, and the evaluation scores the same target.\n\n"
         "Everything here is trained in seconds on shapes drawn by scikit-image (`skimage.draw.random_shapes`): "
-        "circles and rectangles on a white 24 x 24 canvas."
+        "circles and rectangles on a white 24 x 24 canvas. The training is seeded, runs on one thread with "
+        "deterministic algorithms, and every claim printed below holds with a wide margin, so the notebook reads "
+        "the same on any machine; numbers that vary with a CPU's arithmetic are shown in cells nbval does not "
+        "compare."
     ),
     new_code_cell(
         "from collections import OrderedDict\n\n"
@@ -28,6 +31,8 @@ CELLS = [
         "from skimage.draw import random_shapes\n\n"
         "import salwidget as sw\n"
         "from salwidget.targets import Output, Region\n\n"
+        "torch.use_deterministic_algorithms(True)   # the same training on every run...\n"
+        "torch.set_num_threads(1)                   # ...and the same order of sums on any number of cores\n\n"
         "KINDS = (\"circle\", \"rectangle\")   # classes 1 and 2 of the segmentation; 0 is the background\n\n\n"
         "def scene(seed, size=24):\n"
         "    \"\"\"One or two shapes on a white canvas: the RGB image and each pixel's class.\"\"\"\n"
@@ -48,7 +53,7 @@ CELLS = [
     new_markdown_cell(
         "## A segmentation net: why is this region a circle?\n\n"
         "A small fully convolutional net (a stride-2 stem, dilated convolutions at 12 x 12, class scores "
-        "upsampled to 24 x 24) learns each pixel's class in 150 steps."
+        "upsampled to 24 x 24) learns each pixel's class in 150 steps (Adam, the rate annealed to zero)."
     ),
     new_code_cell(
         "def block(inputs, outputs, **conv):\n"
@@ -56,12 +61,14 @@ CELLS = [
         "def fit(model, loss_of, steps=150, seed=0):\n"
         "    torch.manual_seed(seed)\n"
         "    optimiser = torch.optim.Adam(model.parameters(), 1e-2)\n"
+        "    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)\n"
         "    for _ in range(steps):\n"
         "        rows = torch.randint(0, 500, (32,))\n"
         "        loss = loss_of(model(x[rows]), rows)\n"
         "        optimiser.zero_grad()\n"
         "        loss.backward()\n"
         "        optimiser.step()\n"
+        "        schedule.step()\n"
         "    return model.eval()\n\n\n"
         "torch.manual_seed(0)\n"
         "segmenter = torch.nn.Sequential(OrderedDict(\n"
@@ -80,20 +87,22 @@ CELLS = [
         "shapes = y[test].numpy() > 0\n"
         "accuracy = (predicted[shapes] == y[test].numpy()[shapes]).mean()\n"
         "print(\"dense output:\", sw.outputs.is_dense(scores), scores.shape[1:])\n"
-        "print(\"pixels of shapes classified right on held-out scenes above 90%:\", bool(accuracy > 0.9))"
+        "print(\"pixels of shapes classified right on held-out scenes above 90%:\", bool(accuracy > 0.9))   # about 96%"
     ),
     new_markdown_cell(
-        "Pick a held-out scene with a circle and a rectangle, click (in code) at the circle's centre: "
-        "`sw.outputs.region_at` gives the class predicted there and the mask of every pixel predicted as that "
-        "class, and `Region(k, mask)` explains the sum of that class's scores over the mask, as "
-        "pytorch-grad-cam's `SemanticSegmentationTarget` does (`tests/test_targets.py` checks they agree)."
+        "Pick a held-out scene with a circle and a rectangle (the one with the largest drawn circle: chosen from "
+        "the scenes themselves, not from what the net predicts) and ask why the net calls the circle a circle: "
+        "`Region(k, mask)` explains the sum of class k's scores over a mask, as pytorch-grad-cam's "
+        "`SemanticSegmentationTarget` does (`tests/test_targets.py` checks they agree). Here the mask is the drawn "
+        "circle. In the panel a click on a picture does the same with `sw.outputs.region_at`: the class predicted "
+        "at the clicked pixel and every pixel predicted as that class."
     ),
     new_code_cell(
         "labels = y[test].numpy()\n"
         "both = [i for i in range(100) if set(np.unique(labels[i])) == {0, 1, 2}]\n"
         "chosen = max(both, key=lambda i: (labels[i] == 1).sum())   # the largest circle among them\n"
-        "row, col = np.argwhere(labels[chosen] == 1).mean(0).round().astype(int)\n"
-        "k, mask = sw.outputs.region_at(scores, chosen, row, col)\n"
+        "row, col = np.argwhere(labels[chosen] == 1).mean(0).round().astype(int)   # the circle's centre\n"
+        "k, mask = 1, labels[chosen] == 1                                         # the circle, as drawn\n"
         "image = x[test][chosen : chosen + 1].numpy()\n"
         "region = Region(k, mask)\n"
         "explained = {\n"
@@ -104,13 +113,22 @@ CELLS = [
     ),
     new_code_cell(
         "# NBVAL_CHECK_OUTPUT\n"
-        "print(\"clicked class:\", KINDS[k - 1], \"| region:\", int(mask.sum()), \"pixels, all predicted\", KINDS[k - 1])\n"
+        "print(\"explained:\", KINDS[k - 1], \"| region:\", int(mask.sum()), \"pixels, the drawn\", KINDS[k - 1])\n"
         "ig = explained[\"IG from a blank canvas\"]\n"
         "near = np.zeros_like(mask)\n"
         "near[max(row - 8, 0) : row + 9, max(col - 8, 0) : col + 9] = True\n"
         "share = np.abs(ig.raw[0]).sum(0)[near].sum() / np.abs(ig.raw[0]).sum()\n"
         "print(\"most of IG's attribution lies around the circle:\", bool(share > 0.5))\n"
-        "print(\"IG adds up to the change of the region's score within 5%:\", bool(abs(ig.delta[0]) < 0.05 * abs(ig.raw.sum())))"
+        "print(\"IG adds up to the change of the region's score within 10%:\", bool(abs(ig.delta[0]) < 0.1 * abs(ig.raw.sum())))"
+    ),
+    new_code_cell(
+        "# Not compared by nbval: these numbers move a little with a CPU's arithmetic.\n"
+        "clicked, predicted_region = sw.outputs.region_at(scores, chosen, row, col)\n"
+        "overlap = (predicted_region & mask).sum() / (predicted_region | mask).sum()\n"
+        "print(f\"a click at the circle's centre: class {KINDS[clicked - 1]!r}, {int(predicted_region.sum())} pixels \"\n"
+        "      f\"predicted as it (overlap with the drawn circle {overlap:.0%})\")\n"
+        "print(f\"IG's completeness gap: {abs(ig.delta[0]) / abs(ig.raw.sum()):.1%} of the change of the region's score; \"\n"
+        "      f\"share of |IG| around the circle: {share:.0%}\")"
     ),
     new_code_cell(
         "fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))\n"
@@ -118,7 +136,7 @@ CELLS = [
         "axes[0].set_title(\"scene\", fontsize=9)\n"
         "axes[1].imshow(predicted[chosen], cmap=\"viridis\", vmin=0, vmax=2)\n"
         "axes[1].contour(mask, levels=[0.5], colors=\"red\")\n"
-        "axes[1].set_title(\"predicted; the region in red\", fontsize=9)\n"
+        "axes[1].set_title(\"predicted; the drawn circle in red\", fontsize=9)\n"
         "for ax, (name, a) in zip(axes[2:], explained.items()):\n"
         "    ax.imshow(image[0].transpose(1, 2, 0))\n"
         "    shown = sw.to_diverging(a)[0] if a.signed else sw.to_grayscale(a)[0]\n"
@@ -129,8 +147,8 @@ CELLS = [
         "fig.tight_layout()"
     ),
     new_markdown_cell(
-        "The red contour is the region the net *predicts* as a circle, which need not be the whole drawn "
-        "circle: the maps explain the model's region.\n\n"
+        "The red contour is the drawn circle; the colours are what the net predicts for each pixel. The maps "
+        "explain the circle class's score summed over that region.\n\n"
         "The deletion curve of a Region target reads the region's score: deleting the pixels IG ranks first "
         "(painting them white, the canvas) should take the circle away faster than deleting pixels at random."
     ),
@@ -186,10 +204,10 @@ CELLS = [
         "# NBVAL_CHECK_OUTPUT\n"
         "pictures = x[test][[chosen]].numpy()\n"
         "top = sw.attribute(heads, pictures, \"gradcam\", output=\"labels\", multilabel=True)\n"
-        "print(\"labels above 0.5:\", [KINDS[k] for k in top.labels_above(0.5)[0]], \"| sigmoids:\", top.multilabel)\n"
+        "print(\"labels above 0.5:\", sorted(KINDS[k] for k in top.labels_above(0.5)[0]), \"| sigmoids:\", top.multilabel)\n"
         "held_out = sw.predict(heads, x[test].numpy(), output=\"labels\")\n"
         "exact = ((held_out > 0) == present[test].numpy().astype(bool)).all(1).mean()\n"
-        "print(\"held-out scenes with every label right above 90%:\", bool(exact > 0.9))"
+        "print(\"held-out scenes with every label right above 80%:\", bool(exact > 0.8))   # about 96%"
     ),
     new_code_cell(
         "per_label = {KINDS[k]: sw.attribute(heads, pictures, \"gradcam\", output=\"labels\", target=k, multilabel=True)\n"
@@ -223,7 +241,7 @@ CELLS = [
         "blank = sw.predict(heads, np.ones_like(pictures), output=\"areas\")[0]\n"
         "for k, (name, a) in enumerate(area.items()):\n"
         "    change = a.scores[0, k] - blank[k]\n"
-        "    print(f\"{name} area: IG adds up to the predicted change within 5%:\", bool(abs(a.delta[0]) < 0.05 * abs(change)))"
+        "    print(f\"{name} area: IG adds up to the predicted change within 10%:\", bool(abs(a.delta[0]) < 0.1 * abs(change)))"
     ),
     new_code_cell(
         "fig, axes = plt.subplots(1, 2, figsize=(5.5, 2.8))\n"
