@@ -50,6 +50,13 @@ def plain_loop(model, image: np.ndarray, passes: int, chunk: int):
     return run
 
 
+def forward_chunk(result) -> int:
+    """Forward passes per chunk salwidget ran: 'auto' fits 1 / FORWARD_COST as many as gradient passes."""
+    from salwidget.methods.forward_only import FORWARD_COST
+
+    return max(1, int(round(result.batch_size / FORWARD_COST)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=("small", "lite0"), default="small")
@@ -57,6 +64,7 @@ def main() -> None:
     parser.add_argument("--rise-masks", type=int, default=4000)
     parser.add_argument("--captum-sweep", default="16,64,256", help="perturbations_per_eval values tried")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (long runs)")
+    parser.add_argument("--no-captum-default", action="store_true", help="skip Captum at perturbations_per_eval=1")
     args = parser.parse_args()
     if args.model == "lite0":
         from salwidget import models
@@ -71,7 +79,7 @@ def main() -> None:
 
     occlusion = dict(window=16, stride=8, fill=0.0, target=0)
     probe = sw.attribute(model, image, "occlusion", **occlusion)
-    passes, chunk = probe.passes_done, probe.batch_size
+    passes, chunk = probe.passes_done, forward_chunk(probe)
     captum = Occlusion(model)
     x = torch.tensor(image)
 
@@ -85,7 +93,7 @@ def main() -> None:
     times = alternate({
         "salwidget": lambda: sw.attribute(model, image, "occlusion", **occlusion),
         "plain loop": plain_loop(model, image, passes, chunk),
-        "captum default": captum_run(1),
+        **({} if args.no_captum_default else {"captum default": captum_run(1)}),
         f"captum best ({best})": captum_run(best),
     }, args.rounds, warmup=not args.no_warmup)
     ours = times["salwidget"]
@@ -97,10 +105,10 @@ def main() -> None:
     probe = sw.attribute(model, image, "rise", **rise)
     times = alternate({
         "salwidget": lambda: sw.attribute(model, image, "rise", **rise),
-        "plain loop": plain_loop(model, image, probe.passes_done, probe.batch_size),
+        "plain loop": plain_loop(model, image, probe.passes_done, forward_chunk(probe)),
     }, args.rounds, warmup=not args.no_warmup)
     ours = times["salwidget"]
-    table(f"RISE, 224 x 224, {args.rise_masks} masks: chunks of {probe.batch_size}",
+    table(f"RISE, 224 x 224, {args.rise_masks} masks: chunks of {forward_chunk(probe)}",
           [(name, f"{seconds:.2f}", f"{seconds / ours:.2f}x") for name, seconds in times.items()],
           ("contender", "seconds (median)", "ratio to salwidget"))
 
