@@ -142,10 +142,13 @@ class ForwardOnlyMethod(Method):
     def perturbed(self, ctx: RunContext, images: np.ndarray, masks):
         """Input 0 of ``images`` with (n, H, W) ``masks`` applied, and the other inputs unchanged."""
         ops = ctx.ops
-        x = ops.take(ctx.inputs[0], images)
+        one = images[0] if len(images) and (images == images[0]).all() else None
+        # A chunk of one image's copies reads it broadcast (one allocation per chunk: the copies themselves).
+        rows = images if one is None else np.array([one])
+        x = ops.take(ctx.inputs[0], rows)
         fill = self.fill_tensor(ctx)
         if int(fill.shape[0]) > 1:
-            fill = ops.take(fill, images)
+            fill = ops.take(fill, rows)
         n, height, width = (int(d) for d in masks.shape)
         shape = (n, height, width, 1) if ctx.channels_last else (n, 1, height, width)
         keep = ops.reshape(masks, shape)

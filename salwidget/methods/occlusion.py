@@ -40,8 +40,8 @@ def occlusion_maps(differences: np.ndarray, rows: np.ndarray, columns: np.ndarra
     """(B, H, W) maps from (B, ny, nx) score differences and (ny, H), (nx, W) indicators; NaN differences
     (passes not run yet) count as absent windows."""
     seen = ~np.isnan(differences)
-    total = np.einsum("byx,yh,xw->bhw", np.where(seen, differences, 0.0), rows, columns)
-    count = np.einsum("byx,yh,xw->bhw", seen.astype(np.float64), rows, columns)
+    total = rows.T @ np.where(seen, differences, 0.0) @ columns  # (H, ny) (B, ny, nx) (nx, W): two products
+    count = rows.T @ seen.astype(np.float64) @ columns
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
