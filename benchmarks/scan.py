@@ -1,7 +1,8 @@
 """sw.scan against a plain inference loop, its memory over 50,000 images, and a killed scan resumed.
 
     python benchmarks/scan.py                    # everything (a few minutes on 2 CPU cores)
-    python benchmarks/scan.py --only speed       # or: memory, resume
+    python benchmarks/scan.py --only speed       # or: proxy, memory, resume
+    python benchmarks/scan.py --only proxy       # the near-free model: the scan's own work (issue 26)
     python benchmarks/scan.py --device cuda      # torch on a GPU (the Keras row needs TensorFlow's GPU)
 
 Speed: the same images at the same batch size, contenders alternating round by
@@ -73,6 +74,41 @@ def torch_speed(rounds: int, images: int, batch: int) -> None:
            alternate({"salwidget scan": scan, "plain loop": plain}, rounds), images)
 
 
+def near_free_model(classes: int = 1000):
+    """Adaptive pooling and a linear layer: the model's work is almost nothing, so what shows is the
+    scan's own work per image (the GPU regime, where a model's pass takes microseconds)."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
+                               torch.nn.Linear(48, classes)).eval()
+
+
+def proxy_speed(rounds: int, images: int = 1024, batch: int = 64) -> None:
+    """The GPU-regime proxy (issue 26): a near-free model, 1,024 images 224 x 224 at batch 64; the scan's
+    time over the plain loop's is its own overhead (target: at most 2.0x)."""
+    import torch
+
+    model = near_free_model()
+    x = np.random.default_rng(0).uniform(0, 1, (images, 3, 224, 224)).astype(np.float32)
+    labels = np.arange(images) % 1000
+
+    def plain():
+        with torch.no_grad():
+            return [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+
+    def scan():
+        with tempfile.TemporaryDirectory() as store:
+            sw.scan(model, x, labels, batch_size=batch, store=store)
+
+    times = alternate({"salwidget scan": scan, "plain loop": plain}, rounds)
+    report(f"near-free model (pooling + linear), {images} images 224 x 224, batch {batch}, {DEVICE}", times, images)
+    ratio = statistics.median(s / p for p, s in zip(times["plain loop"], times["salwidget scan"]))
+    per_image = (statistics.median(times["salwidget scan"]) - statistics.median(times["plain loop"])) / images
+    print(f"scan / plain = **{ratio:.2f}x** (target <= 2.0x); host work per image {per_image * 1e3:.3f} ms",
+          flush=True)
+
+
 def keras_speed(rounds: int, images: int, batch: int) -> None:
     import keras
 
@@ -141,7 +177,7 @@ def resume() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=("speed", "memory", "resume"))
+    parser.add_argument("--only", nargs="+", choices=("speed", "proxy", "memory", "resume"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=256, help="EfficientNet images (Keras: 16x as many)")
@@ -149,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     global DEVICE
     DEVICE = common.DEVICE = args.device
-    only = set(args.only or ("speed", "memory", "resume"))
+    only = set(args.only or ("speed", "proxy", "memory", "resume"))
     import torch
 
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), {DEVICE}")
@@ -157,6 +193,8 @@ def main() -> None:
         torch_speed(args.rounds, args.images, args.batch)
         if DEVICE == "cpu":
             keras_speed(args.rounds, 16 * args.images, 4 * args.batch)
+    if "proxy" in only:
+        proxy_speed(args.rounds)
     if "memory" in only and DEVICE == "cpu":
         memory([1_000, 50_000])
     if "resume" in only:

@@ -13,7 +13,7 @@ from .engine import attribute, predict
 from .methods import CLASSIC, all_methods, get_method
 from .errors import AttributionCancelled, NotDifferentiableError, SaliencyError
 from . import outputs, targets  # what to explain (sw.targets.Region, ...) and what an output is
-from .visualize import to_diverging, to_grayscale
+from .drawing.masks import to_diverging, to_grayscale
 
 __version__ = "0.2.0"
 
@@ -54,7 +54,7 @@ def __getattr__(name: str):
 
         return SaliencyNet
     if name == "SaliencyWidget":
-        from .widget import SaliencyWidget
+        from .panel.widget import SaliencyWidget
 
         return SaliencyWidget
     if name in ("scan", "Scan", "attribute_dataset"):  # datasets: pandas, pyarrow and zarr on first use
@@ -62,7 +62,7 @@ def __getattr__(name: str):
 
         return getattr(dataset, name)
     if name == "plot_grid":  # matplotlib, on first use
-        from .figure import plot_grid
+        from .drawing.plot import plot_grid
 
         return plot_grid
     if name in ("deletion_insertion", "sanity_check"):  # evaluation: how much to trust a map

@@ -21,7 +21,7 @@ def demo(out: str, methods: list[str] | None, images: list[str], nsamples: int |
     Gradient, SmoothGrad and Integrated Gradients, 16 samples and steps, each image's prediction).
     """
     from . import SaliencyWidget, models
-    from .explorer import softmax
+    from .panel.map_cache import softmax
 
     model, class_names = models.efficientnet_lite0()
     pictures = models.sample_images(images)
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             job.add_argument("--metrics", nargs="*", default=["deletion", "insertion"])
             job.add_argument("--engine", default="local", choices=("local", "ray"))
             job.add_argument("--seed", type=int, default=0)
-            job.add_argument("--dtype", default="float16")
+            job.add_argument("--dtype", default="float32", choices=("float32", "float16", "float64"),
+                             help="how maps are stored (float16: half the space, each map scaled by its range)")
             job.add_argument("--curve-steps", type=int, default=16)
     args = parser.parse_args(argv)
     if args.command == "demo":

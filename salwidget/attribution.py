@@ -121,13 +121,13 @@ class Attribution:
 
     def grayscale(self, percentile: float = 99, input_index: int = 0) -> np.ndarray:
         """Greyscale masks (B, H, W) in [0, 1] at the input's size; see :func:`salwidget.to_grayscale`."""
-        from .visualize import to_grayscale
+        from .drawing.masks import to_grayscale
 
         return to_grayscale(self, percentile, input_index=input_index)
 
     def diverging(self, percentile: float = 99, input_index: int = 0) -> np.ndarray:
         """Signed masks (B, H, W) in [-1, 1]; see :func:`salwidget.to_diverging`."""
-        from .visualize import to_diverging
+        from .drawing.masks import to_diverging
 
         return to_diverging(self, percentile, input_index=input_index)
 

@@ -24,7 +24,7 @@ from .attribution import Attribution
 from .backends import get_backend
 from .errors import AttributionCancelled, SaliencyError
 from .inputs import check_output, prepare_inputs
-from .methods import CLASSIC, MethodOutput, RunContext, get_method
+from .methods import MethodOutput, RunContext, get_method
 from .digests import bytes_digest
 from .outputs import choose_output, is_multilabel, output_selector
 from .randomness import Draws, check_rng
@@ -39,7 +39,6 @@ _CPU_ELEMENTS_PER_CHUNK = 8 * 3 * 224 * 224
 _GPU_ELEMENTS_PER_CHUNK = 64 * 3 * 224 * 224
 _GPU_MEMORY_SHARE, _GPU_MAX_CHUNK = 0.5, 1024
 
-METHODS = CLASSIC
 
 
 def auto_batch_size(device: str, inputs: Sequence[np.ndarray]) -> int:
@@ -329,9 +328,9 @@ class CleanPass:
 
 
 def _tuner(backend, request: Request, inputs: list[np.ndarray], method, ctx: RunContext):
-    """A :class:`~salwidget.tuning.Tuner` for an 'auto' run on a CPU whose best chunk is not known yet
+    """A :class:`~salwidget.chunk_tuning.Tuner` for an 'auto' run on a CPU whose best chunk is not known yet
     (a remembered one is used at once); None otherwise (a given batch_size, a GPU)."""
-    from . import tuning
+    from . import chunk_tuning as tuning
 
     device = str(backend.device)
     on_cpu = device.lower().startswith("cpu") or "CPU" in device
@@ -352,9 +351,9 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
 
     With ``batch_size='auto'`` on a GPU the first chunk is measured and later
     chunks are sized to the free memory; on a CPU the first chunks try a few
-    sizes (``tuner``, :mod:`salwidget.tuning`). Results do not depend on the size.
+    sizes (``tuner``, :mod:`salwidget.chunk_tuning`). Results do not depend on the size.
     """
-    from . import tuning
+    from . import chunk_tuning as tuning
 
     done = 0
     auto = measure = request.batch_size == "auto"
@@ -548,4 +547,4 @@ def _multilabel(scores, given: bool | None) -> bool:
     return is_multilabel(scores) if given is None else bool(given)
 
 
-__all__ = ["METHODS", "Request", "attribute", "auto_batch_size", "predict", "result_key", "run"]
+__all__ = ["Request", "attribute", "auto_batch_size", "predict", "result_key", "run"]

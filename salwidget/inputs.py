@@ -109,14 +109,9 @@ def class_indices(target: Any) -> np.ndarray:
     return values
 
 
-def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: np.ndarray | None) -> np.ndarray:
-    """None -> the clean prediction; an int -> every image; a sequence -> one per image.
-
-    ``num_classes=None`` (not known before a pass) leaves the upper bound to
-    :func:`check_target_range`.
-    """
-    if target is None:
-        return predicted.astype(np.int64)
+def prepare_target(target: Any, batch: int) -> np.ndarray:
+    """An int -> every image; a sequence -> one per image (the upper bound is left to
+    :func:`check_target_range`, once the number of classes is known)."""
     values = class_indices(target)
     if values.size == 1:
         values = np.full(batch, values[0], dtype=np.int64)
@@ -124,8 +119,6 @@ def prepare_target(target: Any, batch: int, num_classes: int | None, predicted: 
         raise SaliencyError(
             f"Got {values.size} targets for {batch} images: pass one int for all images or one per image."
         )
-    if num_classes is not None:
-        check_target_range(values, num_classes)
     return values
 
 
@@ -156,14 +149,6 @@ def check_output(output: Any, index: int, batch: int | None) -> None:
             f"(batch, num_classes) = ({batch if batch is not None else 'B'}, C) class scores (logits) to explain "
             f"a class. {hint} Or wrap the model so it returns one score per class."
         )
-
-
-def choose_output(outputs: Sequence[Any], output_index: int | str | None = None,
-                  names: Sequence[str | None] | None = None) -> int:
-    """Which model output the class scores come from (by position or name; see :mod:`salwidget.outputs`)."""
-    from .outputs import choose_output as choose
-
-    return choose(outputs, output_index, names)
 
 
 def prepare_baselines(baseline: Any, inputs: list[np.ndarray], channels_last: bool) -> list:

@@ -19,7 +19,7 @@ from .engine import Request, run
 from .errors import SaliencyError
 from .inputs import prepare_inputs, to_numpy
 from .methods import get_method
-from .visualize import to_grayscale
+from .drawing.masks import to_grayscale
 
 TARGET_KEY_PREFIX = "SaliencyNet_Target_Index_"
 PAIRINGS = ("paired", "sum")

@@ -206,7 +206,7 @@ class Class(Target):
             check_output(output, index, batch)
             labels = np.asarray(output).argmax(axis=1).astype(np.int64)
         else:
-            labels = prepare_target(self.k, batch, None, None)
+            labels = prepare_target(self.k, batch)
         concrete = self if self.k is not None else Class(labels, self.score)
         plain = self.score == "logit"
 

@@ -65,7 +65,7 @@ def test_a_second_call_reuses_what_is_stored_and_adds_columns(data, tmp_path):
     label = other.labels[0]
     assert label.startswith("vanilla_") and f"{label}_deletion_auc" in other.table  # another job, its own columns
     expected = sw.attribute(model, x[:5], "vanilla", target=labels[:5]).raw
-    np.testing.assert_allclose(other.maps(label, range(5)), expected, rtol=1e-3, atol=1e-6)  # float16 by default
+    np.testing.assert_allclose(other.maps(label, range(5)), expected, rtol=1e-3, atol=1e-6)  # float32 by default
 
 
 KILLED = textwrap.dedent("""
@@ -185,3 +185,82 @@ def test_rows_of_a_ray_worker_that_dies_are_run_again_not_lost(data, tmp_path, r
     assert os.path.exists(flag)  # a worker did die
     expected = sw.attribute(model.net, x, "vanilla").raw
     np.testing.assert_allclose(result.maps("vanilla", range(N)), expected, rtol=1e-5, atol=1e-9)
+
+
+RAY_OWN_CLUSTER = textwrap.dedent("""
+    import ipaddress, json, os, sys
+    import numpy as np, psutil
+    sys.path.insert(0, sys.argv[1])
+    import salwidget as sw
+    from tests.helpers import make_torch_cnn
+    before = dict(os.environ)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 3, 16, 16)).astype(np.float32)
+    done = sw.attribute_dataset(make_torch_cnn(), x, "vanilla", store=sys.argv[2], engine="ray", workers=1,
+                                metrics=(), dtype="float32")
+    maps_equal = bool(np.allclose(done.maps("vanilla", range(8)), sw.attribute(make_torch_cnn(), x, "vanilla").raw,
+                                  rtol=1e-5, atol=1e-9))
+    changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+    cluster = {}
+    for process in psutil.Process().children(recursive=True):
+        try:
+            name, env = process.name(), process.environ()
+            sockets = [c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+        cluster[f"{name}:{process.pid}"] = dict(auth=env.get("RAY_AUTH_MODE"),
+                                                open=[ip for ip in sockets if not ipaddress.ip_address(ip).is_loopback])
+    print(json.dumps(dict(changed=changed, maps_equal=maps_equal, cluster=cluster)))
+""")
+
+
+def test_a_ray_cluster_of_salwidgets_own_needs_a_token_and_leaves_the_environment_alone(tmp_path):
+    """engine='ray' with no Ray running starts a local cluster: every one of its processes that listens
+    beyond loopback runs with Ray's token authentication, and the user's environment is as it was."""
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path / "home")  # Ray keeps its token under ~/.ray: not the real home's
+    # A busy test machine starts Ray's agents slowly: longer waits than Ray's defaults (read at the start)
+    env.update(RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
+    run = subprocess.run([sys.executable, "-c", RAY_OWN_CLUSTER, str(root), str(tmp_path / "s")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["maps_equal"] and found["changed"] == []
+    assert any(name.startswith("gcs_server") for name in found["cluster"])  # the cluster was seen
+    exposed = {name: info for name, info in found["cluster"].items() if info["open"]}
+    assert exposed and all(info["auth"] == "token" for info in exposed.values()), exposed
+
+
+@pytest.mark.parametrize("address, user_mode", [(None, None), (None, "disabled"), ("ray://cluster:10001", "token"),
+                                                ("ray://cluster:10001", None)])
+def test_connect_starts_ray_under_its_token_default_and_restores_the_environment(monkeypatch, address, user_mode):
+    """What Ray sees when salwidget starts or joins a cluster (Ray itself replaced by a recorder): a local
+    cluster of salwidget's own never starts with authentication disabled; a cluster at an address is joined
+    with the user's settings; afterwards the environment is exactly as it was."""
+    import os
+    import types
+
+    from salwidget.dataset import ray_engine
+
+    seen = {}
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda **kwargs: seen.update(kwargs=kwargs, mode=os.environ.get("RAY_AUTH_MODE")),
+        data=types.SimpleNamespace(DataContext=types.SimpleNamespace(get_current=lambda: types.SimpleNamespace())))
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: fake)
+    for name in ("RAY_AUTH_MODE", "RAY_BACKEND_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    if user_mode is not None:
+        monkeypatch.setenv("RAY_AUTH_MODE", user_mode)
+    before = dict(os.environ)
+    ray_engine.connect(address)
+    assert dict(os.environ) == before
+    assert seen["kwargs"]["address"] == address
+    if address is None:
+        assert seen["mode"] is None  # unset: Ray's default for a new local cluster, token authentication
+    else:
+        assert seen["mode"] == user_mode  # joined as the user configured it

@@ -480,7 +480,7 @@ def test_image_ids_key_each_images_draws_so_any_batch_gives_its_map(images, meth
 
 
 def test_cpu_chunks_tune_themselves_on_the_first_chunks_and_remember_the_fastest(images, monkeypatch):
-    from salwidget import tuning
+    from salwidget import chunk_tuning as tuning
 
     model = make_torch_cnn()
     x = np.repeat(images, 4, axis=0)  # 16 images
@@ -510,7 +510,7 @@ def test_cpu_chunks_tune_themselves_on_the_first_chunks_and_remember_the_fastest
 
 def test_a_run_too_short_to_finish_the_chunk_trials_leaves_them_to_the_next(images, monkeypatch):
     """Each size's fastest sample counts: one slow chunk of a size (a loaded moment) does not lose it."""
-    from salwidget import tuning
+    from salwidget import chunk_tuning as tuning
 
     model = make_torch_cnn()
     x = np.repeat(images, 4, axis=0)  # 16 images: 64 passes per chunk to start with

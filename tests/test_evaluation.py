@@ -21,7 +21,7 @@ from salwidget.errors import AttributionCancelled, SaliencyError
 from salwidget.evaluation import blur_sigma, spearman, ssim
 from salwidget.evaluation.curves import ranking
 from salwidget.evaluation.sanity import compare
-from salwidget.visualize import resize_bilinear
+from salwidget.arrays import resize_bilinear
 
 from .helpers import keras_twin
 

@@ -10,8 +10,8 @@ import pytest
 
 import salwidget as sw
 from salwidget.errors import SaliencyError
-from salwidget.figure import grid_figure
-from salwidget.render import ColorBar, Column, GridRenderer, grid_layout
+from salwidget.drawing.figure import grid_figure
+from salwidget.drawing.render import ColorBar, Column, GridRenderer, grid_layout
 
 from .helpers import make_torch_cnn
 

@@ -115,7 +115,7 @@ def test_the_panel_offers_an_onnx_session_only_forward_only_methods(torch_model,
     try:
         assert panel.wait(120)
         assert panel.methods == ("occlusion", "rise") and not panel.error
-        assert sorted(panel._method_buttons) == sorted(forward_only_methods())
+        assert sorted(panel.settings_view.method_buttons) == sorted(forward_only_methods())
         reference = sw.attribute(torch_model, pictures, "occlusion", window=4, stride=4)
         np.testing.assert_allclose(panel.results["occlusion"].raw, reference.raw, rtol=1e-3,
                                    atol=1e-4 * np.abs(reference.raw).max())

@@ -381,7 +381,8 @@ def test_an_uploaded_picture_joins_the_grid(images):
     panel._upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
                             "content": memoryview(content), "last_modified": NOW},)
     assert panel.wait(60) and panel.error == ""
-    assert panel.results["vanilla"].raw.shape[0] == 5 and panel._upload.value == ()
+    assert panel.results["vanilla"].raw.shape[0] == 5
+    assert len(panel._upload.value) == 1  # the button says "Add images (1)": the upload added one (not "(0)")
     after = decode(panel.to_png())
     assert after.shape[0] > before.shape[0]  # a fifth row
     np.testing.assert_allclose(panel._display[4], np.full((16, 16, 3), [250, 10, 10]) / 255, atol=0.01)
@@ -398,7 +399,7 @@ def test_an_upload_the_preprocess_cannot_take_is_an_error_in_the_panel(images):
     panel._upload.value = ({"name": "x.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"),
                             "last_modified": NOW},)
     assert "cannot identify image file" in panel.error
-    assert len(panel._images) == 4
+    assert len(panel._images) == 4 and panel._upload.value == ()  # "Add images (0)": nothing was added
 
 
 def test_without_preprocess_there_is_no_upload_button(images):
@@ -409,7 +410,7 @@ def test_without_preprocess_there_is_no_upload_button(images):
 # ------------------------------------------------------------------ titles
 def test_a_single_logit_model_is_shown_with_its_sigmoid(images, monkeypatch):
     import torch
-    from salwidget import render
+    from salwidget.drawing import render
 
     model = make_torch_cnn(num_classes=1)
     with torch.no_grad():

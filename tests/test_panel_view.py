@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import salwidget as sw
-from salwidget.panel.scaling import shown_maps
-from salwidget.render import Column, ColorBar, GridRenderer, colorize
-from salwidget.visualize import _maps
+from salwidget.drawing.scaling import shown_maps
+from salwidget.drawing.render import Column, ColorBar, GridRenderer, colorize
+from salwidget.drawing.masks import plane_maps as _maps
 
 from .helpers import make_torch_cnn
 
@@ -114,7 +114,7 @@ def test_pending_columns_show_a_placeholder_or_their_dimmed_last_map():
 
 def test_columns_stay_put_while_a_new_method_computes(images, monkeypatch):
     import salwidget.panel.worker as worker_module
-    from salwidget import render
+    from salwidget.drawing import render
 
     monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("vanilla", "smoothgrad"), nsamples=4,

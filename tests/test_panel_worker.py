@@ -12,7 +12,7 @@ import pytest
 
 import salwidget as sw
 from salwidget.errors import AttributionCancelled
-from salwidget.panel.worker import Job, Worker, run_job
+from salwidget.panel.worker import MapsJob, Worker, run_job
 
 from .helpers import make_torch_cnn
 
@@ -67,7 +67,7 @@ def settings(name, compute, methods=("m",)):
 
 
 def submit(worker, sink, request):
-    return worker.submit(lambda generation: run_job(worker, generation, Job(FakeExplorer(), request), sink, 0.0))
+    return worker.submit(lambda generation: run_job(worker, generation, MapsJob(FakeExplorer(), request), sink, 0.0))
 
 
 def test_a_stale_computation_that_finishes_anyway_is_never_drawn():
@@ -206,7 +206,7 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
     """The stale check, the draw and setting the image happen under one lock: a preview drawn before a
     colour change cannot land on screen after it, however slowly the worker sets it."""
     import salwidget.panel.worker as worker_module
-    from salwidget import render
+    from salwidget.drawing import render
 
     monkeypatch.setattr(worker_module, "PREVIEW_INTERVAL_S", 0.0)
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=2, batch_size=4,

@@ -44,7 +44,9 @@ def assert_matches_plain_loop(result, expected, labels):
     table = result.table
     assert list(table.index) == list(range(len(labels)))
     assert list(table.columns) == ["label", "label_name", "predicted", "predicted_name", "probability",
-                                   "top5_classes", "top5_probabilities", "correct", "loss", "margin", "entropy"]
+                                   "top5_classes", "top5_probabilities", "correct", "finite", "loss", "margin",
+                                   "entropy"]
+    assert table["finite"].all()
     np.testing.assert_array_equal(table["label"], labels)
     np.testing.assert_array_equal(table["predicted"], expected["predicted"])
     np.testing.assert_allclose(table["probability"], expected["probability"], rtol=1e-5)
@@ -79,7 +81,7 @@ def test_thumbnails_of_inputs_the_thumbnail_size_or_smaller_keep_every_pixel():
     """A 64 x 64 input is its own thumbnail (the display scaling only); a 32 x 32 one is enlarged by
     nearest neighbours (each pixel a 2 x 2 block); a 16 x 32 one is centred on white."""
     from salwidget.dataset.pictures import thumbnails
-    from salwidget.visualize import to_display_image
+    from salwidget.arrays import to_display_image
 
     rng = np.random.default_rng(3)
     x = rng.uniform(0, 1, (3, THUMBNAIL_PX, THUMBNAIL_PX, 3)).astype(np.float32)
@@ -348,3 +350,32 @@ def test_progress_true_draws_a_bar_that_counts_images(data, capsys):
     sw.scan(make_torch_cnn(), x, labels, progress=True)
     err = capsys.readouterr().err
     assert "scan: 100%" in err and f"{N}/{N}" in err
+
+
+@pytest.mark.parametrize("already, classes", [(False, 7), (True, 7), (False, 1), (False, 300)])
+def test_the_columns_computed_on_the_device_equal_numpys(already, classes):
+    """The torch path of the per-image columns (used on an accelerator) against numpy's, on a CPU tensor;
+    NaN and infinite rows included, a tie included."""
+    from salwidget.dataset.predictions import columns, columns_torch
+
+    rng = np.random.default_rng(classes)
+    scores = rng.normal(size=(40, classes)).astype(np.float32)
+    if already:
+        scores = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    if classes > 2:
+        scores[5, 2] = scores[5, 1] = scores[5].max() + 1  # a tie at the top: the lower class first
+    scores[7] = np.nan
+    scores[9, 0] = np.inf
+    labels = rng.integers(-1, max(classes, 2), 40)
+    expected, got = columns(scores, labels, already), columns_torch(torch.from_numpy(scores), labels, already)
+    assert set(got) == set(expected)
+    finite = expected["finite"]
+    for name, values in expected.items():
+        if name in ("top5_classes", "top5_probabilities"):  # a non-finite row's top-5 means nothing
+            values, other = values[finite], got[name][finite]
+        else:
+            other = got[name]
+        if values.dtype.kind in "biu":
+            np.testing.assert_array_equal(other, values, err_msg=name)
+        else:
+            np.testing.assert_allclose(other, values, rtol=1e-6, atol=1e-7, err_msg=name)

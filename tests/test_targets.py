@@ -278,7 +278,7 @@ def test_targets_compare_by_value_and_a_function_is_never_cached(torch_cnn, imag
 
 
 def test_the_explorer_caches_regions_by_value_and_never_a_function(segnet, images, masks):
-    from salwidget.explorer import Explorer, Settings
+    from salwidget.panel.map_cache import Explorer, Settings
 
     explorer = Explorer(segnet, images[:2])
     first = explorer.compute("vanilla", Settings(("vanilla",), target=Region(1, masks[0])))

@@ -73,7 +73,7 @@ def test_an_attribution_knows_its_layout_and_a_channels_last_array_is_not_misrea
 
 
 def test_layer_maps_are_upsampled_bilinearly_to_the_input():
-    from salwidget.visualize import resize_bilinear
+    from salwidget.arrays import resize_bilinear
 
     coarse = np.array([[[0.0, 1.0], [2.0, 3.0]]], np.float32)
     fine = resize_bilinear(coarse, (4, 4))

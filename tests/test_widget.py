@@ -194,7 +194,7 @@ def test_target_from_the_dropdown_changes_titles_and_maps(panel):
 
 
 def test_error_shows_in_the_panel_with_its_traceback_and_clears_when_fixed(panel, caplog, monkeypatch):
-    from salwidget.explorer import Explorer
+    from salwidget.panel.map_cache import Explorer
 
     def broken(*args, **kwargs):
         raise ValueError("the model broke")

@@ -15,7 +15,8 @@ not change its map.
 Store layout, under the scan (see :mod:`salwidget.dataset.store`)::
 
     <store>/scans/<scan>/jobs/<job>/meta.json          method, options, target, seed, metrics, steps, label
-    <store>/scans/<scan>/jobs/<job>/maps.zarr          (N, *map shape), float16 by default, chunks of 16 rows
+    <store>/scans/<scan>/jobs/<job>/maps.zarr          (N, *map shape), float32 by default, chunks of 16 rows
+    <store>/scans/<scan>/jobs/<job>/scales.zarr        (N,) each map's scale (dtype='float16' only)
     <store>/scans/<scan>/jobs/<job>/table/part-*.parquet  index, <label>_deletion_auc, <label>_insertion_auc,
                                                          <label>_completeness_gap (path methods)
     <store>/scans/<scan>/jobs/pairs/table/part-*.parquet  index, <a>_vs_<b>_spearman
@@ -24,7 +25,6 @@ Store layout, under the scan (see :mod:`salwidget.dataset.store`)::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,81 +33,13 @@ import numpy as np
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest
 from .progress import as_progress
-from .store import CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, _write_json, read_parts, read_rows, write_parquet, write_rows
+from . import stored_maps
+from .blocks import JobSpec, done_rows, run_block
+from .store import (CHUNK_ROWS, THUMBNAIL_CHUNK_ROWS, one_writer, read_json, read_parts, set_aside, write_json,
+                    write_parquet, writing)
 
 ENGINES = ("local", "ray")
 METRICS = ("deletion", "insertion")
-
-
-@dataclass
-class JobSpec:
-    """Everything a worker needs to compute rows of one job (picklable: it travels to Ray actors)."""
-
-    folder: str  # the job's folder
-    method: str
-    options: dict
-    target: Any  # 'predicted', 'label', an int, or one per dataset image (an array)
-    seed: int
-    metrics: tuple
-    curve_steps: int
-    dtype: str
-    label: str
-    batch_size: Any = "auto"
-    layer: Any = None
-    output_index: Any = None
-    channels_last: bool = False
-    labels: Any = None  # the scan's labels (for target='label')
-    map_shape: tuple = ()
-
-
-def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: Callable[[], bool] | None = None
-              ) -> int:
-    """Compute ``rows`` of one job and commit them (maps, then the table part); the rows written.
-
-    Rows that cannot be read are left out (the scan lists them). Called by the local loop and, unchanged,
-    by each Ray actor.
-    """
-    import zarr
-
-    from .. import attribute
-    from ..evaluation import deletion_insertion
-
-    rows = np.asarray(rows, np.int64)
-    batch = source.read(rows)
-    rows = rows[batch.ok]
-    if not len(rows):
-        return 0
-    target = _targets(spec, rows)
-    result = attribute(model, batch.inputs, spec.method, target=target, seed=spec.seed, batch_size=spec.batch_size,
-                       channels_last=spec.channels_last, output_index=spec.output_index, image_ids=rows,
-                       cancel=cancel, **({"layer": spec.layer} if spec.layer is not None else {}), **spec.options)
-    raw = result.raw if not isinstance(result.raw, tuple) else result.raw[0]
-    columns = {}
-    if spec.metrics:
-        curves = deletion_insertion(model, batch.inputs, result, steps=spec.curve_steps, batch_size=spec.batch_size,
-                                    channels_last=spec.channels_last, output_index=spec.output_index, cancel=cancel)
-        if "deletion" in spec.metrics:
-            columns[f"{spec.label}_deletion_auc"] = np.asarray(curves.auc_deletion, np.float32)
-        if "insertion" in spec.metrics:
-            columns[f"{spec.label}_insertion_auc"] = np.asarray(curves.auc_insertion, np.float32)
-    if result.delta is not None:
-        columns[f"{spec.label}_completeness_gap"] = np.asarray(result.delta, np.float32)
-    maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r+")
-    write_rows(maps, rows, raw.astype(spec.dtype))
-    import pyarrow as pa
-
-    write_parquet(Path(spec.folder) / "table", pa.table({"index": rows, **columns}), int(rows[0]))
-    return len(rows)
-
-
-def _targets(spec: JobSpec, rows: np.ndarray):
-    if isinstance(spec.target, str):
-        if spec.target == "predicted":
-            return None
-        return np.asarray(spec.labels)[rows]  # 'label'
-    if np.ndim(spec.target) == 0 or callable(spec.target) or not hasattr(spec.target, "__len__"):
-        return spec.target
-    return np.asarray(spec.target)[rows]
 
 
 class DatasetMaps:
@@ -134,8 +66,6 @@ class DatasetMaps:
 
     def maps(self, method: str, rows: Sequence[int]) -> np.ndarray:
         """The stored raw maps of ``rows`` (as ``Attribution.raw`` per image), float32."""
-        import zarr
-
         spec = self._spec(method)
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
         frame = read_parts(Path(spec.folder) / "table", columns=["index"])
@@ -143,8 +73,11 @@ class DatasetMaps:
         if not set(rows.tolist()) <= done:
             missing = sorted(set(rows.tolist()) - done)[:5]
             raise SaliencyError(f"Rows {missing} of {method!r} are not computed yet: run attribute_dataset again.")
-        maps = zarr.open_array(str(Path(spec.folder) / "maps.zarr"), mode="r")
-        return np.asarray(read_rows(maps, rows), np.float32)
+        maps, lost = stored_maps.read(Path(spec.folder), rows)
+        if lost.any():
+            raise SaliencyError(f"Rows {rows[lost][:5].tolist()} of {method!r} were in a damaged part of the store "
+                                f"{spec.folder} (set aside): run attribute_dataset again to compute them.")
+        return maps
 
     def _spec(self, method: str) -> JobSpec:
         if method in self.jobs:
@@ -173,7 +106,7 @@ def attribute_dataset(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-    dtype: str = "float16",
+    dtype: str = stored_maps.DEFAULT_DTYPE,
     curve_steps: int = 16,
     labels: Any = None,
     class_names: Sequence[str] | None = None,
@@ -213,8 +146,10 @@ def attribute_dataset(
     cancel : callable() -> bool, optional
         Checked between blocks and chunks; True stops with :class:`salwidget.AttributionCancelled`; what
         was committed stays and a re-run computes only the rest.
-    dtype : str
-        How maps are stored (float16 halves the space; float32 keeps every bit).
+    dtype : {'float32', 'float16', 'float64'}
+        How maps are stored: float32 (the default) keeps every bit; float16 halves the space, each map
+        divided by its own largest magnitude with that scale stored (about 3 significant digits of the
+        map's range, whatever its magnitude). See :mod:`salwidget.dataset.stored_maps`.
 
     Returns
     -------
@@ -226,6 +161,7 @@ def attribute_dataset(
 
     if engine not in ENGINES:
         raise SaliencyError(f"Unknown engine {engine!r}: use 'local' or 'ray'.")
+    dtype = stored_maps.check_dtype(dtype)
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise SaliencyError("Give at least one method.")
@@ -254,7 +190,19 @@ def attribute_dataset(
         if model_fingerprint(model) != scanned._rows.meta.get("model"):
             raise SaliencyError("The Scan was made with another model or other weights; scan again with this one.")
     wanted = _rows(rows, len(scanned), scanned)
+    _check_target(target, len(scanned), scanned.num_classes)
     folder = Path(scanned.store) / "scans" / scanned.key / "jobs"
+    # One writer per store key: a second call on these jobs waits, then finds their rows committed.
+    with one_writer(folder, cancel):
+        specs, blocks = _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics,
+                                  curve_steps, dtype, batch_size, output_index, wanted, progress, cancel, engine,
+                                  ray_address, workers)
+    scanned.refresh()
+    return DatasetMaps(scanned, specs, blocks)
+
+
+def _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics, curve_steps, dtype,
+              batch_size, output_index, wanted, progress, cancel, engine, ray_address, workers):
     specs = {}
     for name, method in zip(methods, chosen):
         given = dict(options.get(name, {}))
@@ -280,8 +228,34 @@ def attribute_dataset(
             if progress is not None:
                 progress(done, total)
     _pair_columns(folder, specs, wanted)
-    scanned.refresh()
-    return DatasetMaps(scanned, specs, len(todo))
+    return specs, len(todo)
+
+
+TARGET_WORDS = ("predicted", "label")
+
+
+def _check_target(target, length: int, num_classes: int) -> None:
+    """Refuse a target the blocks could not use, before any block runs (a typo, one class per image of the
+    wrong length, a class the model does not have)."""
+    if isinstance(target, str):
+        if target not in TARGET_WORDS:
+            raise SaliencyError(f"target={target!r} is not understood: use 'predicted' (each image's prediction), "
+                                "'label' (its true class), a class index, or one class index per dataset image.")
+        return
+    if callable(target):
+        return
+    values = np.asarray(target)
+    if values.dtype.kind not in "iu" or values.ndim > 1:
+        raise SaliencyError(f"target must be 'predicted', 'label', a class index or one class index per dataset "
+                            f"image; got {values.reshape(-1)[:3].tolist()} (dtype {values.dtype}).")
+    if values.ndim == 1 and len(values) != length:
+        raise SaliencyError(f"target has {len(values)} classes for a dataset of {length} images: give one class per "
+                            "dataset image (in dataset order; rows= picks which are computed), or a single class.")
+    classes = max(int(num_classes or 0), 2)
+    bad = values[(values < 0) | (values >= classes)] if num_classes else values[values < 0]
+    if bad.size:
+        raise SaliencyError(f"target holds class {int(bad.reshape(-1)[0])}, outside the model's {classes} classes "
+                            f"(0 to {classes - 1}).")
 
 
 def _rows(rows, length: int, scanned) -> np.ndarray:
@@ -313,17 +287,22 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
     key = digest(method.name, method.key(resolved), str(layer), target_key, seed, metrics, curve_steps, dtype)
     job_folder = folder / key
     meta_path = job_folder / "meta.json"
-    if meta_path.exists():
-        label = json.loads(meta_path.read_text())["label"]
+    existed = meta_path.exists()
+    info = read_json(meta_path)
+    if existed and info is None:  # damaged (and set aside): the job's rows are computed again
+        set_aside(job_folder, "its meta.json was damaged")
+    if info is not None:
+        label = info["label"]
     else:
-        taken = {json.loads(p.read_text())["label"] for p in folder.glob("*/meta.json")}
+        taken = {m["label"] for m in (read_json(p) for p in sorted(folder.glob("*/meta.json"))) if m is not None}
         label = method.name if method.name not in taken else f"{method.name}_{key[:6]}"
     spec = JobSpec(str(job_folder), method.name, resolved, target, int(seed), metrics, int(curve_steps), dtype, label,
                    batch_size, layer, output_index, scanned.channels_last,
                    scanned.table["label"].reindex(range(len(scanned))).fillna(-1).astype(np.int64).to_numpy()
-                   if target == "label" else None)
-    if not meta_path.exists():
-        job_folder.mkdir(parents=True, exist_ok=True)
+                   if isinstance(target, str) and target == "label" else None)
+    if info is None:
+        with writing(job_folder):
+            job_folder.mkdir(parents=True, exist_ok=True)
         probe = scanned.source.read([_first_readable(scanned)])
         from .. import attribute
 
@@ -332,26 +311,16 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
                           output_index=output_index, **({"layer": layer} if layer is not None else {}),
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
-        _create_maps(job_folder / "maps.zarr", (len(scanned), *shape), dtype)
-        _write_json(meta_path, dict(method=method.name, options=_jsonable(resolved), layer=str(layer),
-                                    target=str(target_key), seed=int(seed), metrics=list(metrics),
-                                    curve_steps=int(curve_steps), dtype=dtype, label=label, map_shape=list(shape),
-                                    channels_last=bool(scanned.channels_last), kind=method.output))
-    spec.map_shape = tuple(json.loads(meta_path.read_text())["map_shape"])
+        stored_maps.create(job_folder, (len(scanned), *shape), dtype, THUMBNAIL_CHUNK_ROWS)
+        with writing(job_folder):
+            write_json(meta_path, dict(method=method.name, options=jsonable(resolved), layer=str(layer),
+                                        target=str(target_key), seed=int(seed), metrics=list(metrics),
+                                        curve_steps=int(curve_steps), dtype=dtype, label=label,
+                                        map_shape=list(shape), channels_last=bool(scanned.channels_last),
+                                        kind=method.output))
+        info = read_json(meta_path)
+    spec.map_shape = tuple(info["map_shape"])
     return spec
-
-
-def _create_maps(path: Path, shape: tuple, dtype: str) -> None:
-    """The job's maps array: chunks of 16 rows, not compressed (saliency maps are noise to a compressor:
-    it would cost more time than it saves space, and a GPU computes maps faster than zstd packs them)."""
-    import zarr
-
-    chunks = (THUMBNAIL_CHUNK_ROWS, *shape[1:])
-    if hasattr(zarr, "create_array"):  # zarr 3
-        zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressors=None,
-                          overwrite=True)
-    else:  # zarr 2
-        zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressor=None)
 
 
 def _first_readable(scanned) -> int:
@@ -359,29 +328,31 @@ def _first_readable(scanned) -> int:
     return next(r for r in range(len(scanned)) if r not in unreadable)
 
 
-def _jsonable(options: dict) -> dict:
+def jsonable(options: dict) -> dict:
+    """Options as stored in a job's meta.json (values JSON cannot hold become their type's name)."""
     out = {}
     for name, value in options.items():
         out[name] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(type(value).__name__)
     return out
 
 
+
+
 def _missing(spec: JobSpec, wanted: np.ndarray) -> np.ndarray:
-    frame = read_parts(Path(spec.folder) / "table", columns=["index"])
-    done = set() if frame is None else set(frame["index"].tolist())
-    return np.asarray([r for r in wanted.tolist() if r not in done], np.int64)
+    return wanted[~np.isin(wanted, done_rows(spec))].astype(np.int64)
 
 
 def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -> None:
     """``<a>_vs_<b>_spearman`` for every pair of stored jobs, on rows both have and the pair does not yet."""
     import pyarrow as pa
-    import zarr
 
     from ..evaluation.similarity import spearman
 
     stored = {}
     for meta in sorted(folder.glob("*/meta.json")):
-        info = json.loads(meta.read_text())
+        info = read_json(meta)
+        if info is None:
+            continue
         frame = read_parts(meta.parent / "table", columns=["index"])
         stored[info["label"]] = (meta.parent, set() if frame is None else set(frame["index"].tolist()), info)
     labels = sorted(stored)
@@ -398,10 +369,13 @@ def _pair_columns(folder: Path, specs: dict[str, JobSpec], wanted: np.ndarray) -
             done = set() if have is None or column not in have else set(have.dropna(subset=[column])["index"])
             rows = np.asarray(sorted((stored[a][1] & stored[b][1]) - done), np.int64)
             for block in _blocks(rows):
-                first = _as_masks(read_rows(zarr.open_array(str(stored[a][0] / "maps.zarr"), mode="r"), block),
-                                  stored[a][2])
-                second = _as_masks(read_rows(zarr.open_array(str(stored[b][0] / "maps.zarr"), mode="r"), block),
-                                   stored[b][2])
+                first, lost_a = stored_maps.read(stored[a][0], block)
+                second, lost_b = stored_maps.read(stored[b][0], block)
+                kept = ~(lost_a | lost_b)  # rows of a damaged chunk: computed again by the next run
+                if not kept.any():
+                    continue
+                block = block[kept]
+                first, second = _as_masks(first[kept], stored[a][2]), _as_masks(second[kept], stored[b][2])
                 size = (min(first.shape[1], second.shape[1]), min(first.shape[2], second.shape[2]))
                 values = spearman(_resize(first, size), _resize(second, size))
                 write_parquet(pairs_folder, pa.table({"index": block, column: values.astype(np.float32)}), int(block[0]))
@@ -416,6 +390,6 @@ def _as_masks(maps: np.ndarray, info: dict) -> np.ndarray:
 
 
 def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ..visualize import resize_bilinear
+    from ..arrays import resize_bilinear
 
     return maps if maps.shape[1:] == size else resize_bilinear(maps, size)

@@ -41,7 +41,7 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     to an integer factor, then nearest neighbours (small pictures, 8 x 8 digits, are enlarged without
     blurring).
     """
-    from ..visualize import to_display_image
+    from ..arrays import to_display_image
 
     if isinstance(images, np.ndarray) and images.dtype != np.uint8:
         # Reduce first (area average in float32), then scale the small pictures for display: a tenth of the
@@ -55,6 +55,33 @@ def thumbnails(images: np.ndarray | list, channels_last: bool) -> np.ndarray:
     if len({p.shape for p in pictures}) == 1:
         return _fit_batch(np.stack(pictures).astype(np.uint8))
     return np.concatenate([_fit_batch(p[None].astype(np.uint8)) for p in pictures])
+
+
+def shrink(batch, channels_last: bool):
+    """A batch of model inputs brought down to the thumbnail's size where it is (an area average, aspect
+    kept, in the framework, on the model's device): 64 x 64 pictures cross to the host, not
+    full images. A torch tensor larger than the thumbnail is shrunk; anything else comes back as numpy
+    for :func:`thumbnails` to fit."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(batch, torch.Tensor) or batch.ndim != 4:
+        return np.asarray(batch.detach().cpu() if hasattr(batch, "detach") else batch)
+    images = batch.permute(0, 3, 1, 2) if channels_last else batch
+    h, w = images.shape[2:]
+    if max(h, w) <= THUMBNAIL_PX:
+        return batch.detach().cpu().numpy()
+    size = (max(1, round(h * THUMBNAIL_PX / max(h, w))), max(1, round(w * THUMBNAIL_PX / max(h, w))))
+    with torch.no_grad():
+        # An area average (each output pixel the mean of its window): antialiased, and one pass over the
+        # batch at memory speed (4x faster than antialiased bilinear on a CPU)
+        images = images.detach().float()
+        factor = max(h, w) // THUMBNAIL_PX
+        if factor >= 2:  # the fixed-window pool first (the cheaper kernel), then the small adaptive rest
+            images = torch.nn.functional.avg_pool2d(images, factor)
+        small = torch.nn.functional.adaptive_avg_pool2d(images, size)
+    small = small.permute(0, 2, 3, 1) if channels_last else small
+    return small.cpu().numpy()
 
 
 def _reduce(batch: np.ndarray, axes: tuple[int, int] = (1, 2)) -> np.ndarray:

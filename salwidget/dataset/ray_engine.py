@@ -32,15 +32,38 @@ def require_ray():
     return ray
 
 
+# Environment variables Ray reads when it starts; salwidget sets them only while it starts a cluster.
+_STARTUP_VARIABLES = ("RAY_AUTH_MODE", "RAY_BACKEND_LOG_LEVEL")
+
+
 def connect(address: str | None = None):
-    """Ray, initialised: the cluster at ``address``, the one this process already joined, or a local one."""
+    """Ray, initialised: the cluster at ``address``, the one this process already joined, or a local one.
+
+    A local cluster of salwidget's own uses Ray's token authentication (Ray's GCS server listens on every
+    interface: without a token, whoever reaches its port could run code in the cluster); its token is
+    Ray's own (``~/.ray/auth_token``, made if missing). A cluster at ``address`` is joined as the user
+    configured it (their ``RAY_AUTH_MODE`` and token). Either way the process's environment is left as it
+    was found: what Ray must read at start is set only for the start.
+    """
     ray = require_ray()
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster of this process: no tokens to hand out
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ log lines (actor restart notes)
-        local = {} if address else {"object_store_memory": 1 << 30}  # a cluster of our own: 1 GB of objects
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 configure_logging=False, **local)
+        found = {name: os.environ.get(name) for name in _STARTUP_VARIABLES}
+        try:
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ log lines (actor restart notes)
+            local = {}
+            if not address:
+                # Ray's own default for a new local cluster is token authentication (it makes the token and
+                # sets the mode for the processes it starts); an inherited "disabled" must not open ours.
+                os.environ.pop("RAY_AUTH_MODE", None)
+                local = {"object_store_memory": 1 << 30}  # a cluster of our own: 1 GB of objects
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                     configure_logging=False, **local)
+        finally:
+            for name, value in found.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -61,7 +84,7 @@ class BlockActor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .jobs import run_block
+        from .blocks import run_block
 
         done = []
         for job, rows in zip(batch["job"], batch["rows"]):

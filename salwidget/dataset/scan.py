@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from .keys import digest, model_fingerprint
-from .predictions import COLUMNS, are_probabilities, columns
+from .predictions import COLUMNS, are_probabilities, columns_in_framework
 from .progress import as_progress
 from .sources import DataSource, as_source
 from .store import CHUNK_ROWS, ScanStore, Store
@@ -32,8 +33,10 @@ class Scan:
     table : pandas.DataFrame
         Indexed by dataset index (``index``), with the columns ``label``, ``label_name``, ``predicted``,
         ``predicted_name``, ``probability`` (of the prediction; a single logit's sigmoid), ``top5_classes``,
-        ``top5_probabilities``, ``correct`` (False where the label is unknown, -1), ``loss`` (cross-entropy;
-        NaN without a label), ``margin`` (top-1 minus top-2 probability) and ``entropy``. Rows that could not
+        ``top5_probabilities``, ``correct`` (False where the label is unknown, -1, or the output not finite),
+        ``finite`` (False where the model's scores hold NaN or infinity: then ``predicted`` is -1 and the
+        probabilities NaN), ``loss`` (cross-entropy; NaN without a label), ``margin`` (top-1 minus top-2
+        probability) and ``entropy``. Rows that could not
         be read are not in it: they are in :attr:`errors`.
     errors : list of (int, str)
         The rows that could not be read (an unreadable file) and why; ``len(table) + len(errors)`` is the
@@ -79,7 +82,8 @@ class Scan:
     def __repr__(self) -> str:
         known = self.table["label"] >= 0
         accuracy = f", accuracy {self.accuracy:.1%} on {int(known.sum())} labelled" if known.any() else ""
-        return (f"Scan({len(self)} images of {self.source.describe()}{accuracy}, {len(self.errors)} unreadable; "
+        odd = f", {self.non_finite} with non-finite scores" if self.non_finite else ""
+        return (f"Scan({len(self)} images of {self.source.describe()}{accuracy}{odd}, {len(self.errors)} unreadable; "
                 f"store {self.store!r})")
 
     @property
@@ -91,6 +95,9 @@ class Scan:
 
                 frame = pd.DataFrame({"index": np.zeros(0, np.int64), **{c: [] for c in COLUMNS}})
             frame = frame.set_index("index")
+            if "finite" not in frame:  # a store written before the column existed
+                frame["finite"] = np.isfinite(frame["probability"].to_numpy(np.float64))
+                frame["correct"] = frame["correct"] & frame["finite"]
             frame = frame[list(COLUMNS) + [c for c in frame.columns if c not in COLUMNS]]
             self._table = frame.join(self._rows.job_columns(), how="left") if self._rows.has_jobs() else frame
         return self._table
@@ -100,19 +107,30 @@ class Scan:
         self._table = None
 
     @property
+    def model_key(self) -> str | None:
+        """The fingerprint of the weights that scanned these rows (:func:`~salwidget.dataset.keys.model_fingerprint`)."""
+        return self._rows.meta.get("model")
+
+    @property
     def errors(self) -> list[tuple[int, str]]:
         return self._rows.errors()
 
     @property
+    def non_finite(self) -> int:
+        """How many images the model gave NaN or infinite scores (``finite`` False; never correct)."""
+        return int((~self.table["finite"].astype(bool)).sum())
+
+    @property
     def accuracy(self) -> float:
-        """Share of correct predictions among the images whose label is known (NaN if none is)."""
+        """Share of correct predictions among the images whose label is known (NaN if none is); an image with
+        non-finite scores counts as a wrong prediction."""
         known = self.table["label"] >= 0
         return float(self.table.loc[known, "correct"].mean()) if known.any() else float("nan")
 
     def confusion(self) -> np.ndarray:
         """(classes, classes) counts of images by true label (rows) and prediction (columns); unlabelled
-        images are left out."""
-        known = self.table[self.table["label"] >= 0]
+        images and images with non-finite scores (see :attr:`non_finite`) are left out."""
+        known = self.table[(self.table["label"] >= 0) & self.table["finite"].astype(bool)]
         size = max(self.num_classes, 2)
         counts = np.zeros((size, size), np.int64)
         np.add.at(counts, (known["label"].to_numpy(), known["predicted"].to_numpy()), 1)
@@ -136,7 +154,7 @@ class Scan:
 
     def display_images(self, rows: Sequence[int]) -> np.ndarray:
         """``rows`` as a person sees them, (n, H, W, 3) in [0, 1]: the pictures for files, else the inputs scaled."""
-        from ..visualize import to_display_image
+        from ..arrays import to_display_image
 
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, np.int64).reshape(-1)
         batch = self.source.read(rows)
@@ -212,15 +230,19 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
     source = as_source(data, labels, preprocess=preprocess, channels_last=layout, class_names=class_names)
     if len(source) == 0:
         raise SaliencyError("The dataset is empty: nothing to scan.")
-    model_key, data_key = model_fingerprint(model), source.fingerprint()
-    settings = dict(output_index=output_index, channels_last=layout, preprocess=_callable_id(preprocess))
-    key = digest(model_key, data_key, sorted(settings.items()))
     keep = None
     if store is None:
         keep = tempfile.TemporaryDirectory(prefix="salwidget-scan-")
         store = keep.name
+    model_key = model_fingerprint(model)
+    # A temporary store is new and dies with its Scan: no other run can share its rows, so the data's
+    # digest (a pass over every byte of an array) would key nothing
+    data_key = source.fingerprint() if keep is None else f"temporary:{Path(keep.name).name}"
+    settings = dict(output_index=output_index, channels_last=layout, preprocess=_callable_id(preprocess))
+    key = digest(model_key, data_key, sorted(settings.items()))
     folder = Store(store)
-    _say_when_other_weights(folder, data_key, model_key, key)
+    if keep is None:
+        _say_when_other_weights(folder, data_key, model_key, key)
     rows = folder.scan(key, dict(model=model_key, data=data_key, length=len(source), kind=source.kind, **settings))
     names = list(class_names) if class_names is not None else source.class_names
     opened = Scan(source, rows, names, int(rows.meta.get("num_classes") or 0), layout, key, str(store), 0, keep)
@@ -231,12 +253,21 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
 
 def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
               cancel: Callable[[], bool] | None) -> Scan:
+    with self._rows.writer(cancel):  # one writer per store key: a second scan waits, then finds the rows
+        return _complete_locked(self, batch_size, progress, cancel)
+
+
+def _complete_locked(self: Scan, batch_size: int | str, progress: ProgressFn | None,
+                     cancel: Callable[[], bool] | None) -> Scan:
     backend, output_index = self._runner
     rows = self._rows
     missing = np.setdiff1d(np.arange(len(self.source)), rows.committed())
     done, total = len(self.source) - len(missing), len(self.source)
+    if not len(missing):
+        self.refresh()
     if len(missing):
-        state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0)
+        state = dict(chunk=None, num_classes=rows.meta.get("num_classes"), probabilities=None, calls=0,
+                     names=self.class_names)
         try:
             with backend.session(), Committer() as committer:
                 # Reading (files, decoding, preprocess) runs a block ahead and writing (thumbnails, Parquet)
@@ -245,7 +276,8 @@ def _complete(self: Scan, batch_size: int | str, progress: ProgressFn | None,
                     found = _predict_block(block, backend, self.channels_last, batch_size, output_index, cancel,
                                            rows, state)
                     # Thumbnails are made in the writer's thread too: the model does not wait for them.
-                    committer.submit(_commit_block, rows, block, _named(found, self.class_names), self.channels_last)
+                    committer.submit(_commit_block, rows, block, _named(found, self.class_names), self.channels_last,
+                                     state.pop("small", None))
                     done += len(block.rows)
                     if progress is not None:
                         committer.flush()  # progress counts committed rows
@@ -267,23 +299,37 @@ def _check_names(names, num_classes) -> None:
 def _predict_block(block, backend, layout, batch_size, output_index, cancel, rows: ScanStore, state: dict):
     """The columns and thumbnails of one block's readable rows (model calls in chunks, cancel between them)."""
     from ..engine import auto_batch_size
-    from ..inputs import check_output, choose_output, prepare_inputs
+    from ..inputs import check_output, prepare_inputs
+    from ..outputs import choose_output
 
     if block.inputs is None or not len(block.inputs):
         return {}
-    inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
+    try:
+        inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
+    except SaliencyError:
+        _check_finite_images(block)  # NaN images: named by their dataset index
+        raise
     if state["chunk"] is None:
         state["chunk"] = _chunk(batch_size, backend, inputs, auto_batch_size)
-    chunk, parts = state["chunk"], []
+    from .pictures import shrink
+
+    chunk, parts, small = state["chunk"], [], []
     for start in range(0, len(inputs[0]), chunk):
         if cancel is not None and cancel():
             raise AttributionCancelled("Scan cancelled by the caller; the committed rows stay.")
-        outputs = [backend.ops.numpy(o) for o in backend.outputs([backend.ops.asarray(inputs[0][start : start + chunk])])]
+        batch = backend.ops.asarray(inputs[0][start : start + chunk])
+        outputs = backend.outputs([batch])
+        if block.pictures is None:  # thumbnails of model inputs: shrunk where the batch is, before the transfer
+            small.append(shrink(batch, layout))
         index = choose_output(outputs, output_index)
         check_output(outputs[index], index, len(outputs[index]))
-        parts.append(np.asarray(outputs[index], np.float32))
+        parts.append(outputs[index])
         state["calls"] += 1
-    scores = np.concatenate(parts)
+    # The scores stay where the model made them: the columns are computed there (torch) in a few operations
+    on_device = _concatenate(parts)
+    scores = on_device if isinstance(on_device, np.ndarray) else np.asarray(backend.ops.numpy(on_device), np.float32)
+    # Names of the wrong length are refused at the first model call, before the scan runs.
+    _check_names(state.get("names"), int(scores.shape[1]))
     state["num_classes"] = num_classes = rows.setting("num_classes", int(scores.shape[1]))
     if scores.shape[1] != num_classes:
         raise SaliencyError(f"The model returned {scores.shape[1]} scores per image; the rows scanned before have "
@@ -292,16 +338,43 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         state["probabilities"] = rows.setting("scores_are_probabilities", are_probabilities(scores))
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
-    return columns(scores, labels, state["probabilities"])
+    state["small"] = np.concatenate(small) if small else None
+    return columns_in_framework(on_device, labels, state["probabilities"])
 
 
-def _commit_block(rows: ScanStore, block, found: dict, layout: bool) -> None:
-    """The writer thread's part of a block: its thumbnails, then its rows."""
+def _concatenate(parts: list):
+    """One block's outputs as one array of their framework (torch tensors stay on their device)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat([p.detach().float() for p in parts])
+    return np.concatenate([np.asarray(p, np.float32) for p in parts])
+
+
+def _check_finite_images(block) -> None:
+    """NaN or infinity in an image is named by its dataset index (and file), not its place in the block."""
+    images = np.asarray(block.inputs)
+    if images.dtype.kind != "f" or np.isfinite(images.sum(dtype=np.float32)):
+        return  # one cheap pass: clean blocks pay only this
+    bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    if bad.any():
+        readable = block.rows[block.ok]
+        first = int(readable[int(np.argmax(bad))])
+        raise SaliencyError(f"Image {first} of the dataset contains NaN or infinite values "
+                            f"({int(bad.sum())} such image(s) among rows {int(readable[0])} to {int(readable[-1])}); "
+                            "fix the data or its preprocess, or scan the dataset without those images.")
+
+
+def _commit_block(rows: ScanStore, block, found: dict, layout: bool, small=None) -> None:
+    """The writer thread's part of a block: its thumbnails (from the pictures, or the inputs shrunk on the
+    model's device), then its rows."""
     from .pictures import thumbnails
 
     thumbs = None
     if found:
-        thumbs = thumbnails(block.pictures if block.pictures is not None else block.inputs, layout)
+        shown = block.pictures if block.pictures is not None else (small if small is not None else block.inputs)
+        thumbs = thumbnails(shown, layout)
     rows.commit(block.rows[block.ok], found, thumbs, block.failed)
 
 
@@ -389,7 +462,7 @@ def _named(found: dict, names: list[str] | None) -> dict:
         return {}
     name = (lambda c: names[c] if 0 <= c < len(names) else f"class {c}") if names else (lambda c: f"class {c}")
     label_names = [name(int(c)) if c >= 0 else "" for c in found["label"]]
-    predicted_names = [name(int(c)) for c in found["predicted"]]
+    predicted_names = [name(int(c)) if c >= 0 else "non-finite output" for c in found["predicted"]]
     out = {}
     for column in COLUMNS:
         if column == "label_name":

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
-from ..digests import bytes_digest
+from .keys import concurrent_digest
 from ..inputs import to_numpy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -107,12 +107,16 @@ class ArraySource(DataSource):
 
     def read(self, rows) -> Batch:
         rows = self._check_rows(rows)
-        return Batch(rows, np.asarray(self.images[rows], np.float32), self.labels[rows])
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+            images = self.images[int(rows[0]) : int(rows[-1]) + 1]  # a block of the scan: a view, no copy
+        else:
+            images = self.images[rows]
+        return Batch(rows, np.asarray(images, np.float32), self.labels[rows])
 
     def fingerprint(self) -> str:
         if self._digest is None:
-            self._digest = bytes_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
-                                        np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
+            self._digest = concurrent_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
+                                             np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
         return self._digest
 
 
@@ -201,7 +205,13 @@ class TorchDatasetSource(DataSource):
         rows = self._check_rows(rows)
         images, labels = [], []
         for r in rows:
-            image, label = _split_item(self.dataset[int(r)], int(r))
+            try:
+                item = self.dataset[int(r)]
+            except Exception as exc:
+                raise SaliencyError(f"Reading item {int(r)} of the dataset raised {type(exc).__name__}: {exc}. Fix "
+                                    f"the dataset's __getitem__ for that item (dataset[{int(r)}] repeats it), or scan "
+                                    "a subset without it (torch.utils.data.Subset).") from exc
+            image, label = _split_item(item, int(r))
             images.append(_image_array(image, int(r)))
             labels.append(label)
         labels = np.asarray(labels, np.int64) if self.given is None else self.given[rows]
@@ -364,7 +374,12 @@ class FileSource(DataSource):
             except Exception as exc:  # unreadable: listed in Scan.errors, counted, not fatal
                 failed[int(r)] = f"{path}: {type(exc).__name__}: {exc}"
                 continue
-            made = self.preprocess(picture)
+            try:
+                made = self.preprocess(picture)
+            except Exception as exc:
+                raise SaliencyError(f"preprocess raised {type(exc).__name__} on row {int(r)}, the file {path}: {exc}. "
+                                    f"Fix preprocess for that picture ({picture.shape[1]} x {picture.shape[0]} "
+                                    "pixels, RGB uint8), or leave the file out.") from exc
             image, shown = made if isinstance(made, tuple) else (made, picture)
             images.append(np.asarray(to_numpy(image), np.float32))
             pictures.append(np.asarray(shown))

@@ -21,9 +21,13 @@ settings: rows of other weights or other data live under other keys and never mi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,7 +40,32 @@ CHUNK_ROWS = 256  # rows per committed block (blocks start at multiples of it, s
 THUMBNAIL_CHUNK_ROWS = 16  # thumbnails per zarr chunk: a page of scattered rows (sorted by loss) reads little
 
 
-def _write_json(path: Path, value: dict) -> None:
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turns an OS error while writing under ``path`` into a :class:`SaliencyError` that names the path,
+    the cause and the way out (a full disk, a read-only folder, a file where a folder should be)."""
+    try:
+        yield
+    except OSError as exc:
+        raise store_error(path, exc) from exc
+
+
+def store_error(path: Path, exc: OSError) -> SaliencyError:
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space there, or pass store= a folder on another disk",
+        errno.EDQUOT: "the disk quota is used up: free space there, or pass store= a folder on another disk",
+        errno.EROFS: "the file system is read-only: pass store= a writable folder",
+        errno.EACCES: "this process may not write there: pass store= a folder you can write to",
+        errno.EPERM: "this process may not write there: pass store= a folder you can write to",
+        errno.ENOTDIR: "a file stands where the store needs a folder: pass store= a folder (new or a store)",
+        errno.EEXIST: "a file stands where the store needs a folder: pass store= a folder (new or a store)",
+    }
+    fix = fixes.get(exc.errno, "check the folder, or pass store= another one")
+    where = exc.filename or path
+    return SaliencyError(f"The store at {path} cannot be written ({where}: {exc.strerror or exc}); {fix}.")
+
+
+def write_json(path: Path, value: dict) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(json.dumps(value, indent=1, sort_keys=True))
     os.replace(temporary, path)
@@ -76,17 +105,130 @@ def write_parquet(path_dir: Path, table: Any, first: int) -> Path:
     return path_dir / name
 
 
-def read_parts(path_dir: Path, columns: list[str] | None = None):
-    """Every committed part of ``path_dir`` as one pandas DataFrame (empty if none), rows in index order,
-    each index once."""
-    import pandas as pd
+class DamagedStoreWarning(UserWarning):
+    """A file of a store could not be read: it is set aside (renamed ``.damaged-*``) and its rows are
+    computed again by the next scan or job."""
+
+
+def set_aside(path: Path, why: Exception | str) -> None:
+    """Rename a damaged file or folder out of the store's way (kept for inspection) and say so."""
+    aside = path.with_name(f".damaged-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        os.replace(path, aside)
+        kept = f"; it is kept as {aside.name}"
+    except OSError:  # gone already (another reader set it aside), or a read-only store
+        kept = ""
+    said = (f"is damaged ({type(why).__name__}: {str(why)[:200]})" if isinstance(why, Exception)
+            else f"is set aside ({why})")
+    warnings.warn(f"The store file {path} {said}{kept}. Its rows are computed again by the next run.",
+                  DamagedStoreWarning, stacklevel=3)
+
+
+def read_part(path: Path, columns: list[str] | None = None):
+    """One Parquet part as a pyarrow table, or None when it is damaged (it is then set aside)."""
     import pyarrow.parquet as pq
 
-    parts = sorted(path_dir.glob("part-*.parquet")) if path_dir.exists() else []
-    if not parts:
+    try:
+        return pq.read_table(path, columns=columns)
+    except FileNotFoundError:
         return None
-    frame = pd.concat([pq.read_table(p, columns=columns).to_pandas() for p in parts], ignore_index=True)
+    except Exception as exc:  # ArrowInvalid (truncated, empty), OSError: the part is unusable
+        set_aside(path, exc)
+        return None
+
+
+def read_parts(path_dir: Path, columns: list[str] | None = None):
+    """Every committed part of ``path_dir`` as one pandas DataFrame (None if none), rows in index order,
+    each index once. A damaged part is set aside and its rows left out (the next run computes them)."""
+    import pandas as pd
+
+    parts = sorted(path_dir.glob("part-*.parquet")) if path_dir.exists() else []
+    tables = [t for t in (read_part(p, columns) for p in parts) if t is not None]
+    if not tables:
+        return None
+    frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     return frame.drop_duplicates("index", keep="first").sort_values("index", kind="stable")
+
+
+def forget_rows(path_dir: Path, rows: np.ndarray) -> None:
+    """Set aside every part of ``path_dir`` that holds any of ``rows``: they are computed again."""
+    rows = np.asarray(rows, np.int64)
+    for part in sorted(path_dir.glob("part-*.parquet")) if path_dir.exists() else []:
+        table = read_part(part, ["index"])
+        if table is not None and np.isin(table.column("index").to_numpy(), rows).any():
+            set_aside(part, "it covers rows of a damaged array chunk")
+
+
+def read_json(path: Path, repair: bool = True) -> dict | None:
+    """A JSON file of the store, or None when it is missing or damaged (then set aside, when ``repair``)."""
+    try:
+        value = json.loads(path.read_text())
+        if not isinstance(value, dict):
+            raise ValueError(f"a {type(value).__name__}, not an object")
+        return value
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        if repair:
+            set_aside(path, exc)
+        return None
+
+
+def read_checked(array: Any, rows: np.ndarray, path: Path, on_damage) -> tuple[np.ndarray, np.ndarray]:
+    """``array[rows]`` and a mask of the rows whose chunk is damaged (filled with the array's fill value):
+    such a chunk is removed and ``on_damage(rows of that chunk)`` is told, so that its rows are computed
+    again by the next run."""
+    rows = np.asarray(rows, np.int64)
+    try:
+        return read_rows(array, rows), np.zeros(len(rows), bool)
+    except Exception:  # a chunk that does not decode; find which
+        pass
+    chunk = array.chunks[0]
+    out = np.full((len(rows), *array.shape[1:]), array.fill_value, array.dtype)
+    damaged = np.zeros(len(rows), bool)
+    for number in np.unique(rows // chunk):
+        picked = rows // chunk == number
+        try:
+            out[picked] = read_rows(array, rows[picked])
+        except Exception as exc:
+            key = array.metadata.encode_chunk_key((int(number),) + (0,) * (array.ndim - 1))
+            set_aside(path / key, exc)
+            damaged |= picked
+            on_damage(np.arange(number * chunk, min((number + 1) * chunk, array.shape[0])))
+    return out, damaged
+
+
+@contextlib.contextmanager
+def one_writer(folder: Path, cancel=None, waiting=None):
+    """Hold the writer's lock of ``folder``: one process (or thread) at a time computes and commits its
+    rows; another waits here (checking ``cancel``), then finds them committed. The lock is the operating
+    system's (``flock``): a killed writer releases it. Where there is no ``flock`` (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".writer.lock", "a+")
+    try:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if cancel is not None and cancel():
+                    from ..errors import AttributionCancelled
+
+                    raise AttributionCancelled("Cancelled while another scan or job wrote these rows.")
+                if waiting is not None and not told:
+                    waiting()
+                    told = True
+                time.sleep(0.05)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 class Store:
@@ -96,10 +238,14 @@ class Store:
         from .. import __version__
 
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise SaliencyError(f"store={str(root)!r} is a file, not a folder: pass store= a folder (new, or one "
+                                "that holds a store).")
+        with writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
         manifest = self.root / "salwidget-store.json"
-        if manifest.exists():
-            info = json.loads(manifest.read_text())
+        info = read_json(manifest)
+        if info is not None:
             if int(info.get("format", 0)) > FORMAT:
                 raise SaliencyError(
                     f"The store {self.root} was written by {info.get('written_by', 'a newer salwidget')} in format "
@@ -107,13 +253,16 @@ class Store:
                     "or use another folder."
                 )
         else:
-            _write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
+            with writing(self.root):
+                write_json(manifest, {"format": FORMAT, "written_by": f"salwidget {__version__}"})
 
     def scans(self) -> dict[str, dict]:
         """key -> meta of every scan in the store."""
         out = {}
         for meta in sorted((self.root / "scans").glob("*/meta.json")):
-            out[meta.parent.name] = json.loads(meta.read_text())
+            info = read_json(meta, repair=False)  # a damaged one is repaired when its scan is opened
+            if info is not None:
+                out[meta.parent.name] = info
         return out
 
     def scan(self, key: str, meta: dict) -> "ScanStore":
@@ -125,10 +274,16 @@ class ScanStore:
 
     def __init__(self, folder: Path, meta: dict):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "meta.json"
-        if path.exists():
-            stored = json.loads(path.read_text())
+        existed = path.exists()
+        stored = read_json(path)
+        if existed and stored is None:  # damaged (set aside): the settings its rows were read with are lost
+            for sub in ("table", "errors"):
+                for part in sorted((self.folder / sub).glob("part-*.parquet")):
+                    set_aside(part, "the scan's meta.json was damaged")
+        if stored is not None:
             mismatch = {k for k in ("model", "data", "length") if k in meta and stored.get(k) != meta[k]}
             if mismatch:
                 raise SaliencyError(f"The scan in {self.folder} belongs to other {', '.join(sorted(mismatch))}; "
@@ -136,7 +291,8 @@ class ScanStore:
             self.meta = stored
         else:
             self.meta = dict(meta)
-            _write_json(path, self.meta)
+            with writing(self.folder):
+                write_json(path, self.meta)
         self.length = int(self.meta["length"])
         self._thumbnails = None
 
@@ -146,23 +302,28 @@ class ScanStore:
         ``value`` if there is none yet."""
         if name not in self.meta:
             self.meta[name] = value
-            _write_json(self.folder / "meta.json", self.meta)
+            with writing(self.folder):
+                write_json(self.folder / "meta.json", self.meta)
         return self.meta[name]
 
     # ------------------------------------------------------------------- rows
     def committed(self) -> np.ndarray:
         """Dataset indices with a committed row (a table row or an error), sorted."""
-        import pyarrow.parquet as pq
-
         rows = []
         for sub in ("table", "errors"):
             for part in sorted((self.folder / sub).glob("part-*.parquet")):
-                rows.append(pq.read_table(part, columns=["index"]).column("index").to_numpy())
+                table = read_part(part, ["index"])
+                if table is not None:
+                    rows.append(table.column("index").to_numpy())
         return np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
 
     def commit(self, rows: np.ndarray, columns: dict[str, Any], thumbnails: np.ndarray | None,
                failed: dict[int, str]) -> None:
         """Write one block: thumbnails of ``rows`` first, then the table part of ``rows`` and the errors."""
+        with writing(self.folder):
+            self._commit(rows, columns, thumbnails, failed)
+
+    def _commit(self, rows, columns, thumbnails, failed) -> None:
         import pyarrow as pa
 
         rows = np.asarray(rows, np.int64)
@@ -177,7 +338,11 @@ class ScanStore:
             table = {"index": rows}
             for name, values in columns.items():
                 values = np.asarray(values) if not isinstance(values, list) else values
-                table[name] = list(values) if getattr(values, "ndim", 1) > 1 else values
+                if getattr(values, "ndim", 1) == 2:  # a list per row (top-5), built without Python objects
+                    width = values.shape[1]
+                    values = pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32) * width),
+                                                      pa.array(np.ascontiguousarray(values).reshape(-1)))
+                table[name] = values
             write_parquet(self.folder / "table", pa.table(table), int(rows[0]))
 
     def table(self):
@@ -189,13 +354,12 @@ class ScanStore:
     def job_columns(self):
         """The per-image columns of every dataset job (and of the pairs of jobs), indexed by dataset index."""
         import pandas as pd
-        import pyarrow.parquet as pq
 
         frames = []
         for folder in sorted((self.folder / "jobs").glob("*/table")):
-            parts = sorted(folder.glob("part-*.parquet"))
-            if parts:
-                frame = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+            tables = [t for t in (read_part(p) for p in sorted(folder.glob("part-*.parquet"))) if t is not None]
+            if tables:
+                frame = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
                 frames.append(frame.groupby("index").first())  # parts may hold different columns (pairs)
         return pd.concat(frames, axis=1) if frames else pd.DataFrame(index=pd.Index([], name="index"))
 
@@ -210,9 +374,16 @@ class ScanStore:
         from .pictures import THUMBNAIL_PX
 
         if self._thumbnails is None:
-            self._thumbnails = zarr.open_array(
-                str(self.folder / "thumbnails.zarr"), mode="a", shape=(self.length, THUMBNAIL_PX, THUMBNAIL_PX, 3),
-                chunks=(THUMBNAIL_CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3), dtype="uint8", fill_value=255)
+            path = self.folder / "thumbnails.zarr"
+            shape = (self.length, THUMBNAIL_PX, THUMBNAIL_PX, 3)
+            chunks = (THUMBNAIL_CHUNK_ROWS, THUMBNAIL_PX, THUMBNAIL_PX, 3)
+            if path.exists() or not hasattr(zarr, "create_array"):
+                self._thumbnails = zarr.open_array(str(path), mode="a", shape=shape, chunks=chunks, dtype="uint8",
+                                                   fill_value=255)
+            else:  # zarr 3: chunk files side by side ("0.0.0.0"), not a folder tree per chunk (faster to remove)
+                self._thumbnails = zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype="uint8",
+                                                     fill_value=255, chunk_key_encoding={"name": "v2",
+                                                                                         "separator": "."})
         return self._thumbnails
 
     def thumbnails(self, rows: Iterable[int]) -> np.ndarray:
@@ -221,4 +392,10 @@ class ScanStore:
             from .pictures import THUMBNAIL_PX
 
             return np.zeros((0, THUMBNAIL_PX, THUMBNAIL_PX, 3), np.uint8)
-        return read_rows(self._thumbnail_array(), rows)
+        values, _ = read_checked(self._thumbnail_array(), rows, self.folder / "thumbnails.zarr",
+                                 lambda lost: forget_rows(self.folder / "table", lost))
+        return values
+
+    def writer(self, cancel=None, waiting=None):
+        """The scan's writer lock (see :func:`one_writer`)."""
+        return one_writer(self.folder, cancel, waiting)

@@ -22,7 +22,7 @@ from ..engine import Request, run
 from ..errors import SaliencyError
 from ..inputs import prepare_baselines, prepare_inputs, to_numpy
 from ..outputs import choose_output, output_selector
-from ..visualize import resize_bilinear
+from ..arrays import resize_bilinear
 from .perturbation import DELETION, FORWARD_COST, INSERTION, Fill, PerturbationCurves, pixels_replaced
 
 SCORES = ("probability", "logit")

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..methods.base import Method, MethodOutput, RunContext, Stage, _hashable
+from ..methods.base import Method, MethodOutput, RunContext, Stage, hashable
 from ..methods.sampling import coarse_to_fine
 from ..outputs import is_multilabel
 from ..targets import DeviceTarget
@@ -50,7 +50,7 @@ class Fill:
         return ops.full(tuple(x.shape), float(self.value))
 
     def key(self) -> Any:
-        return (_hashable(self.value), self.sigma)
+        return (hashable(self.value), self.sigma)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class PerturbationCurves(Method):
         self.counts = pixels_replaced(steps, int(np.prod(ranks.shape[1:])))
 
     def key(self, options: dict) -> tuple:
-        return (self.name, self.steps, self.score, self.multilabel, _hashable(self.ranks), self.deletion.key(),
+        return (self.name, self.steps, self.score, self.multilabel, hashable(self.ranks), self.deletion.key(),
                 self.insertion.key())
 
     def passes(self, options: dict, batch: int) -> int:

@@ -30,7 +30,7 @@ from ..inputs import prepare_inputs
 from ..outputs import choose_output, output_selector
 from ..methods import get_method
 from ..randomness import derive_key
-from ..visualize import to_diverging, to_grayscale
+from ..drawing.masks import to_diverging, to_grayscale
 from .similarity import spearman, ssim
 
 ORDERS = ("cascading", "independent")

@@ -53,6 +53,9 @@ class Option:
         Whether a different value gives a different map (cache and resume keys).
     label : str
         Short name for the panel.
+    checker : callable, optional
+        ``checker(value, method) -> value`` replaces the kind's check (an option of its own kind: a baseline,
+        reference images); it raises :class:`~salwidget.SaliencyError` for a value it refuses.
     """
 
     name: str
@@ -67,9 +70,12 @@ class Option:
     slider_max: float | None = None
     step: float | None = None
     allow_none: bool = False
+    checker: Callable[[Any, str], Any] | None = None
 
     def check(self, value: Any, method: str) -> Any:
         """``value`` normalised to the option's kind; a clear error when it is not allowed."""
+        if self.checker is not None:
+            return self.checker(value, method)
         if value is None and self.allow_none:
             return None
         got = f" (method {method!r}); got {value!r}."
@@ -277,7 +283,7 @@ class Method:
         parts = [self.name]
         for option in self.options:
             if option.affects_result and option.name != self.resumable:
-                parts.append((option.name, _hashable(options[option.name])))
+                parts.append((option.name, hashable(options[option.name])))
         return tuple(parts)
 
     def single_pass(self, options: dict) -> bool:
@@ -329,18 +335,23 @@ class Method:
         return f"<method {self.name!r}: {self.label}>"
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
+    """``value`` as part of a cache key: arrays and tensors by shape and a digest of their bytes, sequences as
+    tuples, anything else as itself."""
     if isinstance(value, np.ndarray):
         import hashlib
 
         return ("array", value.shape, hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=12).hexdigest())
     if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable(v) for v in value)
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         from ..inputs import to_numpy
 
-        return _hashable(to_numpy(value))
+        return hashable(to_numpy(value))
     return value
+
+
+_hashable = hashable  # its name before issue 27, for modules written against it
 
 
 # ----------------------------------------------------------------- registry

@@ -48,7 +48,7 @@ the last block's input norm (``blocks[-1].norm1``; Hugging Face's
 last stage's tokens. Otherwise a ``named_modules`` name, a Keras layer name, or
 the module/layer object.
 
-Layouts (see :mod:`salwidget.methods.grids`): token outputs (B, N, C) lose
+Layouts (see :mod:`salwidget.methods.layer_grids`): token outputs (B, N, C) lose
 their leading class/prefix tokens (``prefix_tokens``; by default the fewest of
 0, 1 or 2 that leave a grid with the input's aspect ratio, a perfect square
 for square inputs) and the rest is folded row-major into (h, w); a Swin
@@ -85,7 +85,7 @@ import numpy as np
 
 from ..errors import SaliencyError
 from .base import Method, MethodOutput, Option, RunContext, Stage, register
-from .grids import AUTO_PREFIXES, Grid, grid_layers, read_grid, to_channels_first, token_grid  # noqa: F401
+from .layer_grids import Grid, grid_layers, read_grid, to_channels_first, token_grid  # noqa: F401
 
 # A forward pass costs about a third of a forward+backward pass: Score-CAM's
 # masked passes run in chunks three times as big as gradient passes.
@@ -160,18 +160,6 @@ def _readable_hint(ctx: RunContext, layer: str) -> str:
     except SaliencyError:
         return ""
     return "" if other == layer else f" Layer {other!r} can be read as a grid: try layer={other!r} (or layer=None)."
-
-
-def spatial_layers(shapes: list[tuple[str, tuple]], channels_last: bool) -> list[str]:
-    """Names (in call order) whose output is a spatial feature map with more than one position."""
-    picked = []
-    for name, shape in shapes:
-        if len(shape) != 4:
-            continue
-        h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
-        if h is not None and w is not None and h * w > 1:
-            picked.append(name)
-    return picked
 
 
 def _layer_shapes(ctx: RunContext) -> list[tuple[str, tuple]]:

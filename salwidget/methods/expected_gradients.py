@@ -42,16 +42,11 @@ def check_references(value, method: str):
     return array
 
 
-class ReferencesOption(Option):
-    def check(self, value, method):
-        return check_references(value, method)
-
-
-REFERENCES = ReferencesOption(
+REFERENCES = Option(
     "references", None,
     "Reference images (R, ...) in the input's layout (a tuple of batches for several inputs); None uses the "
     "other images of the batch. More references need more samples to cover them.",
-    allow_none=True, label="references",
+    allow_none=True, label="references", checker=check_references,
 )
 
 

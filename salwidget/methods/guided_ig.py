@@ -28,7 +28,7 @@ from ..errors import SaliencyError
 from ..inputs import prepare_baselines
 from ..randomness import BASELINE
 from .base import Method, MethodOutput, Option, Stage, register
-from .paths import BaselineOption
+from .paths import check_baseline
 from .sampling import nsamples_option
 
 EPSILON = 1e-9  # PAIR's tolerance for "the step has covered its L1 distance"
@@ -166,11 +166,11 @@ class GuidedIG(Method):
         Option("max_dist", 0.02, "How far (fraction of the path) a feature may stray from the straight line; 0 is "
                "plain IG, 1 unbounded.", kind="float", minimum=0.0, maximum=1.0, label="max distance",
                slider_max=1.0, step=0.01),
-        BaselineOption(
+        Option(
             "baseline", 0.0,
             "Where the path starts: a number (0.0 = black in the model's input space), an array shaped like x, "
             "'uniform' (random in each image's range) or 'blur'.",
-            label="baseline",
+            label="baseline", checker=check_baseline,
         ),
     )
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import SaliencyError
 from ..inputs import prepare_baselines, to_numpy
 from ..randomness import BASELINE
-from .base import Option, _hashable, register
+from .base import Option, hashable, register
 from .sampling import MAGNITUDE, QUADRATURE, STDEV_SPREAD, Ends, SampledGradients, Sampling, nsamples_option, path_weights
 
 DEFAULT_NINTEGRATION = 10
@@ -38,16 +38,11 @@ def check_baseline(value, method: str):
     return array
 
 
-class BaselineOption(Option):
-    def check(self, value, method):
-        return check_baseline(value, method)
-
-
-BASELINE_OPTION = BaselineOption(
+BASELINE_OPTION = Option(
     "baseline", "uniform",
     "Where the path starts: 'uniform' (random in each image's range, drawn per sample), 'blur' (a blurred "
     "copy), a number (0.0 = black in the model's input space) or an array shaped like x.",
-    label="baseline",
+    label="baseline", checker=check_baseline,
 )
 NINTEGRATION_HELP = "Path steps per map (>= 2); cost grows linearly."
 
@@ -114,7 +109,7 @@ class Integrated(_StraightPath):
         return options
 
     def key(self, options: dict) -> tuple:
-        return (self.name, ("steps", self._steps(options)), ("baseline", _hashable(options["baseline"])),
+        return (self.name, ("steps", self._steps(options)), ("baseline", hashable(options["baseline"])),
                 ("quadrature", options["quadrature"]))
 
     @staticmethod

@@ -465,7 +465,7 @@ STDEV_SPREAD = Option(
     kind="float", minimum=0.0, label="noise", slider_max=0.5, step=0.01,
 )
 MAGNITUDE = Option(
-    "magnitude", True, "Average squared maps (the seed's default) instead of signed ones.",
+    "magnitude", True, "Average squared maps (as FastEstimator's SaliencyNet does) instead of signed ones.",
     kind="bool", label="squared",
 )
 QUADRATURE = Option(

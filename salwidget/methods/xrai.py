@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import SaliencyError
 from ..targets import is_plain
-from .base import Method, MethodOutput, Option, _hashable, register
+from .base import Method, MethodOutput, Option, hashable, register
 from .sampling import Ends, SampledGradients, Sampling, nsamples_option, path_weights
 
 SCALES = (50, 100, 150, 250, 500, 1200)
@@ -190,22 +190,22 @@ class BlackWhiteIG(SampledGradients):
 BASE_IG = BlackWhiteIG()
 
 
-class BaseAttributionOption(Option):
-    def check(self, value, method):
-        if value is None:
-            return None
-        from ..attribution import Attribution
+def check_base_attribution(value, method):
+    """XRAI's ``base_attribution``: None, a complete Attribution or a finite array."""
+    if value is None:
+        return None
+    from ..attribution import Attribution
 
-        if isinstance(value, Attribution):
-            if not value.complete:
-                raise SaliencyError("base_attribution is an unfinished Attribution: pass a complete one.")
-            return value
-        from ..inputs import to_numpy
+    if isinstance(value, Attribution):
+        if not value.complete:
+            raise SaliencyError("base_attribution is an unfinished Attribution: pass a complete one.")
+        return value
+    from ..inputs import to_numpy
 
-        array = to_numpy(value).astype(np.float32)
-        if not np.isfinite(array).all():
-            raise SaliencyError("base_attribution contains NaN or infinite values.")
-        return array
+    array = to_numpy(value).astype(np.float32)
+    if not np.isfinite(array).all():
+        raise SaliencyError("base_attribution contains NaN or infinite values.")
+    return array
 
 
 @dataclass
@@ -227,10 +227,11 @@ class XRAI(Method):
     options = (
         nsamples_option("IG path steps per baseline (black and white; PAIR uses 100); cost grows linearly. "
                         "Unused with base_attribution.", default=50, minimum=2, label="IG steps"),
-        BaseAttributionOption(
+        Option(
             "base_attribution", None,
             "An Attribution (e.g. a cached IG) or array (B, ...) of the same images to rank regions by, instead "
             "of computing IG; its targets must be this call's.", allow_none=True, label="base attribution",
+            checker=check_base_attribution,
         ),
         Option("area_threshold", 1.0, "Stop ranking once this share of the image is covered (the rest is one "
                "region); smaller is faster.", kind="float", minimum=0.0, maximum=1.0, label="area",
@@ -243,7 +244,7 @@ class XRAI(Method):
             source = ("steps", options["nsamples"])
         else:
             raw = base.raw if hasattr(base, "raw") else base
-            source = ("base", _hashable(raw if not isinstance(raw, tuple) else raw[0]))
+            source = ("base", hashable(raw if not isinstance(raw, tuple) else raw[0]))
         return (self.name, source, ("area_threshold", options["area_threshold"]))
 
     def passes(self, options: dict, batch: int) -> int:
@@ -270,7 +271,7 @@ class XRAI(Method):
     def _host_base(self, ctx, base) -> np.ndarray:
         """A given base attribution as (B, H, W) float32: the maximum over channels, as PAIR's XRAI."""
         from ..attribution import Attribution
-        from ..visualize import resize_bilinear
+        from ..arrays import resize_bilinear
 
         height, width = ctx.spatial_size
         if isinstance(base, Attribution):

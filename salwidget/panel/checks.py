@@ -20,7 +20,7 @@ BASELINE_WORDS = ("uniform", "blur")
 SCALINGS = ("image", "method", "shared")
 VIEWS = ("magnitude", "signed")
 PANES = ("maps", "evaluate", "dataset")
-CORRECTNESS = ("all", "correct", "wrong")
+CORRECTNESS = ("all", "correct", "wrong", "non-finite")
 
 
 def is_number(value: Any) -> bool:

@@ -59,6 +59,25 @@ class ClassNames:
             return Search(text, exact, exact=True)
         return Search(text, [i for i, n in enumerate(self.names) if lowered in n.lower()], exact=False)
 
+    def by_name(self, target: Any) -> Any:
+        """``target`` with class names (a name, or one per image) turned into their indices, as the search box
+        finds them; anything else unchanged. A name matching several classes, or none, raises a ``TraitError``
+        that lists the candidates."""
+        from traitlets import TraitError
+
+        if isinstance(target, (list, tuple)):
+            return type(target)(self.by_name(t) if isinstance(t, str) else t for t in target)
+        if not isinstance(target, str) or target == "predicted" or self.names is None:
+            return target
+        found = self.search(target)
+        if found.exact and len(found.matches) == 1:
+            return found.matches[0]
+        if found.exact:
+            raise TraitError(f"target {target!r} names several classes {found.matches}: give one of these indices.")
+        close = ", ".join(repr(self.names[i]) for i in found.matches[:5])
+        raise TraitError(f"target {target!r} is no class name" + (f"; classes containing it: {close}" if close else "")
+                         + "; give 'predicted', a class index or a name of class_names.")
+
     def target_label(self, target: Any) -> str:
         """How the target dropdown names a target value."""
         if target == "predicted":

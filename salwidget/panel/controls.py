@@ -191,3 +191,14 @@ def look_controls() -> dict[str, tuple[Any, Any]]:
                             "the panel's width down to 160 px per cell, then scrolls). No model call.",
                             min=80, max=480, step=10, description="cell px"),
     }
+
+
+def pane_toggle() -> widgets.ToggleButtons:
+    """The Dataset / Maps / Evaluate toggle (the ``pane`` trait)."""
+    return named(widgets.ToggleButtons(
+        options=[("Dataset", "dataset"), ("Maps", "maps"), ("Evaluate", "evaluate")], style={"button_width": "90px"},
+        tooltips=["Every image's prediction: filter, sort, pick the images to explain",
+                  "The grid of saliency maps", "How much to trust the maps: deletion/insertion curves against "
+                                               "a random order, and the model-randomisation sanity check"]),
+        "pane", "Pick images in the dataset, see their maps, or the maps' evaluation (computed in the "
+                "background, cached).")

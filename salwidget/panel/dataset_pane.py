@@ -16,7 +16,7 @@ run on the main thread over the table (pandas): no model call, no worker.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -29,12 +29,16 @@ SORT_COLUMNS = ("loss", "probability", "margin", "entropy", "index")
 PAGE_ROWS, PAGE_COLUMNS = 4, 6
 REDRAW_S = 0.5  # at most this often while a scan lands block by block
 
+if TYPE_CHECKING:
+    from .host import PanelHost
+
 
 class DatasetPane:
     """The Dataset view of one :class:`~salwidget.SaliencyWidget` (see the module docstring)."""
 
-    def __init__(self, panel: Any, source: Any, scan: Any = None, store: Any = None):
-        self.panel = panel
+    def __init__(self, host: "PanelHost", source: Any, scan: Any = None, store: Any = None):
+        self.host = host
+        self.panel = host.panel  # the traits it reads and sets
         self.source = source
         self.opened = scan  # the Scan, once opened
         self.store = store
@@ -59,8 +63,10 @@ class DatasetPane:
         self.predicted_filter = controls.named(widgets.Dropdown(options=[("all", -1)], layout=widgets.Layout(width="200px")),
                                                "filter-predicted", tip)
         self.correct_filter = controls.named(widgets.ToggleButtons(
-            options=[("all", "all"), ("correct", "correct"), ("wrong", "wrong")], style={"button_width": "70px"},
-            tooltips=["every image", "predicted as labelled", "predicted otherwise (labelled images only)"]),
+            options=[("all", "all"), ("correct", "correct"), ("wrong", "wrong"), ("NaN", "non-finite")],
+            style={"button_width": "70px"},
+            tooltips=["every image", "predicted as labelled", "predicted otherwise (labelled images only)",
+                      "the model's scores hold NaN or infinity (never counted correct)"]),
             "filter-correct", "Correct, wrong or all predictions.")
         self.probability_filter = controls.named(widgets.FloatRangeSlider(
             value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, continuous_update=False, readout_format=".2f",
@@ -120,6 +126,15 @@ class DatasetPane:
                 ("filter_correct", self.correct_filter), ("filter_probability", self.probability_filter),
                 ("query", self.query), ("sort_by", self.sort), ("sort_descending", self.descending)]
 
+    def on_filters_change(self, change) -> None:
+        """A filter, the query or the sort changed: redraw the view (main thread, no model call)."""
+        self.host.show_controls()
+        if change["name"] != "sort_descending" or change["new"] != change["old"]:
+            self.page = 0
+        if self.opened is not None:
+            with self.host.worker.lock:
+                self.show()
+
     @property
     def visible(self) -> bool:
         return self.panel.pane == "dataset"
@@ -131,8 +146,8 @@ class DatasetPane:
             from ..dataset import open_scan
 
             p = self.panel
-            self.opened = open_scan(p._model, self.source, class_names=p._classes.names, store=self.store,
-                                    channels_last=p._channels_last, output_index=p._explorer_options["output_index"])
+            self.opened = open_scan(self.host.model, self.source, class_names=self.host.classes.names, store=self.store,
+                                    channels_last=self.host.channels_last, output_index=self.host.explorer_options["output_index"])
         return self.opened
 
     def request(self) -> None:
@@ -140,21 +155,21 @@ class DatasetPane:
         try:
             scan = self.scan()
         except Exception as exc:  # a bad source or store: said in the panel, the panel goes on
-            self.panel._show_error(exc)
+            self.host.show_error(exc)
             return
         self.options()
         self.show()
         if scan.missing and not self.scanning:
             self.scanning = True
-            self.panel._stop.disabled = False
-            self.panel._worker.submit(lambda generation: self._run(generation, scan))
+            self.host.stop_button.disabled = False
+            self.host.worker.submit(lambda generation: self._run(generation, scan))
         elif not scan.missing:
             self.panel.status = self._done_status(scan)
 
     def _run(self, generation: int, scan) -> None:
         """The worker's task: complete the scan, publishing each committed block."""
-        worker, started = self.panel._worker, time.perf_counter()
-        batch_size = self.panel._explorer_options["batch_size"]
+        worker, started = self.host.worker, time.perf_counter()
+        batch_size = self.host.explorer_options["batch_size"]
         try:
             scan.complete(batch_size=batch_size, cancel=lambda: worker.is_stale(generation),
                           progress=lambda done, total: worker.publish(
@@ -178,7 +193,7 @@ class DatasetPane:
 
     def _progress(self, done: int, total: int, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self.panel._progress.value = int(100 * done / max(total, 1))
+        self.host.progress.value = int(100 * done / max(total, 1))
         self.panel.status = f"Scanning the dataset: {done:,}/{total:,} images ({elapsed:.1f} s)"
         if self.visible and time.perf_counter() - self._drawn_at > max(REDRAW_S, 3 * self.draw_seconds):
             self.opened.refresh()
@@ -187,17 +202,17 @@ class DatasetPane:
 
     def _finished(self, scan) -> None:
         scan.refresh()
-        self.panel._progress.value = 100
-        self.panel._stop.disabled = True
+        self.host.progress.value = 100
+        self.host.stop_button.disabled = True
         self.panel.status = self._done_status(scan)
         self.options()
         if self.visible:
             self.show()
 
     def _failed(self, exc: Exception, details: str) -> None:
-        self.panel._show_error(exc, details)
+        self.host.show_error(exc, details)
         self.panel.status = "Scan failed: see the message below."
-        self.panel._stop.disabled = True
+        self.host.stop_button.disabled = True
 
     @staticmethod
     def _done_status(scan) -> str:
@@ -218,7 +233,8 @@ class DatasetPane:
                  for c in range(count)]
         choices = [("all", -1)] + [(f"{n} (#{c})", c) for c, n in enumerate(names)]
         p = self.panel
-        p._syncing = True
+        settings = self.host.settings_view
+        settings.syncing = True  # the controls follow the scan: their changes are no user's
         try:
             for control, trait in ((self.label_filter, "filter_label"), (self.predicted_filter, "filter_predicted")):
                 if [v for _, v in control.options] != [v for _, v in choices]:
@@ -231,7 +247,7 @@ class DatasetPane:
                 self.sort.options = sorts
             controls.show_value(self.sort, p.sort_by if p.sort_by in sorts else "index")
         finally:
-            p._syncing = False
+            settings.syncing = False
 
     def filtered(self) -> np.ndarray:
         """Dataset indices that pass the filters and the query, in the chosen order."""
@@ -242,13 +258,17 @@ class DatasetPane:
             keep &= table["label"].to_numpy() == p.filter_label
         if p.filter_predicted >= 0:
             keep &= table["predicted"].to_numpy() == p.filter_predicted
-        if p.filter_correct != "all":
+        finite = table["finite"].to_numpy(bool)
+        if p.filter_correct == "non-finite":
+            keep &= ~finite
+        elif p.filter_correct != "all":
             known = table["label"].to_numpy() >= 0
             correct = table["correct"].to_numpy()
             keep &= known & (correct if p.filter_correct == "correct" else ~correct)
         low, high = p.filter_probability
         probability = table["probability"].to_numpy()
-        keep &= (probability >= low - 1e-9) & (probability <= high + 1e-9)
+        # NaN probabilities (non-finite scores) pass only an open range: they are never hidden by default
+        keep &= ((probability >= low - 1e-9) & (probability <= high + 1e-9)) | (~finite & (low <= 0) & (high >= 1))
         frame = table[keep]
         if p.query.strip():
             frame = self._query(frame, p.query)
@@ -300,7 +320,8 @@ class DatasetPane:
             record = table.loc[row]
             label = int(record["label"])
             first = f"#{row}" + (f": {names(label)}" if label >= 0 else "")
-            captions.append((first, f"\u2192 {names(int(record['predicted']))} {float(record['probability']):.2f}"))
+            said = names(int(record["predicted"])) if record["finite"] else "non-finite output"
+            captions.append((first, f"\u2192 {said} {float(record['probability']):.2f}"))
             wrong.append(label >= 0 and not bool(record["correct"]))
         self.thumbs = thumbnail_page(scan.thumbnails(shown), [int(r) for r in shown], captions, wrong, self.picked,
                                      PAGE_COLUMNS)
@@ -335,32 +356,13 @@ class DatasetPane:
 
     # ------------------------------------------------------------------ stored maps
     def stored_maps(self, method: str, options: dict, layer, seed: int, rows: list[int], explorer):
-        """A dataset job's stored maps of ``rows`` under these settings (each image's prediction explained), as
-        an :class:`~salwidget.Attribution`; None when no job matches or a row is missing (then the Maps view
-        computes). Only a scan of the model's current weights is read."""
-        import json
-        from pathlib import Path
-
-        scan = self.opened
-        if scan is None:
+        """A dataset job's stored maps of ``rows`` under these settings, or None (see
+        :func:`salwidget.dataset.stored.stored_attribution`)."""
+        if self.opened is None:
             return None
-        from ..dataset.jobs import _jsonable
-        from ..dataset.keys import model_fingerprint
-        from ..dataset.store import read_parts
+        from ..dataset.stored import stored_attribution
 
-        folder = Path(scan.store) / "scans" / scan.key / "jobs"
-        for meta_path in sorted(folder.glob("*/meta.json")):
-            meta = json.loads(meta_path.read_text())
-            if (meta["method"], meta["options"], meta["layer"], meta["target"], meta["seed"]) != (
-                    method, _jsonable(options), str(layer), "predicted", int(seed)):
-                continue
-            frame = read_parts(meta_path.parent / "table", columns=["index"])
-            if frame is None or not set(rows) <= set(frame["index"].tolist()):
-                continue
-            if model_fingerprint(self.panel._model) != scan._rows.meta.get("model"):
-                return None  # the weights changed since the scan: these maps are someone else's
-            return _stored_attribution(meta_path.parent, meta, rows, explorer)
-        return None
+        return stored_attribution(self.opened, self.host.model, method, options, layer, seed, rows, explorer)
 
     # ------------------------------------------------------------------ clicks
     def on_thumbnail_event(self, event: dict) -> None:
@@ -398,25 +400,3 @@ class DatasetPane:
         p.selection = sorted(self.picked)
         p.pane = "maps"
 
-
-def _stored_attribution(folder, meta: dict, rows: list[int], explorer):
-    """An Attribution over stored maps (float16 by default: the maps shown, not recomputed)."""
-    import zarr
-
-    from ..attribution import Attribution
-    from ..dataset.store import read_rows
-    from ..methods import get_method
-
-    method = get_method(meta["method"])
-    maps = np.asarray(read_rows(zarr.open_array(str(folder / "maps.zarr"), mode="r"), np.asarray(rows, np.int64)),
-                      np.float32)
-    options = method.resolve({k: v for k, v in meta["options"].items() if not isinstance(v, str) or v in (
-        "uniform", "blur", "riemann", "trapezoid")})
-    targets = explorer.scores.argmax(axis=1)
-    return Attribution(raw=maps, target=targets, scores=explorer.scores, method=method.name, label=method.label,
-                       signed=method.is_signed(options), kind=method.output, options=options,
-                       nsamples=int(options.get("nsamples", 1) or 1), nintegration=options.get("nintegration"),
-                       seed=int(meta["seed"]), channels_last=explorer.channels_last,
-                       layer=None if meta["layer"] == "None" else meta["layer"], targets=(targets,),
-                       input_size=explorer.images.shape[1:3] if explorer.channels_last else explorer.images.shape[2:4],
-                       extras={"stored": str(folder)})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..render import FONT_PX, _font, _png, colorize
+from ..drawing.render import FONT_PX, colorize, encode_png, load_font
 
 THUMB_CELL_PX = 96  # a thumbnail's square on the page
 CAPTION_PX = 30  # two lines under it
@@ -52,9 +52,9 @@ def thumbnail_page(thumbnails: np.ndarray, rows: list[int], captions: list[tuple
     canvas = Image.new("RGB", (width, max(height, 40)), "white")
     draw = ImageDraw.Draw(canvas)
     if not count:
-        draw.text((GAP, GAP), "No image matches the filters.", fill="#666666", font=_font(FONT_PX + 1))
-        return Clickable(_png(canvas), [], width, max(height, 40))
-    small = _font(FONT_PX - 1)
+        draw.text((GAP, GAP), "No image matches the filters.", fill="#666666", font=load_font(FONT_PX + 1))
+        return Clickable(encode_png(canvas), [], width, max(height, 40))
+    small = load_font(FONT_PX - 1)
     boxes = []
     for k, (row, thumb) in enumerate(zip(rows, thumbnails)):
         left = GAP + (k % columns) * (THUMB_CELL_PX + GAP)
@@ -70,15 +70,15 @@ def thumbnail_page(thumbnails: np.ndarray, rows: list[int], captions: list[tuple
             draw.line([left + THUMB_CELL_PX - 15, top + 10, left + THUMB_CELL_PX - 11, top + 14,
                        left + THUMB_CELL_PX - 5, top + 5], fill="white", width=2)
         first, second = captions[k]
-        draw.text((left + THUMB_CELL_PX / 2, top + THUMB_CELL_PX + 2), _fit(first, small), fill="black", font=small,
+        draw.text((left + THUMB_CELL_PX / 2, top + THUMB_CELL_PX + 2), fit_size(first, small), fill="black", font=small,
                   anchor="ma")
-        draw.text((left + THUMB_CELL_PX / 2, top + THUMB_CELL_PX + 15), _fit(second, small),
+        draw.text((left + THUMB_CELL_PX / 2, top + THUMB_CELL_PX + 15), fit_size(second, small),
                   fill=WRONG if wrong[k] else "#333333", font=small, anchor="ma")
         boxes.append(((left, top, left + THUMB_CELL_PX, top + THUMB_CELL_PX + CAPTION_PX), int(row)))
-    return Clickable(_png(canvas), boxes, width, height)
+    return Clickable(encode_png(canvas), boxes, width, height)
 
 
-def _fit(text: str, font) -> str:
+def fit_size(text: str, font) -> str:
     """``text`` cut with an ellipsis to fit under a thumbnail."""
     limit = THUMB_CELL_PX + GAP - 2
     if font.getlength(text) <= limit:
@@ -94,7 +94,7 @@ def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], 
     from PIL import Image, ImageDraw
 
     k = len(classes)
-    small = _font(FONT_PX - 1)
+    small = load_font(FONT_PX - 1)
     label_px = int(min(130, max([small.getlength(n) for n in names] + [20]) + 8))
     width = max(label_px + k * cell + GAP + 14, 230)
     height = label_px + k * cell + GAP + 14
@@ -127,7 +127,7 @@ def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], 
         canvas.paste(rotated, (label_px + i * cell, 0), rotated)
     draw.text((label_px + k * cell / 2, height - 2), "rows: true class, columns: predicted", fill="#444444",
               font=small, anchor="md")
-    return Clickable(_png(canvas), boxes, width, height)
+    return Clickable(encode_png(canvas), boxes, width, height)
 
 
 def _cut(text: str, font, limit: float) -> str:

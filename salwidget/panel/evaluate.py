@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable
@@ -33,9 +31,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backends import get_backend
+from ..caches import BoundedCache
 from ..errors import AttributionCancelled, SaliencyError
-from ..explorer import Settings
 from ..methods import get_method
+from .map_cache import Settings
 
 logger = logging.getLogger("salwidget")
 
@@ -119,8 +118,7 @@ def unit_key(job: EvaluationJob, unit: Unit) -> tuple:
     return (explorer, unit.kind, key, job.steps if unit.kind == CURVES else job.depths)
 
 
-_DEPTHS: OrderedDict = OrderedDict()  # (count, weights version) -> depth_layers' answer
-_DEPTHS_LOCK = threading.Lock()
+_DEPTHS = BoundedCache(16)  # (count, weights version) -> depth_layers' answer
 
 
 def depth_layers(model: Any, count: int, version: Any = None) -> list[str]:
@@ -133,16 +131,7 @@ def depth_layers(model: Any, count: int, version: Any = None) -> list[str]:
     """
     if version is None:
         return _depth_layers(model, count)
-    key = (count, version)
-    with _DEPTHS_LOCK:
-        hit = _DEPTHS.get(key)
-    if hit is None:
-        hit = _depth_layers(model, count)
-        with _DEPTHS_LOCK:
-            _DEPTHS[key] = hit
-            while len(_DEPTHS) > 16:
-                _DEPTHS.popitem(last=False)
-    return list(hit)
+    return list(_DEPTHS.get_or_make((count, version), lambda: _depth_layers(model, count)))
 
 
 def _depth_layers(model: Any, count: int) -> list[str]:
@@ -174,15 +163,40 @@ class Cost:
     curves: list = field(default_factory=list)  # methods (and 'random') whose curves are to compute
     sanity: list = field(default_factory=list)  # (method, maps) whose sanity check is to compute
     maps: int = 0  # the sanity check's maps per method (the trained model's and one per depth)
+    sanity_gradient: int = 0  # of ``gradient``: the sanity check's passes
 
-    def seconds(self, rate: float | None) -> float | None:
+    def seconds(self, rate: float | None, measured: "PassRates | None" = None) -> float | None:
+        """Seconds it would take: each kind of pass at the rate measured for that work (``measured``: the
+        curves' forward passes, the sanity check's passes), else the maps' ``rate`` (a forward pass a third)."""
         from ..evaluation.perturbation import FORWARD_COST
 
-        return None if not rate else rate * (self.forward * FORWARD_COST + self.gradient)
+        forward = measured.forward if measured is not None and measured.forward else (rate or 0.0) * FORWARD_COST
+        sanity = measured.sanity if measured is not None and measured.sanity else rate or 0.0
+        maps = self.gradient - self.sanity_gradient
+        if (self.forward and not forward) or (maps and not rate) or (self.sanity_gradient and not sanity):
+            return None  # nothing measured yet
+        return self.forward * forward + maps * (rate or 0.0) + self.sanity_gradient * sanity
 
     @property
     def empty(self) -> bool:
         return not self.forward and not self.gradient
+
+
+@dataclass
+class PassRates:
+    """Seconds per pass measured by the evaluations that ran: a curve's forward pass, a sanity check's pass
+    (a map of a randomised copy, the copy's making included). 0.0 until measured."""
+
+    forward: float = 0.0
+    sanity: float = 0.0
+
+    def record(self, cost: Cost, seconds: float, maps_rate: float) -> None:
+        """One unit of ``cost`` took ``seconds`` (its maps, computed first, at ``maps_rate``)."""
+        if cost.sanity_gradient:
+            self.sanity = seconds / cost.sanity_gradient
+        elif cost.forward:
+            maps = (cost.gradient - cost.sanity_gradient) * maps_rate
+            self.forward = max(seconds - maps, 0.0) / cost.forward or self.forward
 
 
 def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | None = None) -> Cost:
@@ -203,37 +217,21 @@ def estimate(job: EvaluationJob, cache: "EvaluationCache", units: list[Unit] | N
             if not cost.maps:  # the trained model's map and one per depth, the same for every method
                 cost.maps = 1 + len(depth_layers(explorer.model, job.depths, job.version()))
             maps = cost.maps
-            cost.gradient += method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
+            passes = method.passes(method.resolve(settings.options_for(unit.method)), batch) * maps
+            cost.gradient += passes
+            cost.sanity_gradient += passes
             cost.sanity.append(unit.method)
     return cost
 
 
 # ------------------------------------------------------------------ the cache
-class EvaluationCache:
-    """Curves and sanity checks by :func:`unit_key` (least recently used go first)."""
+class EvaluationCache(BoundedCache):
+    """Curves and sanity checks by :func:`unit_key` (least recently used go first), and the seconds per pass
+    their computing measured (``rates``, kept when the cache is cleared: the model is the same)."""
 
     def __init__(self, size: int = 96):
-        self.size = size
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        super().__init__(size)
+        self.rates = PassRates()
 
 
 # ------------------------------------------------------------------ computing
@@ -261,7 +259,7 @@ def compute_unit(job: EvaluationJob, unit: Unit, progress: Callable | None, canc
 
 
 @dataclass
-class Outcome:
+class UnitOutcome:
     """What happened to one unit: 'cached' or 'computed'."""
 
     unit: Unit
@@ -303,7 +301,7 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
     interval = PREVIEW_INTERVAL_S if preview_interval is None else preview_interval
     started = time.perf_counter()
     units = job.units()
-    outcomes: list[Outcome] = []
+    outcomes: list[UnitOutcome] = []
     try:
         if not job.settings.methods:
             raise SaliencyError("No method selected: pick at least one to evaluate.")
@@ -315,12 +313,14 @@ def run_evaluation(ticket: Ticket, job: EvaluationJob, sink: Any, cache: Evaluat
             key = unit_key(job, unit)
             hit = cache.get(key)
             if hit is not None:
-                outcome = Outcome(unit, "cached", hit)
+                outcome = UnitOutcome(unit, "cached", hit)
             else:
+                cost, began = estimate(job, cache, [unit]), time.perf_counter()
                 result = compute_unit(job, unit, _progress(ticket, sink, unit, index, len(units), interval),
                                       ticket.stale, lambda m: ticket.publish(lambda: sink.evaluation_map(m)))
+                cache.rates.record(cost, time.perf_counter() - began, job.explorer.seconds_per_pass or 0.0)
                 cache.put(key, result)
-                outcome = Outcome(unit, "computed", result)
+                outcome = UnitOutcome(unit, "computed", result)
             outcomes.append(outcome)
             ticket.publish(lambda: sink.evaluation_done(outcome))
         ticket.publish(lambda: sink.evaluation_finish(outcomes, time.perf_counter() - started))

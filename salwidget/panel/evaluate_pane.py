@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -32,12 +32,16 @@ from .files import evaluation_link
 from .status import evaluation_done_status, evaluation_estimate_status, evaluation_progress_status
 
 
+if TYPE_CHECKING:
+    from .host import PanelHost
+
 
 class EvaluatePane:
     """The Evaluate view of one :class:`~salwidget.SaliencyWidget` (see the module docstring)."""
 
-    def __init__(self, panel: Any):
-        self.panel = panel
+    def __init__(self, host: "PanelHost"):
+        self.host = host
+        self.panel = host.panel  # the traits it reads and sets
         self.cache = EvaluationCache()
         self.board = Board()
         self.serial = 0  # bumped when the shown basis changes: evaluations of the old one go stale
@@ -88,13 +92,22 @@ class EvaluatePane:
     def visible(self) -> bool:
         return self.panel.pane == "evaluate"
 
+    def on_settings_change(self, change) -> None:
+        """Curve steps or sanity depths changed: evaluate again when shown (restaged when shown otherwise)."""
+        self.panel.error = ""
+        self.host.show_controls()
+        if self.visible:
+            self.request(auto=True)
+        else:
+            self.defer()
+
     # ------------------------------------------------------------------ requests (main thread)
     def job(self, sanity: tuple[str, ...] = ()) -> EvaluationJob:
         """A job of the shown basis, keyed by the weights version last read (the worker reads it anew)."""
         p = self.panel
-        explorer = p._explorer()
-        job = EvaluationJob(explorer, p._settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
-                            p._page_slice().start, explorer.known_weights)
+        explorer = self.host.explorer()
+        job = EvaluationJob(explorer, self.host.settings(), p.curve_steps, p.sanity_depths, tuple(sanity),
+                            self.host.page_slice().start, explorer.known_weights)
         if self._reuses(job):  # results keyed by the version last read may predate a training step: read it now
             job.read_weights()
         return job
@@ -108,7 +121,7 @@ class EvaluatePane:
         """A setting changed while the view is hidden: nothing is looked up now (cache lookups and cost
         lines read the model on the kernel's thread); showing the view, or reading its results, restages
         it. Evaluations of the old settings stop and held ones are forgotten, as a new basis does."""
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             self.serial += 1
             self.held = None
             self.outdated = True
@@ -122,7 +135,7 @@ class EvaluatePane:
         """
         p = self.panel
         job = self.job()
-        with p._worker.lock:
+        with self.host.worker.lock:
             if job.basis != self.board.basis:
                 self.serial += 1
                 self.asked = set()
@@ -144,21 +157,22 @@ class EvaluatePane:
         would take longer than ``confirm_seconds``.
         """
         p = self.panel
-        if p._closed:
+        if self.host.closed:
             return
         job = self.restage(sanity)
         if self._in_flight(set(job.sanity)):  # the same evaluation is queued or running (showing the view asked for it)
             return
         cost = estimate(job, self.cache)
-        seconds = cost.seconds(p._rate(job.explorer))
-        if auto and (p._held is not None or not cost.empty and (seconds or 0.0) > p.confirm_seconds):
+        seconds = cost.seconds(self.host.rate(job.explorer), self.cache.rates)
+        if auto and (self.host.held is not None or not cost.empty and (seconds or 0.0) > p.confirm_seconds):
             self.held = job
             self.show()  # the pending board, while it waits
-            p._compute.layout.display = ""
-            if p._held is None:  # the grid's work runs first and reports when done: the estimate comes after it
+            self.host.compute_button.layout.display = ""
+            self.host.progress.value = 0  # nothing runs: a full bar would say it is done
+            if self.host.held is None:  # the grid's work runs first and reports when done: the estimate comes after it
                 text = evaluation_estimate_status(cost.forward, cost.gradient, seconds)
                 serial = self.serial
-                p._worker.submit(lambda generation: Ticket(p._worker, generation, self, serial).publish(
+                self.host.worker.submit(lambda generation: Ticket(self.host.worker, generation, self, serial).publish(
                     lambda: setattr(p, "status", text)), follow=True)
             return
         self.held = None
@@ -166,15 +180,15 @@ class EvaluatePane:
 
     def submit(self, job: EvaluationJob) -> None:
         p = self.panel
-        if p._held is not None:  # the maps first: asking for their evaluation says you want them
-            p._start_held()
-        if self.held is None and p._held is None:
-            p._compute.layout.display = "none"
-        p._stop.disabled = False
+        if self.host.held is not None:  # the maps first: asking for their evaluation says you want them
+            self.host.start_held()
+        if self.held is None and self.host.held is None:
+            self.host.compute_button.layout.display = "none"
+        self.host.stop_button.disabled = False
         serial = self.serial
-        with p._worker.lock:  # the job cannot finish (under this lock) before it is known to be in flight
-            generation = p._worker.submit(lambda generation: run_evaluation(
-                Ticket(p._worker, generation, self, serial), job, self, self.cache), follow=True)
+        with self.host.worker.lock:  # the job cannot finish (under this lock) before it is known to be in flight
+            generation = self.host.worker.submit(lambda generation: run_evaluation(
+                Ticket(self.host.worker, generation, self, serial), job, self, self.cache), follow=True)
             self.inflight = (serial, generation, set(job.sanity), job)
 
     def _in_flight(self, sanity: set = frozenset()) -> bool:
@@ -182,7 +196,7 @@ class EvaluatePane:
         if self.inflight is None:
             return False
         serial, generation, asked, _ = self.inflight
-        worker = self.panel._worker
+        worker = self.host.worker
         return serial == self.serial and not worker.is_stale(generation) and worker.busy and sanity <= asked
 
     def start_held(self) -> None:
@@ -203,8 +217,8 @@ class EvaluatePane:
         p = self.panel
         self._running = job
         self._started = time.perf_counter()
-        p._stop.disabled = False
-        p._progress.value = 0
+        self.host.stop_button.disabled = False
+        self.host.progress.value = 0
         self.board.stage(job, self.cache, job.sanity)
         self.board.state = COMPUTING
         p.status = "Evaluating..."
@@ -216,7 +230,7 @@ class EvaluatePane:
     def evaluation_progress(self, unit: Unit, partial: Any, done: int, total: int, draw: bool, index: int,
                             count: int) -> None:
         p = self.panel
-        p._progress.value = int(100 * (index + done / total) / count)
+        self.host.progress.value = int(100 * (index + done / total) / count)
         p.status = evaluation_progress_status(unit, done, total, time.perf_counter() - self._started)
         if draw:
             entry = self.board.entry(unit)
@@ -235,8 +249,8 @@ class EvaluatePane:
         self.board.state = DONE
         if self.dirty or not self.png:  # the last unit's result is usually drawn already
             self.changed()
-        p._progress.value = 100
-        p._stop.disabled = True
+        self.host.progress.value = 100
+        self.host.stop_button.disabled = True
         p.status = evaluation_done_status(outcomes, seconds, self.board.basis[2])
         self.show_cost()
 
@@ -244,9 +258,9 @@ class EvaluatePane:
         p = self.panel
         self._job_ended()
         self.board.mark(FAILED)
-        p._show_error(exc, details)
+        self.host.show_error(exc, details)
         p.status = "Evaluation failed: see the message below."
-        p._stop.disabled = True
+        self.host.stop_button.disabled = True
         self.changed()
 
     def _job_ended(self) -> None:
@@ -272,7 +286,7 @@ class EvaluatePane:
 
     def figure(self):
         """The view's plots as a matplotlib Figure (curves, and the sanity check's similarity once run)."""
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             curves, sanity = self._shown()
             return plots_figure(curves, sanity, images=self.board.images)
 
@@ -292,7 +306,7 @@ class EvaluatePane:
     def show(self) -> None:
         """The view became visible (main thread): draw what changed while it was hidden, unless a running
         evaluation is about to (its next step draws)."""
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             if (self.dirty or not self.png) and not self._in_flight():
                 self.render()
 
@@ -306,7 +320,7 @@ class EvaluatePane:
             job = self.job(tuple(m for m in p.methods if m not in SANITY_SKIPPED))
             curves = estimate(job, self.cache, job.curve_units())
             sanity = estimate(job, self.cache, job.sanity_units())
-            rate = p._rate(job.explorer)
+            rate = self.host.rate(job.explorer)
             layers = len(depth_layers(job.explorer.model, job.depths, job.version()))
         except Exception as exc:  # an estimate never breaks the panel; computing will say what is wrong
             self.cost.value = html.escape(f"(no estimate: {exc})")
@@ -319,13 +333,13 @@ class EvaluatePane:
             parts.append(f"Curves ({job.steps} steps): {len(curves.curves)} x 2 x {job.steps} steps x {batch} "
                          f"image{'s' if batch > 1 else ''} = {curves.forward:,} forward passes"
                          + (f" (and {curves.gradient:,} passes for maps first)" if curves.gradient else "")
-                         + _about(curves.seconds(rate)) + ".")
+                         + _about(curves.seconds(rate, self.cache.rates)) + ".")
         if sanity.empty:
             parts.append(f"Sanity check ({layers} depths): done." if job.sanity_units() else "")
         else:
             parts.append(f"Sanity check ({layers} depths): {len(sanity.sanity)} method"
                          f"{'s' if len(sanity.sanity) > 1 else ''} x {sanity.maps} maps = {sanity.gradient:,} "
-                         f"passes{_about(sanity.seconds(rate))}; press Sanity check.")
+                         f"passes{_about(sanity.seconds(rate, self.cache.rates))}; press Sanity check.")
         skipped = [SANITY_SKIPPED[m] for m in p.methods if m in SANITY_SKIPPED]
         text = " ".join(html.escape(x) for x in parts + skipped if x)
         self.cost.value = f"<span style='color:#444'>{text}</span>"
@@ -338,17 +352,17 @@ class EvaluatePane:
 
     def curves(self) -> dict:
         self._current()
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             return self.board.done_curves()
 
     def sanity(self) -> dict:
         self._current()
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             return self.board.done_sanity()
 
     def to_png(self) -> bytes:
         self._current()
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             return self.render() if self.dirty or not self.png else bytes(self.png)
 
 

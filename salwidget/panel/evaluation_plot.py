@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..render import GridRenderer, Column, colorize, png_bytes, stack_pictures
+from ..drawing.render import GridRenderer, Column, colorize, png_bytes, stack_pictures
 
 DPI = 100
 WIDTH_IN = 8.6  # 860 px: fits a 900 px notebook once scaled to its width, and stays sharp at 1900 px
@@ -230,17 +230,18 @@ def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray 
         columns.append(Column(f"to {title}", np.stack(data)))
     titles = [f"{shown.label}\ntrained" for _, shown in rows]
     strip = np.asarray(GridRenderer(STRIP_CELL_PX).draw(columns, titles))
-    caption = f"Randomised maps of {image_label} (grey: not computed yet)"
+    pending = any(column.data is not None and (column.data == grey).all(axis=(1, 2, 3)).any() for column in columns)
+    caption = f"Randomised maps of {image_label}" + (" (grey: not computed yet)" if pending else "")
     return _with_caption(strip, caption)
 
 
 def _with_caption(picture: np.ndarray, caption: str) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    from ..render import FONT_PX, LINE_PX, _font
+    from ..drawing.render import FONT_PX, LINE_PX, load_font
 
     band = LINE_PX + 8
     canvas = Image.new("RGB", (picture.shape[1], picture.shape[0] + band), "white")
     canvas.paste(Image.fromarray(picture), (0, band))
-    ImageDraw.Draw(canvas).text((8, band - 4), caption, fill="black", font=_font(FONT_PX + 1), anchor="ld")
+    ImageDraw.Draw(canvas).text((8, band - 4), caption, fill="black", font=load_font(FONT_PX + 1), anchor="ld")
     return np.asarray(canvas)

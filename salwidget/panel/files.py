@@ -59,10 +59,15 @@ def npz_link(npz: bytes, with_raw: bool = True) -> str:
                  f"NumPy archive of the {what}, per method; load with numpy.load.") + f" ({len(npz) / 2**20:.1f} MB)"
 
 
+LINK_STYLE = ("display:inline-block; padding:2px 8px; border:1px solid #1976d2; border-radius:3px; "
+              "color:#1976d2; text-decoration:none")
+
+
 def _link(name: str, mime: str, data: bytes, text: str, title: str) -> str:
     encoded = base64.b64encode(data).decode("ascii")
+    # Styled as a button (border, padding, the link colour): plain text would not look like something to click.
     return (f"<a download='{name}' href='data:{mime};base64,{encoded}' title='{html.escape(title)}' "
-            f"class='salwidget-download-{name.rsplit('.', 1)[1]}'>{text}</a>")
+            f"class='salwidget-download-{name.rsplit('.', 1)[1]}' style='{LINK_STYLE}'>&#11015; {text}</a>")
 
 
 def decode_picture(content: Any) -> np.ndarray:

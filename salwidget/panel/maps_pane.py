@@ -4,7 +4,7 @@ It shares the panel's worker, status line, progress bar, Stop button and
 error line, and is the sink of the grid's jobs (:func:`~salwidget.panel.worker.run_job`
 calls :meth:`begin`, :meth:`progress`, :meth:`column_done`, :meth:`finish`
 and :meth:`fail` in the worker thread, under its lock, while the job is
-current). What each column shows is :mod:`salwidget.panel.view`; dense outputs'
+current). What each column shows is :mod:`salwidget.drawing.grid`; dense outputs'
 regions are :mod:`salwidget.panel.regions`.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -21,20 +21,27 @@ from ..errors import SaliencyError
 from ..methods import get_method
 from . import controls
 from .classes import row_titles
-from .files import maps_npz, npz_link, png_link
+from .files import decode_picture, maps_npz, npz_link, png_link
 from .notes import notes_html
 from .regions import pixel_under, region_from_gesture, regions_for, shaded
 from .snapshot import Snapshot
 from .status import done_status, progress_status
-from .view import COMPUTING, DONE, FAILED, GridView, Picture
-from .worker import Job
+from ..drawing.grid import COMPUTING, DONE, FAILED, GridView, Picture
+from .worker import MapsJob
+
+if TYPE_CHECKING:
+    from .host import PanelHost
+
+
+CELL_PX = 480  # the enlarged cell's largest width on screen
 
 
 class MapsPane:
     """The Maps view of one :class:`~salwidget.SaliencyWidget` (see the module docstring)."""
 
-    def __init__(self, panel: Any):
-        self.panel = panel
+    def __init__(self, host: "PanelHost"):
+        self.host = host
+        self.panel = host.panel  # the traits it reads and sets
         self.view = GridView()
         self.snapshot = Snapshot()
         self.picture = Picture(b"")
@@ -68,14 +75,18 @@ class MapsPane:
         tip = "Show one cell of the grid at full resolution, every pixel of the map."
         self.enlarge = controls.named(widgets.Dropdown(layout=widgets.Layout(width="280px")), "enlarge", tip)
         self.enlarge_view = controls.labelled(self.enlarge, "enlarge", tip)
-        self.cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(max_width="100%")), "cell", None)
+        # At its natural size, at most CELL_PX wide, never stretched to the panel's width: right under the
+        # enlarge choice, in view, not a 960 px picture below the fold.
+        self.cell = controls.named(widgets.Image(format="png", layout=widgets.Layout(
+            width="auto", height="auto", max_width=f"min(100%, {CELL_PX}px)", align_self="flex-start")), "cell", None)
         self.cell_caption = controls.named(widgets.HTML(), "cell-caption", None)
         self.cell_box = widgets.VBox([self.cell_caption, self.cell], layout=widgets.Layout(display="none"))
         self.upload = controls.named(widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
                                                         layout=widgets.Layout(width="150px")),
                                      "upload", "Add your own pictures: they go through the preprocess function "
                                                "and appear on the last page.")
-        self.upload.layout.display = "" if p._preprocess is not None else "none"
+        self.upload.layout.display = "" if self.host.preprocess is not None else "none"
+        self.upload.observe(self.on_upload_change, names="value")
         self.downloads = controls.named(widgets.HTML(), "downloads", None)
         self.npz_button = controls.named(widgets.Button(description="Maps (.npz)", icon="download",
                                                         layout=widgets.Layout(width="130px", display="none")),
@@ -92,15 +103,15 @@ class MapsPane:
     # ------------------------------------------------------------------ controls (main thread)
     def show_pages(self) -> None:
         p = self.panel
-        part = p._page_slice()
-        self.page_label.value = f"images {part.start + 1}-{part.stop} of {len(p._images)}"
+        part = self.host.page_slice()
+        self.page_label.value = f"images {part.start + 1}-{part.stop} of {len(self.host.images)}"
         self.previous.disabled = p.page == 0
         self.next.disabled = p.page >= p.num_pages - 1
         self.pager.layout.display = "" if p.num_pages > 1 and p.pane == "maps" else "none"
 
     def show_enlarge_choices(self) -> None:
         p = self.panel
-        part = p._page_slice()
+        part = self.host.page_slice()
         columns = [("image", "image")] + [(get_method(m).label, m) for m in p.methods]
         if p.overlay_method is not None:
             columns.append(("overlay", "overlay"))
@@ -110,14 +121,51 @@ class MapsPane:
         controls.set_choices(self.enlarge, choices)
         controls.show_value(self.enlarge, value)
 
+    def on_upload_change(self, change) -> None:
+        """Pictures uploaded: added through ``preprocess`` (a bad file or preprocess is said in the panel)."""
+        files = change["new"]
+        if not files:
+            return
+        settings = self.host.settings_view
+        try:
+            self.panel.add_pictures([decode_picture(f["content"]) for f in files])
+        except Exception as exc:  # the panel goes on
+            self.host.show_error(exc)
+            # The button shows how many pictures its last upload added ("Add images (1)"): none, here.
+            settings.syncing = True
+            try:
+                self.upload.value = ()
+            finally:
+                settings.syncing = False
+
+    # ------------------------------------------------------------------ traits (main thread)
+    def on_look_change(self, change) -> None:
+        """A look trait changed: redraw from the maps at hand (no model call), or show the enlarged cell."""
+        self.host.show_controls()
+        with self.host.worker.lock:
+            if change["name"] == "enlarged":
+                self.show_cell()
+                return
+            if self.view.results:
+                self.render()
+            evaluate = self.host.evaluate_view
+            if change["name"] == "cmap" and evaluate.board.sanity:  # the randomised maps' colours
+                evaluate.changed()
+
+    def on_regions_change(self, change) -> None:
+        """Another region to explain (dense outputs): the grid's maps go, and are computed anew."""
+        with self.host.worker.lock:
+            self.view.clear()
+        self.host.request()
+
     # ---- the sink of run_job: called in the worker thread, under the worker's lock, only while current
-    def stage(self, job: Job) -> None:
+    def stage(self, job: MapsJob) -> None:
         """Columns for the job's methods: cached maps done at once (never flashed as pending), the rest pending."""
         self.select(job, job.explorer.known_weights)
         if not self.view.complete:
             self.render()
 
-    def select(self, job: Job, weights: Any) -> None:
+    def select(self, job: MapsJob, weights: Any) -> None:
         """Columns for the job's methods, with the maps cached under ``weights`` (a weights version) done."""
         self.view.select(job.settings.methods)
         for method in job.settings.methods:
@@ -125,10 +173,10 @@ class MapsPane:
             if hit is not None:
                 self.view.set(method, hit, DONE)
 
-    def begin(self, job: Job) -> None:
+    def begin(self, job: MapsJob) -> None:
         p = self.panel
         self.job_started = time.perf_counter()
-        p._progress.value = 0
+        self.host.progress.value = 0
         self.select(job, job.explorer.read_weights())  # in the worker: the weights as they are now
         if not self.view.complete:
             # Before the grid of pending columns: a "Done" must never describe that grid.
@@ -138,7 +186,7 @@ class MapsPane:
     def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
         p = self.panel
         index = list(self.view.columns).index(method)
-        p._progress.value = int(100 * (index + done / total) / len(self.view.columns))
+        self.host.progress.value = int(100 * (index + done / total) / len(self.view.columns))
         p.status = progress_status(method, partial, done, total, time.perf_counter() - self.job_started)
         if draw:
             self.view.set(method, partial, COMPUTING, f"{done}/{total}")
@@ -152,17 +200,17 @@ class MapsPane:
     def finish(self, outcomes, seconds: float) -> None:
         p = self.panel
         self.render()
-        p._progress.value = 100
+        self.host.progress.value = 100
         p.error = ""
-        p._stop.disabled = True
-        p.status = done_status(outcomes, seconds, p._explorer().device) + p._page_note()  # after the grid
+        self.host.stop_button.disabled = True
+        p.status = done_status(outcomes, seconds, self.host.explorer().device) + self.host.page_note()  # after the grid
 
     def fail(self, exc: Exception, details: str) -> None:
         p = self.panel
         self.view.mark(FAILED)
-        p._show_error(exc, details)
+        self.host.show_error(exc, details)
         p.status = "Failed: see the message below."
-        p._stop.disabled = True
+        self.host.stop_button.disabled = True
         if self.view.results:
             self.render()
 
@@ -171,8 +219,8 @@ class MapsPane:
         """Draw the grid as it stands (call under the worker's lock)."""
         p = self.panel
         started = time.perf_counter()
-        part = p._page_slice()
-        picture = self.view.draw(p._look_now(), self.shown_images(part), self.row_titles(part))
+        part = self.host.page_slice()
+        picture = self.view.draw(self.host.look(), self.shown_images(part), self.row_titles(part))
         self.picture = picture
         columns = 1 + len(self.view.columns) + (p.overlay_method is not None)
         natural = columns * (p.cell_size + 8) + 8
@@ -184,27 +232,27 @@ class MapsPane:
             self.snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too
             self.png, self.results, self.masks = picture.png, self.view.results, picture.masks
             self.show_downloads()
-            p._notes.value = notes_html(p.methods, self.results, part.start, p._explorer().weights_changed(read=False))
+            self.host.notes.value = notes_html(p.methods, self.results, part.start, self.host.explorer().weights_changed(read=False))
         self.show_cell()
         self.draw_seconds = time.perf_counter() - started
 
     def figure(self, dpi: float = 100):
         """The grid of the visible page as a matplotlib Figure (the same layout as the picture)."""
         p = self.panel
-        part = p._page_slice()
-        return self.view.figure(p._look_now(), self.shown_images(part), self.row_titles(part), dpi)
+        part = self.host.page_slice()
+        return self.view.figure(self.host.look(), self.shown_images(part), self.row_titles(part), dpi)
 
     def row_titles(self, part: slice) -> list[str]:
         """Each shown image's title: its label, the prediction and the explained class (or region)."""
         p = self.panel
         results = self.view.results
         target = next(iter(results.values())).target if results else None
-        explorer = p._explorer()
-        indices = p._indices[part] if p._from_dataset or len(p._indices) != len(p._source) else None
-        if p._dense:
+        explorer = self.host.explorer()
+        indices = self.host.indices[part] if self.host.from_dataset or len(self.host.indices) != len(self.host.source) else None
+        if self.host.dense:
             return self.region_titles(part, indices)
-        return row_titles(p._classes, explorer.probabilities, explorer.predicted, target,
-                          None if p._labels is None else p._labels[part], part.start, indices)
+        return row_titles(self.host.classes, explorer.probabilities, explorer.predicted, target,
+                          None if self.host.labels is None else self.host.labels[part], part.start, indices)
 
     def _chosen(self, part: slice) -> dict:
         """The regions picked on this page, by row of the page."""
@@ -216,29 +264,29 @@ class MapsPane:
         p = self.panel
         chosen = self._chosen(part)
         titles = []
-        for i, (k, mask) in enumerate(regions_for(p._explorer().scores, p._channels_last, chosen)):
+        for i, (k, mask) in enumerate(regions_for(self.host.explorer().scores, self.host.channels_last, chosen)):
             number = f"image {part.start + i + 1}" + (f" (#{int(indices[i])})" if indices is not None else "")
             how = "clicked" if i in chosen else "largest"
-            titles.append(f"{number}\nexplains: {p._classes.name(k)}\n{how} region, {int(mask.sum())} px")
+            titles.append(f"{number}\nexplains: {self.host.classes.name(k)}\n{how} region, {int(mask.sum())} px")
         return titles
 
     def shown_images(self, part: slice) -> np.ndarray:
         """The image column: the pictures, and for a dense output the predicted classes over them."""
         p = self.panel
-        if not p._dense:
-            return p._display[part]
-        scores = p._explorer().scores
-        return shaded(p._display[part], scores, p._channels_last, regions_for(scores, p._channels_last,
+        if not self.host.dense:
+            return self.host.display[part]
+        scores = self.host.explorer().scores
+        return shaded(self.host.display[part], scores, self.host.channels_last, regions_for(scores, self.host.channels_last,
                                                                               self._chosen(part)))
 
     def on_grid_event(self, event: dict) -> None:
         """Dense outputs: a click on a picture explains the predicted region under it, a dragged box the part
         of that region inside the box (ipyevents reports both ends in the grid picture's pixels)."""
         p = self.panel
-        if not p._dense or self.view.layout is None:
+        if not self.host.dense or self.view.layout is None:
             return
-        scores = p._explorer().scores
-        size = scores.shape[1:3] if p._channels_last else scores.shape[2:4]
+        scores = self.host.explorer().scores
+        size = scores.shape[1:3] if self.host.channels_last else scores.shape[2:4]
         where = pixel_under(self.view.layout, event.get("dataX", -1), event.get("dataY", -1), size)
         if event.get("type") == "mousedown":
             self.press = where
@@ -248,11 +296,11 @@ class MapsPane:
             return
         row = where[0]
         try:
-            k, mask = region_from_gesture(scores, p._channels_last, row, start[1:], where[1:])
+            k, mask = region_from_gesture(scores, self.host.channels_last, row, start[1:], where[1:])
         except SaliencyError as exc:
             p.error = str(exc)
             return
-        p.set_region(p._page_slice().start + row, k, mask)
+        p.set_region(self.host.page_slice().start + row, k, mask)
 
     def show_downloads(self) -> None:
         self.downloads.value = png_link(self.png)
@@ -262,10 +310,10 @@ class MapsPane:
 
     def npz(self) -> tuple[bytes, bool]:
         p = self.panel
-        return maps_npz(self.results, self.masks, p._display[p._page_slice()])
+        return maps_npz(self.results, self.masks, self.host.display[self.host.page_slice()])
 
     def on_npz_click(self, button) -> None:
-        with self.panel._worker.lock:
+        with self.host.worker.lock:
             npz, with_raw = self.npz()
             self.npz_for = tuple(id(r) for r in self.results.values())
             self.npz_link.value = npz_link(npz, with_raw)
@@ -278,7 +326,7 @@ class MapsPane:
             return
         row, column = p.enlarged
         try:
-            png, caption = self.view.cell(self.picture, p._look_now(), p._display[p._page_slice()], row, column)
+            png, caption = self.view.cell(self.picture, self.host.look(), self.host.display[self.host.page_slice()], row, column)
         except KeyError:
             png, caption = b"", "not computed yet"
         self.cell.value = png

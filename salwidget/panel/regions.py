@@ -55,7 +55,7 @@ def shaded(display: np.ndarray, scores: np.ndarray, channels_last: bool, regions
 def pixel_under(layout: Any, x: float, y: float, output_size: tuple[int, int]) -> tuple[int, int, int] | None:
     """(image row of the grid, output row, output column) under the point (x, y) of the grid picture, when it
     falls on a picture of the image column; None elsewhere."""
-    from ..render import _fit
+    from ..drawing.render import fit_size
 
     for item in layout.items:
         if item.kind != "cell" or item.column != 0:
@@ -64,7 +64,7 @@ def pixel_under(layout: Any, x: float, y: float, output_size: tuple[int, int]) -
         if column.data is None:
             return None
         shape = column.data[item.row].shape[:2]
-        width, height = _fit(shape, int(item.width))
+        width, height = fit_size(shape, int(item.width))
         left = item.left + (item.width - width) // 2
         top = item.top + (item.height - height) // 2
         if left <= x < left + width and top <= y < top + height:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..attribution import Attribution
+from ..drawing.titles import describe
 from ..methods import get_method
 
 
-def describe(result: Attribution) -> str:
-    """'SmoothGrad (n=16)', 'SmoothGrad + IG (n=8 x 10 steps)', 'Integrated Gradients (16 steps)',
-    'Grad-CAM @ layer4', 'Gradient'."""
-    method = get_method(result.method)
-    text = method.label
-    if result.nsamples > 1 and method.resumable:
-        steps = f" x {result.nintegration} steps" if result.nintegration else ""
-        text += f" (n={result.nsamples}{steps})"
-    elif result.nsamples > 1:  # a path method: its count is path steps
-        text += f" ({result.nsamples} steps)"
-    if result.layer:
-        text += f" @ {result.layer}"
-    return text
+def device_label(device: Any) -> str:
+    """One name for a device whatever the framework calls it: torch's 'cpu' and Keras' 'CPU' are 'CPU';
+    'cuda:1' and '/physical_device:GPU:1' are 'GPU 1'."""
+    name = str(device).rsplit("device:", 1)[-1]
+    kind, _, number = name.partition(":")
+    kind = {"CUDA": "GPU"}.get(kind.upper(), kind.upper())
+    return f"{kind} {number}" if number and kind != "CPU" else kind
 
 
 def done_status(outcomes: Sequence, seconds: float, device: str) -> str:
@@ -37,7 +32,7 @@ def done_status(outcomes: Sequence, seconds: float, device: str) -> str:
         elif o.how == "resumed":
             label += f" resumed from n={o.resumed_from}"
         parts.append(label)
-    return f"Done in {seconds:.1f} s on {device}: {', '.join(parts)}."
+    return f"Done in {seconds:.1f} s on {device_label(device)}: {', '.join(parts)}."
 
 
 def progress_status(method: str, partial: Attribution, done: int, total: int, elapsed: float) -> str:

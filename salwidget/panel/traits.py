@@ -68,7 +68,8 @@ class PanelTraits(traitlets.HasTraits):
     sort_descending = traitlets.Bool(True, help="Dataset view: largest first.")
     filter_label = traitlets.Int(-1, help="Dataset view: only images of this true class (-1: all).")
     filter_predicted = traitlets.Int(-1, help="Dataset view: only images predicted as this class (-1: all).")
-    filter_correct = traitlets.Unicode("all", help="Dataset view: 'all', 'correct' or 'wrong' predictions.")
+    filter_correct = traitlets.Unicode("all", help="Dataset view: 'all', 'correct' or 'wrong' predictions, or "
+                                    "'non-finite' (images whose scores hold NaN or infinity).")
     filter_probability = traitlets.Tuple((0.0, 1.0), help="Dataset view: (low, high) probability of the prediction.")
     error = traitlets.Unicode("", help="The message shown in the panel, or '' when all is well.")
     status = traitlets.Unicode("", help="The status line: what is computing, what was done, what it cost.")
@@ -103,7 +104,8 @@ class PanelTraits(traitlets.HasTraits):
 
     @traitlets.validate("target")
     def _valid_target(self, proposal):
-        return checks.check_target(proposal["value"], self._classes.num_classes, len(self._images))
+        value = self._classes.by_name(proposal["value"])  # 'cat' when class_names has it
+        return checks.check_target(value, self._classes.num_classes, len(self._images))
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):

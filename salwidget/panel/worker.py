@@ -29,7 +29,7 @@ PREVIEW_INTERVAL_S = 0.25  # at least this long between previews (and three time
 
 
 @dataclass
-class Job:
+class MapsJob:
     """One request: the page's explorer and the settings to compute."""
 
     explorer: Any
@@ -37,7 +37,7 @@ class Job:
 
 
 @dataclass
-class Outcome:
+class MapOutcome:
     """What happened to one method's map: 'cached', 'computed' or 'resumed' (from ``resumed_from`` samples)."""
 
     method: str
@@ -127,12 +127,12 @@ class Worker:
         self._executor.shutdown(wait=False)
 
 
-def run_job(worker: Worker, generation: int, job: Job, sink: Any, preview_interval: float | None = None) -> None:
+def run_job(worker: Worker, generation: int, job: MapsJob, sink: Any, preview_interval: float | None = None) -> None:
     """Compute every method of ``job`` in order, publishing previews, columns and the end to ``sink``."""
     interval = PREVIEW_INTERVAL_S if preview_interval is None else preview_interval
     started = time.perf_counter()
     settings, explorer = job.settings, job.explorer
-    outcomes: list[Outcome] = []
+    outcomes: list[MapOutcome] = []
     try:
         if not settings.methods:
             raise SaliencyError("No method selected: pick at least one.")
@@ -154,10 +154,10 @@ def run_job(worker: Worker, generation: int, job: Job, sink: Any, preview_interv
         worker.publish(generation, lambda: sink.fail(error, details))
 
 
-def _one_method(worker, generation, explorer, settings, method, sink, interval) -> Outcome:
+def _one_method(worker, generation, explorer, settings, method, sink, interval) -> MapOutcome:
     hit = explorer.cached(method, settings)
     if hit is not None:
-        return Outcome(method, "cached", hit)
+        return MapOutcome(method, "cached", hit)
     resumed = explorer.resume_point(method, settings)
     last = [time.perf_counter()]
 
@@ -171,5 +171,5 @@ def _one_method(worker, generation, explorer, settings, method, sink, interval) 
 
     result = explorer.compute(method, settings, progress, lambda: worker.is_stale(generation))
     if "stored" in getattr(result, "extras", {}):  # a dataset job's maps, read back
-        return Outcome(method, "stored", result)
-    return Outcome(method, "computed" if resumed is None else "resumed", result, resumed)
+        return MapOutcome(method, "stored", result)
+    return MapOutcome(method, "computed" if resumed is None else "resumed", result, resumed)

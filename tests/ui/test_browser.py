@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from salwidget.render import colorize
+from salwidget.drawing.render import colorize
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,13 +1,8 @@
-"""The grid as a matplotlib figure, for papers: the panel's layout, drawn as vectors and images.
+"""``plot_grid``: core results drawn as the panel draws its grid, as a matplotlib figure for papers.
 
-:func:`plot_grid` draws core results (:class:`~salwidget.Attribution` objects)
-the way the panel draws them; :func:`grid_figure` paints any
-:class:`~salwidget.render.GridLayout`. Both follow the same layout description
-as the panel's Pillow renderer (:func:`salwidget.render.grid_layout`), so the
-figure and the panel show the same cells, titles and colour bars in the same
-places. No pyplot: the figure belongs to nobody's global state; save it with
-``figure.savefig("grid.pdf")`` (or ``.svg``, ``.png``), or show it in a
-notebook by returning it from a cell.
+It builds the panel's :class:`~salwidget.drawing.grid.GridView` from
+:class:`~salwidget.Attribution` objects and paints its layout with
+:func:`~salwidget.drawing.figure.grid_figure`.
 """
 
 from __future__ import annotations
@@ -16,37 +11,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .render import BAR_PX, FADED, FONT_PX, LINE_PX, GridLayout, Placed, _fit, grid_layout
-
-
-def grid_figure(layout: GridLayout, dpi: float = 100):
-    """A :class:`matplotlib.figure.Figure` of ``layout``, one pixel of the layout per ``1/dpi`` inch.
-
-    Parameters
-    ----------
-    layout : GridLayout
-        From :func:`salwidget.render.grid_layout`.
-    dpi : float, default 100
-        Layout pixels per inch: sets the figure's size in inches (``savefig(dpi=...)``
-        then only sets the resolution of the maps' pixels in the file).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(layout.width / dpi, layout.height / dpi), dpi=dpi, facecolor="white")
-    FigureCanvasAgg(figure)
-    points = 72.0 / dpi  # layout pixels -> font points
-    for item in layout.items:
-        column = layout.columns[item.column]
-        if item.kind == "cell":
-            _cell(figure, layout, column, item, points)
-        elif item.kind == "title":
-            x, y = _point(layout, item.left + item.width / 2, item.top + item.height)
-            figure.text(x, y, item.text, ha="center", va="bottom", fontsize=FONT_PX * points,
-                        linespacing=LINE_PX / FONT_PX, multialignment="center")
-        else:
-            _colorbar(figure, layout, column.colorbar, item, points)
-    return figure
+from .figure import grid_figure
+from .grid import DONE, GridView, Look
+from .render import grid_layout
 
 
 def plot_grid(
@@ -91,9 +58,8 @@ def plot_grid(
     matplotlib.figure.Figure
         ``figure.savefig("grid.pdf")`` writes it.
     """
-    from .attribution import Attribution
-    from .errors import SaliencyError
-    from .panel.view import DONE, GridView, Look
+    from ..attribution import Attribution
+    from ..errors import SaliencyError
 
     if isinstance(attributions, Attribution):
         attributions = [attributions]
@@ -107,7 +73,7 @@ def plot_grid(
     if len(batches) > 1:
         raise SaliencyError(f"The attributions explain different numbers of images {sorted(batches)}; "
                             "plot_grid needs one column per method over the same images.")
-    pictures = None if images is None else _pictures(images, batches.pop())
+    pictures = None if images is None else pictures_of(images, batches.pop())
     keys = list(titled)
     overlay_key = None
     if overlay is not None:
@@ -137,10 +103,10 @@ def plot_grid(
     return grid_figure(grid_layout(columns, list(row_titles) if row_titles else None, cell_px), dpi)
 
 
-def _pictures(images: Any, rows: int) -> np.ndarray:
+def pictures_of(images: Any, rows: int) -> np.ndarray:
     """Display pictures (B, H, W, 3) in [0, 1] from what a user has at hand."""
-    from .errors import SaliencyError
-    from .inputs import to_numpy
+    from ..errors import SaliencyError
+    from ..inputs import to_numpy
 
     pictures = np.asarray(to_numpy(images), np.float32)
     if pictures.ndim == 4 and pictures.shape[1] in (1, 3) and pictures.shape[-1] not in (1, 3):
@@ -156,51 +122,3 @@ def _pictures(images: Any, rows: int) -> np.ndarray:
     if low < 0 or high > 1:  # e.g. normalised model inputs: stretch for display
         pictures = (pictures - low) / (high - low) if high > low else np.zeros_like(pictures)
     return pictures
-
-
-def _point(layout: GridLayout, x: float, y: float) -> tuple[float, float]:
-    """Layout pixels (from the top left) -> figure fractions (from the bottom left)."""
-    return x / layout.width, 1 - y / layout.height
-
-
-def _axes(figure, layout: GridLayout, left: float, top: float, width: float, height: float):
-    x, y = _point(layout, left, top + height)
-    return figure.add_axes((x, y, width / layout.width, height / layout.height))
-
-
-def _cell(figure, layout: GridLayout, column, item: Placed, points: float) -> None:
-    if column.data is None:
-        ax = _axes(figure, layout, item.left, item.top, item.width, item.height)
-        ax.set_facecolor("#ececec")
-        ax.set_xticks([]), ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        ax.text(0.5, 0.5, column.placeholder, ha="center", va="center", color="#666666",
-                fontsize=(FONT_PX + 1) * points, transform=ax.transAxes)
-        return
-    data = column.data[item.row]
-    width, height = _fit(data.shape[:2], int(item.width))
-    ax = _axes(figure, layout, item.left + (item.width - width) // 2, item.top + (item.height - height) // 2,
-               width, height)
-    ax.set_axis_off()
-    alpha = FADED if column.faded else None
-    if column.cmap is None:
-        ax.imshow(np.clip(data, 0, 1), interpolation="bilinear", alpha=alpha, aspect="auto")
-    else:
-        ax.imshow(data, cmap=column.cmap, vmin=column.vmin, vmax=column.vmax, interpolation="bilinear",
-                  alpha=alpha, aspect="auto")
-
-
-def _colorbar(figure, layout: GridLayout, bar, item: Placed, points: float) -> None:
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    ax = _axes(figure, layout, item.left, item.top, item.width, BAR_PX)
-    mappable = ScalarMappable(Normalize(bar.vmin, bar.vmax), bar.cmap)
-    colorbar = figure.colorbar(mappable, cax=ax, orientation="horizontal")
-    colorbar.set_ticks([value for value, _ in bar.ticks], labels=[label for _, label in bar.ticks])
-    colorbar.ax.tick_params(labelsize=(FONT_PX - 1) * points, length=3, pad=1)
-    colorbar.outline.set_edgecolor("#555555")
-    x, y = _point(layout, item.left + item.width / 2, item.top + BAR_PX + 4 + LINE_PX)
-    figure.text(x, y, item.text, ha="center", va="top", fontsize=(FONT_PX - 1) * points, color="#333333",
-                linespacing=LINE_PX / FONT_PX, multialignment="center")

@@ -74,7 +74,7 @@ def _levels(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _font(size: int):
+def load_font(size: int):
     from matplotlib import get_data_path
     from PIL import ImageFont
 
@@ -110,7 +110,7 @@ def _address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
-def _fit(shape: tuple[int, int], box: int) -> tuple[int, int]:
+def fit_size(shape: tuple[int, int], box: int) -> tuple[int, int]:
     """(width, height) of an (h, w) picture scaled to fit a ``box`` square."""
     h, w = shape
     scale = box / max(h, w)
@@ -131,13 +131,25 @@ def picture(data: np.ndarray, cmap: str | None, vmin: float, vmax: float, size: 
     return levels.convert("RGB")
 
 
+NEAREST_FACTOR = 4  # a picture enlarged this much or more (an 8 x 8 digit) keeps its pixels square
+
+
+def crisp(shape: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether a picture of ``shape`` (h, w) drawn at ``size`` (width, height) is enlarged with nearest
+    neighbours: a tiny picture's pixels are its content, and bilinear blur would hide them."""
+    return min(size[0] / shape[1], size[1] / shape[0]) >= NEAREST_FACTOR
+
+
 def resample(data: np.ndarray, rgb: bool, size: tuple[int, int]):
-    """A cell's data resampled to ``size``: RGB in [0, 1] as an 8-bit RGB image, a map as a float image."""
+    """A cell's data resampled to ``size``: RGB in [0, 1] as an 8-bit RGB image (tiny pictures with nearest
+    neighbours, see :func:`crisp`), a map as a float image."""
     from PIL import Image
 
     if rgb:
         image = Image.fromarray((np.clip(data, 0, 1) * 255).round().astype(np.uint8))
-        return image.resize(size, Image.BILINEAR) if image.size != size else image
+        if image.size == size:
+            return image
+        return image.resize(size, Image.NEAREST if crisp(data.shape[:2], size) else Image.BILINEAR)
     image = Image.fromarray(np.ascontiguousarray(data, dtype=np.float32))  # mode "F"
     if image.size != size:
         image = image.resize(size, Image.BILINEAR)  # Pillow filters over the reduced area when shrinking
@@ -149,13 +161,13 @@ def enlarge(data: np.ndarray, cmap: str | None = None, vmin: float = 0.0, vmax: 
     """One cell at full resolution as PNG: every pixel of the map, enlarged bilinearly to ``min_px``."""
     h, w = data.shape[:2]
     factor = max(1, math.ceil(min_px / max(h, w)))
-    return _png(picture(data, cmap, vmin, vmax, (w * factor, h * factor)))
+    return encode_png(picture(data, cmap, vmin, vmax, (w * factor, h * factor)))
 
 
 _Z_RLE = 3  # zlib's Z_RLE strategy
 
 
-def _png(image) -> bytes:
+def encode_png(image) -> bytes:
     # zlib level 1: about half the encoding time of the default level, for a few per cent more bytes;
     # its run-length strategy (Z_RLE) another quarter off, and no bigger on a grid of maps and photos.
     buffer = io.BytesIO()
@@ -167,7 +179,7 @@ def png_bytes(picture) -> bytes:
     """A Pillow image or an RGB ``uint8`` array (H, W, 3) as PNG bytes (fast zlib level)."""
     from PIL import Image
 
-    return _png(picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture, np.uint8)))
+    return encode_png(picture if isinstance(picture, Image.Image) else Image.fromarray(np.asarray(picture, np.uint8)))
 
 
 def stack_pictures(pictures: list) -> np.ndarray:
@@ -186,7 +198,7 @@ def stack_pictures(pictures: list) -> np.ndarray:
 def wrap(text: str, width_px: float, size: int = FONT_PX) -> str:
     """``text`` broken into lines no wider than ``width_px`` (long words stay whole; remembered: a
     redraw wraps the same titles)."""
-    font = _font(size)
+    font = load_font(size)
     lines = []
     for paragraph in text.split("\n"):
         line = ""
@@ -284,7 +296,7 @@ class GridRenderer:
 
         ``row_titles`` replace the first column's titles, one per row.
         """
-        return _png(self.draw(columns, row_titles))
+        return encode_png(self.draw(columns, row_titles))
 
     def draw(self, columns: list[Column], row_titles: list[str] | None = None):
         """The picture :meth:`render` encodes, as a Pillow RGB image (to compose it into another)."""
@@ -305,7 +317,7 @@ class GridRenderer:
                 self._cell(canvas, draw, column, item)
             elif item.kind == "title":
                 draw.multiline_text((item.left + item.width / 2, item.top + item.height), item.text, fill="black",
-                                    font=_font(FONT_PX), anchor="md", align="center", spacing=LINE_PX - FONT_PX)
+                                    font=load_font(FONT_PX), anchor="md", align="center", spacing=LINE_PX - FONT_PX)
             else:
                 self._colorbar(canvas, draw, column.colorbar, item)
         return canvas
@@ -314,11 +326,11 @@ class GridRenderer:
         left, top, cell = int(item.left), int(item.top), int(item.width)
         if column.data is None:
             draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill="#ececec")
-            draw.text((left + cell / 2, top + cell / 2), column.placeholder, fill="#666666", font=_font(FONT_PX + 1),
+            draw.text((left + cell / 2, top + cell / 2), column.placeholder, fill="#666666", font=load_font(FONT_PX + 1),
                       anchor="mm")
             return
         data = column.data[item.row]
-        size = _fit(data.shape[:2], cell)
+        size = fit_size(data.shape[:2], cell)
         image = picture(data, column.cmap, column.vmin, column.vmax, size, self._resample(column.data, item.row, size,
                                                                                       column.cmap is None))
         if column.faded:
@@ -345,7 +357,7 @@ class GridRenderer:
         strip = colorize(np.linspace(0, 1, length)[None, :].repeat(BAR_PX, 0), bar.cmap)
         canvas.paste(Image.fromarray(strip), (start, top))
         draw.rectangle([start - 1, top - 1, start + length, top + BAR_PX], outline="#555555")
-        small = _font(FONT_PX - 1)
+        small = load_font(FONT_PX - 1)
         for value, label in bar.ticks:
             share = (value - bar.vmin) / (bar.vmax - bar.vmin)
             x = start + share * (length - 1)

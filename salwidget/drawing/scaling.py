@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..attribution import Attribution
-from ..visualize import _maps, to_diverging, to_grayscale
+from .masks import plane_maps, to_diverging, to_grayscale
 
 DIVERGING_CMAP = "RdBu_r"  # red positive, blue negative, white at zero
 
@@ -52,7 +52,7 @@ def shown_maps(results: dict[str, Attribution], percentile: float, scaling: str,
                 masks[method] = to_grayscale(result, percentile)
                 scales[method] = Scale(False, f"per image: 0 = min, 1 = {clip} (clipped)", [(0, "min"), (1, clip)])
         return masks, scales
-    raw = {m: _maps(a, a.channels_last, is_signed_view(a, view)) for m, a in results.items()}
+    raw = {m: plane_maps(a, a.channels_last, is_signed_view(a, view)) for m, a in results.items()}
     groups = [[m] for m in raw] if scaling == "method" else [
         [m for m in raw if is_signed_view(results[m], view) == signed] for signed in (False, True)
     ]

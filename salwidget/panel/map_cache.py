@@ -24,13 +24,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .attribution import Attribution
-from .backends import get_backend
-from .engine import attribute, predict
-from .inputs import prepare_inputs
-from .methods import get_method
-from .outputs import is_multilabel, output_selector, probabilities
-from .targets import Target
+from ..attribution import Attribution
+from ..backends import get_backend
+from ..engine import attribute, predict
+from ..inputs import prepare_inputs
+from ..methods import get_method
+from ..outputs import is_multilabel, output_selector, probabilities
+from ..targets import Target
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import numpy as np
 from ..attribution import Attribution
 from ..errors import SaliencyError
 from ..methods import get_method
-from ..render import ColorBar, Column, GridRenderer, enlarge, overlay
+from .render import ColorBar, Column, GridRenderer, enlarge, overlay
 from .scaling import DIVERGING_CMAP, Scale, shown_maps
-from .status import describe
+from .titles import describe
 
 PENDING, COMPUTING, DONE, STOPPED, FAILED = "pending", "computing", "done", "stopped", "failed"
 
@@ -117,8 +117,8 @@ class GridView:
 
     def figure(self, look: Look, images: np.ndarray, row_titles: list[str], dpi: float = 100):
         """The same grid as :meth:`draw`, as a matplotlib Figure (for ``savefig`` to PDF or SVG)."""
-        from ..figure import grid_figure
-        from ..render import grid_layout
+        from .figure import grid_figure
+        from .render import grid_layout
 
         columns, _, _ = self.columns_for(look, images)
         return grid_figure(grid_layout(columns, row_titles, look.cell_px), dpi)
