@@ -152,8 +152,11 @@ def attribute(
         Which output to explain when the model returns several (the same as ``output=`` with an int).
     quadrature : {'riemann', 'trapezoid'}
         IG path weights: the seed's equal weights, or trapezoid.
-    framework : {'torch', 'tensorflow'}, optional
-        Only for callables that cannot be detected.
+    framework : {'torch', 'tensorflow', 'numpy'}, optional
+        Only for callables that cannot be detected. ``'numpy'``: any function ``f(numpy batch) -> numpy
+        scores`` (the batch in the layout ``channels_last`` declares, channels first by default); it runs
+        the forward-only methods (occlusion, rise, sobol, lime, kernel_shap, feature_ablation). An
+        ``onnxruntime.InferenceSession`` is detected as one.
     resume_from : Attribution, optional
         An earlier complete result of the same call with fewer noise samples:
         only the missing samples are computed (SmoothGrad, VarGrad,
@@ -215,6 +218,10 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
     reported are those of the first output picked."""
     started = time.perf_counter() if started is None else started
     method = request.method
+    if method.reads != "outputs" and not getattr(backend, "differentiable", True):
+        from .backends.numpy_backend import forward_only_refusal
+
+        raise forward_only_refusal(method.name)
     targets_np: dict[int, np.ndarray] = {}
     chunk = _check_batch_size(request.batch_size, backend, inputs)
     seed = int(np.random.SeedSequence().entropy % 2**32) if request.seed is None else check_seed(request.seed)

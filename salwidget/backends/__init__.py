@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import SaliencyError
 from .base import Backend
 
-FRAMEWORKS = ("torch", "tensorflow")
+FRAMEWORKS = ("torch", "tensorflow", "numpy")
 
 
 def detect_framework(model: Any) -> str:
@@ -24,6 +24,8 @@ def detect_framework(model: Any) -> str:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         return "torch"
+    if type(model).__module__.split(".")[0] == "onnxruntime":
+        return "numpy"  # an ONNX Runtime session: forward passes on numpy arrays
     roots = {cls.__module__.split(".")[0] for cls in type(model).__mro__}
     if roots & {"tensorflow", "keras", "tf_keras"}:
         return "tensorflow"
@@ -35,7 +37,8 @@ def detect_framework(model: Any) -> str:
     raise SaliencyError(
         f"Cannot tell which framework the model of type {type(model).__name__} belongs to. "
         "Pass a torch.nn.Module, a Keras model or a tf.Module; for a plain function that "
-        "calls TensorFlow or torch, pass framework='tensorflow' or framework='torch'."
+        "calls TensorFlow or torch, pass framework='tensorflow' or framework='torch'; for any function "
+        "of numpy batches (forward-only methods), framework='numpy'."
     )
 
 
@@ -50,6 +53,10 @@ def make_backend(model: Any, framework: str | None = None) -> Backend:
         from .tf_backend import TensorFlowBackend
 
         return TensorFlowBackend(model)
+    if framework in ("numpy", "onnx"):
+        from .numpy_backend import NumpyBackend
+
+        return NumpyBackend(model)
     raise SaliencyError(f"Unknown framework {framework!r}: use one of {FRAMEWORKS}.")
 
 
@@ -77,4 +84,4 @@ def get_backend(model: Any, framework: str | None = None) -> Backend:
 
 
 def _canonical(framework: str) -> str:
-    return "tensorflow" if framework in ("tf", "keras") else framework
+    return {"tf": "tensorflow", "keras": "tensorflow", "onnx": "numpy"}.get(framework, framework)

@@ -77,8 +77,11 @@ class PanelHost:
                  preprocess: Callable | None):
         self.panel = panel
         self.model = model
-        self.default_channels_last = get_backend(model).default_channels_last
+        backend = get_backend(model)
+        self.default_channels_last = backend.default_channels_last
         self.given_channels_last = channels_last  # as the user gave it (None: the model's default)
+        # A forward-only model (an ONNX Runtime session) is offered the methods it can run, nothing else.
+        self.forward_only = not getattr(backend, "differentiable", True)
         self.channels_last = self.default_channels_last if channels_last is None else bool(channels_last)
         self.explorer_options = explorer_options
         self.preprocess = preprocess

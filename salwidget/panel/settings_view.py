@@ -38,7 +38,8 @@ class SettingsView:
         self.offered: list[int] = []  # classes a search offered in the target list (duplicated names)
         self.search_shown_for: Any = object()  # the target the search box last showed (nothing yet)
         self.group_boxes: dict[str, tuple] = {}
-        self.method_buttons = {m.name: controls.method_button(m) for m in all_methods()}
+        self.method_buttons = {m.name: controls.method_button(m) for m in all_methods()
+                               if not host.forward_only or m.reads == "outputs"}
         for button in self.method_buttons.values():
             button.observe(self.on_method_button_change, names="value")
         self.option_controls: dict[tuple[str, str], Any] = {}
