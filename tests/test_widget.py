@@ -225,20 +225,35 @@ def test_no_method_selected_is_refused_at_assignment(panel):
 
 def test_progress_previews_arrive_before_the_full_count(images, monkeypatch):
     import re
+    import time
 
     import salwidget.panel.worker as worker
+
+    from .helpers import PassGate
 
     monkeypatch.setattr(worker, "PREVIEW_INTERVAL_S", 0.0)
     model = make_torch_cnn()
     shown = []
     panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=8)
-    assert panel.wait(60)
+    assert panel.wait(600)
     panel._image.observe(lambda change: shown.append(panel.status), names="value")
-    panel.nsamples = 300
-    assert panel.wait(120)
-    counts = [tuple(int(g.replace(",", "")) for g in m.groups())
-              for s in shown for m in [re.search(r"([\d,]+)/([\d,]+) passes", s)] if m]
-    assert any(done < total for done, total in counts), shown  # a preview before the end
+
+    def counts():
+        return [tuple(int(g.replace(",", "")) for g in m.groups())
+                for s in list(shown) for m in [re.search(r"([\d,]+)/([\d,]+) passes", s)] if m]
+
+    # Previews are drawn between chunks once 3x the last draw's time has passed since the run began (the whole
+    # run takes 0.1 s here, less than that): hold the second chunk that long, so the first chunk's preview is
+    # due on any machine, however fast.
+    gate = PassGate(model[0], when=lambda calls, grad: calls == 2)
+    panel.nsamples = 64
+    try:
+        assert gate.wait()
+        time.sleep(3 * panel._maps.draw_seconds + 0.05)  # makes the next preview due; no pass/fail by a clock
+    finally:
+        gate.remove()
+    assert panel.wait(600)
+    assert any(done < total for done, total in counts()), shown  # a preview before the end
     assert all(re.search(r"n=[1-9]", s) for s in shown if "passes" in s)  # never "0 samples"
     assert panel._progress.value == 100
 
