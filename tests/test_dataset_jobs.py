@@ -193,13 +193,15 @@ RAY_OWN_CLUSTER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import salwidget as sw
     from tests.helpers import make_torch_cnn
+    import ray  # Ray itself sets RAY_CLIENT_MODE when imported, in any process that uses it
     before = dict(os.environ)
+    RAY_OWN = {"RAY_USAGE_STATS_ENABLED"}  # set by ray.init itself whenever it starts a local cluster
     x = np.random.default_rng(0).uniform(0, 1, (8, 3, 16, 16)).astype(np.float32)
     done = sw.attribute_dataset(make_torch_cnn(), x, "vanilla", store=sys.argv[2], engine="ray", workers=1,
                                 metrics=(), dtype="float32")
     maps_equal = bool(np.allclose(done.maps("vanilla", range(8)), sw.attribute(make_torch_cnn(), x, "vanilla").raw,
                                   rtol=1e-5, atol=1e-9))
-    changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+    changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k) and k not in RAY_OWN)
     cluster = {}
     for process in psutil.Process().children(recursive=True):
         try:

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import salwidget as sw
+
+from .helpers import own_options
 from salwidget.finite import NonFiniteError
 
 KINDS = ("sqrt", "xlogx", "where_sqrt")
@@ -100,7 +102,7 @@ def test_smoothgrad_whose_noise_leaves_the_domain_names_the_sample(framework, ki
 def test_a_model_that_outputs_nan_is_an_error_before_any_map(framework, method, x):
     model, images = _model(framework, "nan", x)
     with pytest.raises(NonFiniteError, match=r"output is not finite .* image\(s\) 0, 1, 2, 3"):
-        sw.attribute(model, images, method, nsamples=3, seed=0)
+        sw.attribute(model, images, method, **own_options(method, nsamples=3, seed=0))
 
 
 def test_gradcam_on_nan_outputs_says_so_not_that_the_layer_is_unreachable(x):

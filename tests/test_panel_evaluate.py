@@ -20,7 +20,7 @@ import salwidget as sw
 from salwidget.panel.evaluate import depth_layers
 from salwidget.panel.worker import Worker
 
-from .helpers import PassGate, drain, keras_twin, make_torch_cnn
+from .helpers import PassGate, drain, keras_twin, make_torch_cnn, own_options
 
 
 @pytest.fixture(autouse=True)
@@ -131,8 +131,8 @@ def test_the_sanity_check_shown_is_that_of_the_core(panel, images):
     layers = depth_layers(panel.model, panel.sanity_depths)
     assert layers == ["6", "2", "0"]  # the small CNN has three layers with weights: all of them
     for method in ("vanilla", "smoothgrad"):
-        expected = sw.sanity_check(make_torch_cnn(), images, method, order="cascading", layers=layers, seed=0,
-                                   nsamples=4)
+        expected = sw.sanity_check(make_torch_cnn(), images, method, order="cascading", layers=layers,
+                                   **own_options(method, seed=0, nsamples=4))
         shown = panel.sanity[method]
         assert shown.layers == expected.layers and shown.order == "cascading"
         np.testing.assert_allclose(shown.similarity, expected.similarity, atol=1e-6)

@@ -8,6 +8,8 @@ import pytest
 
 import salwidget as sw
 
+from .helpers import own_options
+
 
 def _tiny_model():
     """Two 3x3 convs with ReLU, pooling and a 5-way linear layer (the issue's model)."""
@@ -46,7 +48,8 @@ def test_the_issues_resume_twice_from_one_result(tiny):
 @pytest.mark.parametrize("method", ["smoothgrad", "vargrad", "smooth_integrated"])
 def test_random_sequences_of_resumes_equal_fresh_calls_and_leave_earlier_results_alone(tiny, method):
     m, x = tiny
-    f = lambda k, **kw: sw.attribute(m, x, method, nsamples=k, nintegration=2, seed=0, target=4, **kw)
+    f = lambda k, **kw: sw.attribute(m, x, method, **own_options(method, nsamples=k, nintegration=2, seed=0,
+                                                                   target=4), **kw)
     fresh = {}
     rng = np.random.default_rng(7)
     for trial in range(2):

@@ -10,7 +10,7 @@ from salwidget.errors import SaliencyError
 from salwidget.methods import segments as segments_module
 from salwidget.methods.surrogates import coalitions_of, lime_weights, shapley_weights
 
-from .helpers import keras_twin, make_torch_cnn
+from .helpers import keras_twin, make_torch_cnn, own_options
 
 
 @pytest.fixture
@@ -136,6 +136,7 @@ def test_keras_twin_equals_torch(pictures, six_segments, method):
     torch_model = make_torch_cnn().double()
     keras_model = keras_twin(torch_model)  # float32 in salwidget's TensorFlow backend
     kwargs = dict(segments=six_segments, nsamples=40, seed=3, target=[2, 0], fill="mean")
+    kwargs = own_options(method, **kwargs)  # feature ablation draws no samples: no nsamples=
     ours = sw.attribute(torch_model, pictures, method, **kwargs)
     theirs = sw.attribute(keras_model, pictures.transpose(0, 2, 3, 1), method, **kwargs)
     # a fit of float32 scores: its rounding grows by the conditioning of the coalitions

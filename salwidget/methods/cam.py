@@ -145,7 +145,7 @@ def feature_map(ctx: RunContext, tensor: Any, layer: str) -> Any:
     return to_channels_first(ops, tensor, grid)
 
 
-def _check_rows(ctx: RunContext, tensor: Any, rows: int, layer: str) -> None:
+def check_rows(ctx: RunContext, tensor: Any, rows: int, layer: str) -> None:
     """A layer output whose first axis is not the images (windows, heads) cannot be read as their grid."""
     if ctx.options.get("reshape") is None and int(tensor.shape[0]) != rows:
         raise SaliencyError(
@@ -332,7 +332,7 @@ class ClassActivationMap(Method):
         """(maps (n, h, w), largest |gradient| per image) at ``layer``; ``observe=False`` for a probe (its
         outputs are not the clean pass's)."""
         activation, gradient, _ = ctx.layer_gradients(points, images, layer, observe)
-        _check_rows(ctx, activation, len(images), layer)
+        check_rows(ctx, activation, len(images), layer)
         a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
         return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_max(ctx.ops.abs(g))
 
@@ -510,7 +510,7 @@ class ScoreCAM(ClassActivationMap):
         for s in range(0, batch, ctx.chunk):  # forward passes only: cheap next to the masked ones
             points = [x[s : s + ctx.chunk] for x in ctx.inputs]
             activation, _ = ctx.backend.layer_activations(points, ctx.layer)
-            _check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
+            check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
             parts.append(feature_map(ctx, activation, ctx.layer))
         a = ops.concat(parts)
         channels, h, w = (int(d) for d in a.shape[1:])

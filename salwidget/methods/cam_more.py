@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import SaliencyError
 from .base import MethodOutput, RunContext, Stage, register
-from .cam import GRADCAM, ClassActivationMap, _check_rows, feature_map
+from .cam import GRADCAM, ClassActivationMap, check_rows, feature_map
 
 
 class HiResCAM(ClassActivationMap):
@@ -98,7 +98,7 @@ class EigenCAM(ClassActivationMap):
     def _layer_map(self, ctx: RunContext, points: list, images: np.ndarray, layer: str, observe: bool = True):
         ops = ctx.ops
         activation, _ = ctx.backend.layer_activations(points, layer)
-        _check_rows(ctx, activation, len(images), layer)
+        check_rows(ctx, activation, len(images), layer)
         projection = first_component_projection(ops.numpy(feature_map(ctx, activation, layer)))
         maps = ops.relu(ops.asarray(projection))
         return maps, ops.asarray(np.ones(len(images), np.float32))  # no gradient: every layer "reaches"
@@ -146,7 +146,7 @@ class AblationCAM(ClassActivationMap):
             if len(activation.shape) != 4 or ctx.options.get("reshape") is not None:
                 raise SaliencyError(f"AblationCAM needs a (B, C, h, w) feature map at layer {ctx.layer!r}; got "
                                     f"shape {tuple(activation.shape)}.")
-            _check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
+            check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
             parts.append(activation)
             scores.append(ctx.target_scores(outputs, np.arange(s, s + int(points[0].shape[0]))))
         activation = ops.concat(parts)

@@ -8,8 +8,8 @@ from ..errors import SaliencyError
 from ..inputs import prepare_baselines, to_numpy
 from ..randomness import BASELINE
 from .base import Option, hashable, register
-from .sampling import (MAGNITUDE, QUADRATURE, QUADRATURE_ALIASES, STDEV_SPREAD, Ends, SampledGradients, Sampling,
-                       nsamples_option, path_weights)
+from .sampling import (MAGNITUDE, QUADRATURE, QUADRATURE_ALIASES, STDEV_SPREAD, WHOLE_CHUNK_ENDS, Ends,
+                       SampledGradients, Sampling, nsamples_option, path_weights)
 
 DEFAULT_NINTEGRATION = 10
 BASELINES = ("uniform", "blur")
@@ -83,6 +83,9 @@ class _StraightPath(SampledGradients):
                 f"unused branch is NaN). Take another baseline (baseline='blur', 'uniform' or a constant where the "
                 f"model is differentiable), or, if it is a path end, {ends}; or make the model finite there "
                 "(a small epsilon).")
+
+
+WHOLE_CHUNK_ENDS.append(_StraightPath.group_ends)  # whole chunks serve its start points and baselines
 
 
 def _device_baselines(ctx) -> list:

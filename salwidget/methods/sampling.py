@@ -33,6 +33,10 @@ import numpy as np
 from ..randomness import NOISE
 from .base import Method, MethodOutput, Option, RunContext, Stage
 
+# ``group_ends`` of subclasses whose start points and baselines whole chunks serve too (paths.py adds the
+# straight path's); a list the subclasses fill, so this module imports none of them.
+WHOLE_CHUNK_ENDS: list = []
+
 REDUCTIONS = ("mean", "mean_square", "variance")
 
 
@@ -283,7 +287,7 @@ class SampledGradients(Method):
         x + noise), pass inputs and contributions, so each is elementwise over a chunk's rows; a method
         that changes them (random references, its own path) takes the block-by-block path."""
         cls = type(self)
-        return (cls.group_ends in (SampledGradients.group_ends, _straight_group_ends())
+        return (cls.group_ends in (SampledGradients.group_ends, *WHOLE_CHUNK_ENDS)
                 and cls.point is SampledGradients.point and cls.contribution is SampledGradients.contribution
                 and (plan.steps == 1 or cls.group_map is SampledGradients.group_map))
 
@@ -633,13 +637,6 @@ def _add_rows(ops, acc, values, rows_on_device):
     if rows_on_device is None:
         return ops.add(acc, ops.sum(values, axis=0, keepdims=True) if values.shape[0] > 1 else values)
     return ops.index_add(acc, rows_on_device, values)
-
-
-def _straight_group_ends():
-    """The straight path's start points and baselines (paths.py), which whole chunks also serve."""
-    from .paths import _StraightPath
-
-    return _StraightPath.group_ends
 
 
 def _unweighted(method: SampledGradients, plan: Sampling) -> bool:

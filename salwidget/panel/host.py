@@ -129,6 +129,21 @@ class PanelHost:
         pictures.flags.writeable = False  # never written: the grid's renderer keeps their resampled cells
         self._display = pictures
 
+    def runnable(self, methods: tuple, defaults: tuple) -> tuple:
+        """``methods``, or for a forward-only model given the ``defaults``, occlusion and RISE; a gradient
+        method asked of a forward-only model is refused naming those it can use."""
+        if not self.forward_only:
+            return methods
+        if methods == defaults:
+            return ("occlusion", "rise")
+        from ..backends.numpy_backend import forward_only_refusal
+        from ..methods import get_method
+
+        for name in methods:
+            if get_method(name).reads != "outputs":
+                raise forward_only_refusal(name)
+        return methods
+
     def load(self, images: Any, *, labels: Any, class_names: Any, display_images: Any, scan: Any) -> None:
         """The images explained, as ``SaliencyWidget`` takes them: a batch, a dataset (its first page is
         explained; the Dataset view picks others) or a :class:`~salwidget.dataset.Scan`."""

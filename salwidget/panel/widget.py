@@ -20,7 +20,6 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..arrays import to_display_image
-from ..methods import get_method
 from . import controls
 from .dataset_pane import DatasetPane
 from .evaluate_pane import EvaluatePane
@@ -136,7 +135,7 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
         given = dict(nsamples=nsamples, nintegration=nintegration, stdev_spread=stdev_spread, magnitude=magnitude,
                      baseline=baseline)
         self.options = default_options(given)  # one by one: each validator sees the values set before it
-        self.methods = self._runnable(tuple(methods))
+        self.methods = self.host.runnable(tuple(methods), DEFAULT_METHODS)
         self.options = options or {}
         self.overlay_method = self.methods[-1] if self.methods else None
         self.target = target
@@ -155,20 +154,6 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
         if host.from_dataset:
             self.pane = "dataset"  # which images? first
         self.host.request()
-
-    def _runnable(self, methods: tuple) -> tuple:
-        """``methods``, or for a forward-only model given the default ones, occlusion and RISE; a gradient
-        method asked of a forward-only model is refused naming those it can use."""
-        if not self.host.forward_only:
-            return methods
-        if methods == DEFAULT_METHODS:
-            return ("occlusion", "rise")
-        from ..backends.numpy_backend import forward_only_refusal
-
-        for name in methods:
-            if get_method(name).reads != "outputs":
-                raise forward_only_refusal(name)
-        return methods
 
     # ----------------------------------------------------------------- controls
     def _build_controls(self) -> None:
