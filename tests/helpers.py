@@ -202,3 +202,13 @@ def import_zennit():
     with stand_ins(stubs):
         import zennit
     return zennit
+
+
+def small_panel(images, **options):
+    """A panel on the small torch CNN with Gradient and SmoothGrad (4 samples), its first grid computed."""
+    import salwidget as sw
+
+    settings = dict(methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4)
+    panel = sw.SaliencyWidget(make_torch_cnn(), images, **{**settings, **options})
+    assert panel.wait(600)  # a deadline for a loaded machine, not a measure
+    return panel

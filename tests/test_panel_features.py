@@ -17,20 +17,13 @@ import salwidget as sw
 from salwidget.methods import base as registry
 from salwidget.methods.gradients import Vanilla
 
-from .helpers import PassGate, drain, make_torch_cnn
+from .helpers import PassGate, drain, make_torch_cnn, small_panel as make
 
 
 @pytest.fixture(autouse=True)
 def close_widgets():
     yield
     ipywidgets.Widget.close_all()
-
-
-def make(images, **options):
-    settings = dict(methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4)
-    panel = sw.SaliencyWidget(make_torch_cnn(), images, **{**settings, **options})
-    assert panel.wait(60)
-    return panel
 
 
 def walk(widget):

@@ -16,7 +16,7 @@ import salwidget as sw
 from salwidget.drawing import figure, render
 from salwidget.panel.status import device_label
 
-from .helpers import PassGate, drain, make_torch_cnn
+from .helpers import PassGate, drain, make_torch_cnn, small_panel as make
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["cat", "dog", "bird", "fish", "frog"]
@@ -26,13 +26,6 @@ NAMES = ["cat", "dog", "bird", "fish", "frog"]
 def close_widgets():
     yield
     ipywidgets.Widget.close_all()
-
-
-def make(images, **options):
-    settings = dict(methods=("vanilla", "smoothgrad"), nsamples=4, nintegration=4)
-    panel = sw.SaliencyWidget(make_torch_cnn(), images, **{**settings, **options})
-    assert panel.wait(60)
-    return panel
 
 
 # ------------------------------------------------------------------ item 5: what a newcomer saw
