@@ -49,23 +49,19 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
         )
     if len(x) == 0:
         raise SaliencyError(f"{name} is an empty batch; pass at least one image.")
-    if x.ndim == 4 and layout_given:
+    if x.ndim == 4:
         channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
         if channel not in _CHANNEL_SIZES and other in _CHANNEL_SIZES:
-            # The layout was declared, and contradicts the shape: maps would come back at the wrong size.
+            # The shape contradicts the layout: maps would come back at the wrong size.
             want, got = ("(B, H, W, C)", "(B, C, H, W)") if channels_last else ("(B, C, H, W)", "(B, H, W, C)")
             move = "x.transpose(0, 2, 3, 1)" if channels_last else "x.transpose(0, 3, 1, 2)"
-            raise SaliencyError(
-                f"{name} has shape {x.shape}, which looks like {got}, but channels_last={channels_last} says "
-                f"{want}. Pass channels_last={not channels_last}"
-                f"{' (or leave it out)' if default_channels_last != channels_last else ''} if the model takes the "
-                f"batch as it is, or transpose it ({move})."
-            )
-    if x.ndim == 4 and not layout_given:
-        channel, other = (x.shape[3], x.shape[1]) if channels_last else (x.shape[1], x.shape[3])
-        if channel not in _CHANNEL_SIZES and other in _CHANNEL_SIZES:
-            want, got = ("(B, H, W, C)", "(B, C, H, W)") if channels_last else ("(B, C, H, W)", "(B, H, W, C)")
-            move = "x.transpose(0, 2, 3, 1)" if channels_last else "x.transpose(0, 3, 1, 2)"
+            if layout_given:
+                raise SaliencyError(
+                    f"{name} has shape {x.shape}, which looks like {got}, but channels_last={channels_last} says "
+                    f"{want}. Pass channels_last={not channels_last}"
+                    f"{' (or leave it out)' if default_channels_last != channels_last else ''} if the model takes "
+                    f"the batch as it is, or transpose it ({move})."
+                )
             raise SaliencyError(
                 f"{name} has shape {x.shape}, which looks like {got}, but this model takes {want} "
                 f"by default. Transpose it ({move}), or pass channels_last={not channels_last} "
