@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
+import os
 import sys
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import alternate  # noqa: E402 (same folder: contenders alternate round by round, medians)
 
 SIZE, SAMPLES, SPREAD = 224, 25, 0.15
 
@@ -34,16 +36,6 @@ def count_ops(run) -> tuple[int, collections.Counter]:
         run()
     names = collections.Counter(e.name for e in prof.events() if e.name.startswith("aten::"))
     return sum(names.values()), names
-
-
-def median_seconds(contenders: dict, rounds: int) -> dict[str, float]:
-    times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -129,7 +121,7 @@ def main() -> None:
     for name, mine, loop in cases:
         ours_ops, ours_names = count_ops(mine)
         loop_ops, loop_names = count_ops(loop)
-        medians = median_seconds({"salwidget": mine, "loop": loop}, args.rounds)
+        medians = alternate({"salwidget": mine, "loop": loop}, args.rounds)
         ms_ours, ms_loop = medians["salwidget"] * 1e3, medians["loop"] * 1e3
         print(f"| {name} | {ours_ops} | {loop_ops} | {ours_ops / loop_ops:.2f}x | {ms_ours:.2f} | {ms_loop:.2f} | "
               f"{ms_ours - ms_loop:+.2f} |")
