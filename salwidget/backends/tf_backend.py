@@ -38,6 +38,14 @@ def _as_list(output) -> tuple[list, list]:
     return flatten_outputs(output, lambda value: tf.is_tensor(value) or isinstance(value, np.ndarray))
 
 
+def _compute_dtype(model) -> tf.DType:
+    """float64 for a Keras model that computes in float64, else float32 (mixed-precision models take
+    float32 inputs and cast them themselves)."""
+    policy = getattr(model, "dtype_policy", None)
+    name = getattr(policy, "compute_dtype", None) or getattr(model, "compute_dtype", None)
+    return tf.float64 if name == "float64" else tf.float32
+
+
 def _rows(rows) -> tf.Tensor:
     if isinstance(rows, tf.Tensor):
         return tf.cast(rows, tf.int64)
@@ -45,9 +53,11 @@ def _rows(rows) -> tf.Tensor:
 
 
 class TFOps:
-    """:class:`~salwidget.backends.base.Ops` for TensorFlow tensors (float32)."""
+    """:class:`~salwidget.backends.base.Ops` for TensorFlow tensors in the model's compute dtype (float32,
+    or float64 for a float64 model: its inputs are not rounded to float32 first)."""
 
-    dtype = tf.float32
+    def __init__(self, dtype=tf.float32):
+        self.dtype = dtype
 
     def asarray(self, value, dtype: str = "float") -> tf.Tensor:
         return tf.cast(tf.convert_to_tensor(value), {"float": self.dtype, "int": tf.int64, "wide": tf.float64}[dtype])
@@ -122,14 +132,13 @@ class TFOps:
     def row_sum(tensor) -> tf.Tensor:
         return tf.reduce_sum(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 
-    @staticmethod
-    def finite_rows(tensors) -> tf.Tensor:
+    def finite_rows(self, tensors) -> tf.Tensor:
         """Whether each row of every tensor is finite, one bool per row (a NaN or inf makes the rows'
         summed values non-finite)."""
         total = None
         for tensor in tensors:
             summed = tf.reduce_sum(tensor, axis=list(range(1, len(tensor.shape)))) if len(tensor.shape) > 1 else tensor
-            summed = tf.cast(summed, tf.float32)
+            summed = tf.cast(summed, self.dtype)
             total = summed if total is None else total + summed
         return tf.math.is_finite(total)
 
@@ -274,7 +283,7 @@ class TensorFlowBackend:
         gpus = tf.config.list_logical_devices("GPU")
         self.device = gpus[0].name if gpus else "CPU"
         self._gpu = "GPU:0" if gpus else None  # where TensorFlow places the passes by default
-        self.ops = TFOps()
+        self.ops = TFOps(_compute_dtype(model))
         self._functions: dict[tuple, Any] = {}
         self._tapped: dict[str, Any] = {}
         self._local = threading.local()
@@ -381,10 +390,10 @@ class TensorFlowBackend:
             self._functions[key] = tf.function(build(), reduce_retracing=True)
         return self._functions[key]
 
-    @staticmethod
-    def _prepare(points) -> list[tf.Tensor]:
+    def _prepare(self, points) -> list[tf.Tensor]:
         tensors = [tf.convert_to_tensor(p) for p in points]
-        return [t if t.dtype == tf.float32 else tf.cast(t, tf.float32) for t in tensors]
+        dtype = self.ops.dtype
+        return [t if t.dtype == dtype else tf.cast(t, dtype) for t in tensors]
 
     def outputs(self, points) -> list[tf.Tensor]:
         return self._call(self._prepare(points))
@@ -398,14 +407,15 @@ class TensorFlowBackend:
         """Sum of each row's target score; outputs in ``predicted`` use each row's own argmax;
         outputs in ``scorers`` are scored by that :class:`~salwidget.targets.RowScore`'s function
         (``targets`` then holds its data)."""
-        score = tf.constant(0.0)
+        dtype = self.ops.dtype
+        score = tf.constant(0.0, dtype)
         scorers = scorers or {}
         for index, target in zip(indices, targets):
             if which is not None and index not in which:
                 continue
             if index in scorers:
                 values = scorers[index](self.ops, outputs[index], *target)
-                score = score + tf.reduce_sum(tf.cast(values, tf.float32))
+                score = score + tf.reduce_sum(tf.cast(values, dtype))
                 continue
             check_output(outputs[index], index, None)
             if index in predicted:
@@ -413,7 +423,7 @@ class TensorFlowBackend:
             else:  # clamped: a fused pass checks the range after it (a GPU gather out of range gives zeros)
                 target = tf.clip_by_value(target, 0, tf.cast(tf.shape(outputs[index])[1] - 1, target.dtype))
             picked = tf.gather(outputs[index], target, axis=1, batch_dims=1)
-            score = score + tf.reduce_sum(tf.cast(picked, tf.float32))
+            score = score + tf.reduce_sum(tf.cast(picked, dtype))
         return score
 
     @staticmethod
