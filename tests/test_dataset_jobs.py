@@ -188,7 +188,8 @@ def test_rows_of_a_ray_worker_that_dies_are_run_again_not_lost(data, tmp_path, r
 
 
 RAY_OWN_CLUSTER = textwrap.dedent("""
-    import ipaddress, json, os, sys
+    import ipaddress, json, os, sys, urllib.error, urllib.request
+    from pathlib import Path
     import numpy as np, psutil
     sys.path.insert(0, sys.argv[1])
     import salwidget as sw
@@ -202,22 +203,38 @@ RAY_OWN_CLUSTER = textwrap.dedent("""
     maps_equal = bool(np.allclose(done.maps("vanilla", range(8)), sw.attribute(make_torch_cnn(), x, "vanilla").raw,
                                   rtol=1e-5, atol=1e-9))
     changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k) and k not in RAY_OWN)
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+
+    def answer(ip, port, header):  # an HTTP request from another host's point of view: no token, or Ray's
+        request = urllib.request.Request(f"http://{ip}:{port}/get_runtime_envs_info", data=b"", method="POST",
+                                         headers={"Authorization": f"Bearer {header}"} if header else {})
+        try:
+            return urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
     cluster = {}
     for process in psutil.Process().children(recursive=True):
         try:
             name, env = process.name(), process.environ()
-            sockets = [c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+            sockets = [c.laddr for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN]
         except psutil.Error:
             continue
-        cluster[f"{name}:{process.pid}"] = dict(auth=env.get("RAY_AUTH_MODE"),
-                                                open=[ip for ip in sockets if not ipaddress.ip_address(ip).is_loopback])
+        exposed = [a for a in sockets if not ipaddress.ip_address(a.ip).is_loopback]
+        info = dict(auth=env.get("RAY_AUTH_MODE"), open=[a.ip for a in exposed])
+        if name.startswith("ray::RuntimeEnvAgent"):  # an HTTP server: ask it without and with the token
+            info["answers"] = [[answer(a.ip, a.port, None), answer(a.ip, a.port, "wrong"), answer(a.ip, a.port, token)]
+                               for a in exposed]
+        cluster[f"{name}:{process.pid}"] = info
     print(json.dumps(dict(changed=changed, maps_equal=maps_equal, cluster=cluster)))
 """)
 
 
 def test_a_ray_cluster_of_salwidgets_own_needs_a_token_and_leaves_the_environment_alone(tmp_path):
     """engine='ray' with no Ray running starts a local cluster: every one of its processes that listens
-    beyond loopback runs with Ray's token authentication, and the user's environment is as it was."""
+    beyond loopback runs with Ray's token authentication (the runtime-env agent, whose environment does not
+    show it, is asked over HTTP: it refuses a request without the token or with a wrong one and answers one
+    with it), and the user's environment is as it was."""
     import json
     import os
     from pathlib import Path
@@ -234,11 +251,12 @@ def test_a_ray_cluster_of_salwidgets_own_needs_a_token_and_leaves_the_environmen
     assert found["maps_equal"] and found["changed"] == []
     assert any(name.startswith("gcs_server") for name in found["cluster"])  # the cluster was seen
     exposed = {name: info for name, info in found["cluster"].items() if info["open"]}
-    # Known gap (issue 25, item 9, still open): Ray's runtime-env agent listens on the node's address and its
-    # environment shows no token setting; every other process listening beyond loopback runs under the token.
-    agents = {name for name in exposed if name.startswith("ray::RuntimeEnvAgent")}
+    # Ray's runtime-env agent reads the mode from the cluster's configuration, not its environment: its
+    # answers show the token is required on every address it listens on.
+    agents = {name: info for name, info in exposed.items() if name.startswith("ray::RuntimeEnvAgent")}
     assert exposed and all(info["auth"] == "token" for name, info in exposed.items() if name not in agents), exposed
-    assert len(agents) <= 1, exposed
+    for name, info in agents.items():
+        assert info["answers"] and all(a == [401, 403, 200] for a in info["answers"]), (name, info)
 
 
 @pytest.mark.parametrize("address, user_mode", [(None, None), (None, "disabled"), ("ray://cluster:10001", "token"),
