@@ -114,6 +114,11 @@ class NumpyOps:
         return tensor.reshape(len(tensor), -1).max(axis=1)
 
     @staticmethod
+    def row_abs_max(tensor):
+        """Each row's largest magnitude."""
+        return np.abs(tensor.reshape(len(tensor), -1)).max(axis=1)
+
+    @staticmethod
     def concat(tensors, axis: int = 0):
         return tensors[0] if len(tensors) == 1 else np.concatenate(list(tensors), axis=axis)
 

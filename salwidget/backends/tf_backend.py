@@ -151,6 +151,11 @@ class TFOps:
         return tf.reduce_max(tf.reshape(tensor, (tf.shape(tensor)[0], -1)), axis=1)
 
     @staticmethod
+    def row_abs_max(tensor) -> tf.Tensor:
+        """Each row's largest magnitude."""
+        return tf.reduce_max(tf.abs(tf.reshape(tensor, (tf.shape(tensor)[0], -1))), axis=1)
+
+    @staticmethod
     def concat(tensors, axis: int = 0) -> tf.Tensor:
         return tensors[0] if len(tensors) == 1 else tf.concat(list(tensors), axis=axis)
 

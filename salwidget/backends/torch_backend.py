@@ -70,12 +70,21 @@ class TorchOps:
         if isinstance(value, torch.Tensor):
             return value.to(self.device)
         kind = {"float": self.dtype, "int": torch.long, "wide": self._wide}[dtype]
-        tensor = torch.as_tensor(np.asarray(value), device=self.device)
+        tensor = self._from_host(np.asarray(value))
         return tensor if tensor.dtype == kind else tensor.to(kind)  # a no-op cast is still an operation
+
+    def _from_host(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device; on a CPU a writable array is wrapped without dispatching any
+        operation (``as_tensor`` costs two per call: a chunk makes several of these)."""
+        if self.device.type == "cpu" and array.flags.writeable and array.flags.c_contiguous and array.dtype.isnative \
+                and array.ndim:
+            return torch.from_numpy(array)
+        return torch.as_tensor(array, device=self.device)
 
     def numpy(self, tensor: torch.Tensor) -> np.ndarray:
         """A host copy; float16/bfloat16 become float32, float64 stays (saved sums)."""
-        tensor = tensor.detach()
+        if tensor.requires_grad:  # a detach is an operation of its own
+            tensor = tensor.detach()
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()
         return (tensor if tensor.device.type == "cpu" else tensor.cpu()).numpy()
@@ -88,10 +97,10 @@ class TorchOps:
         return torch.zeros(tuple(shape), device=self.device, dtype=self._wide)
 
     def wide(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self._wide)
+        return tensor if tensor.dtype == self._wide else tensor.to(self._wide)
 
     def narrow(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.dtype)
+        return tensor if tensor.dtype == self.dtype else tensor.to(self.dtype)
 
     def full(self, shape, value: float) -> torch.Tensor:
         return torch.full(tuple(shape), float(value), device=self.device, dtype=self.dtype)
@@ -119,7 +128,7 @@ class TorchOps:
 
     @staticmethod
     def cast_like(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return tensor.to(like.dtype)
+        return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
 
     def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
         return tensor[self._rows(rows)]
@@ -128,12 +137,12 @@ class TorchOps:
         return acc.index_add_(0, self._rows(rows), values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def put(self, acc: torch.Tensor, rows, values: torch.Tensor) -> torch.Tensor:
-        return acc.index_copy_(0, self._rows(rows), values.to(acc.dtype))
+        return acc.index_copy_(0, self._rows(rows), values if values.dtype == acc.dtype else values.to(acc.dtype))
 
     def _rows(self, rows) -> torch.Tensor:
         if isinstance(rows, torch.Tensor):
             return rows if rows.device == self.device else rows.to(self.device)
-        return torch.as_tensor(np.asarray(rows, np.int64), device=self.device)  # one operation on a CPU
+        return self._from_host(np.asarray(rows, np.int64))
 
     def take_along_rows(self, tensor: torch.Tensor, columns) -> torch.Tensor:
         """``tensor[r, columns[r]]`` for every row ``r``."""
@@ -156,7 +165,8 @@ class TorchOps:
         for tensor in tensors:
             summed = tensor.sum(dim=tuple(range(1, tensor.dim()))) if tensor.dim() > 1 else tensor
             total = summed if total is None else total + summed
-        return (total - total) == 0
+        gap = total - total  # 0 for a finite sum, NaN otherwise; NaN is the one value not equal to itself
+        return gap == gap
 
     @staticmethod
     def row_min(tensor: torch.Tensor) -> torch.Tensor:
@@ -165,6 +175,11 @@ class TorchOps:
     @staticmethod
     def row_max(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(len(tensor), -1).amax(dim=1)
+
+    @staticmethod
+    def row_abs_max(tensor: torch.Tensor) -> torch.Tensor:
+        """Each row's largest magnitude (one fused reduction, not abs then max)."""
+        return torch.linalg.vector_norm(tensor.reshape(len(tensor), -1), float("inf"), dim=1)
 
     @staticmethod
     def concat(tensors, axis: int = 0) -> torch.Tensor:
@@ -446,8 +461,10 @@ class TorchBackend:
     def _prepare(self, points: Sequence[torch.Tensor], grad: bool) -> list[torch.Tensor]:
         prepared = []
         for p in points:
-            p = (p if p.device == self._device and p.dtype == self._dtype else p.to(self._device, self._dtype)).detach()
-            prepared.append(p.requires_grad_(grad))
+            p = p if p.device == self._device and p.dtype == self._dtype else p.to(self._device, self._dtype)
+            if grad or p.requires_grad:  # with grad: a new leaf, so the caller's tensor keeps its flag
+                p = p.detach()
+            prepared.append(p.requires_grad_(grad) if grad else p)
         return prepared
 
     def outputs(self, points) -> list[torch.Tensor]:
@@ -462,13 +479,14 @@ class TorchBackend:
     def _score(self, outputs: list[torch.Tensor], targets: dict, which=None) -> torch.Tensor:
         """Sum of each row's target score: a class (None: the row's own argmax, taken in this pass)
         or a :class:`~salwidget.targets.RowScore`."""
-        score = 0
+        score = None  # the first term starts the sum (adding to a Python 0 is an operation of its own)
         for index, rows in targets.items():
             if which is not None and index not in which:
                 continue
             out = outputs[index]
             if isinstance(rows, RowScore):
-                score = score + rows(self.ops, out).sum()
+                term = rows(self.ops, out).sum()
+                score = term if score is None else score + term
                 continue
             check_output(out, index, None)
             # Given targets are clamped: a fused pass checks their range after it (an index out of range
@@ -478,8 +496,9 @@ class TorchBackend:
             else:
                 rows = rows if rows.dim() == 1 else rows.reshape(-1)
                 rows = (rows if rows.device == out.device else rows.to(out.device)).clamp(0, out.shape[1] - 1)
-            score = score + out.gather(1, rows.reshape(-1, 1)).sum()
-        return score
+            term = out.gather(1, rows.reshape(-1, 1)).sum()
+            score = term if score is None else score + term
+        return 0 if score is None else score
 
     @staticmethod
     def _unreachable(targets: dict, detail: str) -> Exception:
@@ -579,7 +598,7 @@ class TorchBackend:
             (grad,) = torch.autograd.grad(score, activation, allow_unused=True)
         if grad is None:
             raise self._unreachable(targets, f"the class score does not depend on layer {layer!r}")
-        return activation.detach(), grad.detach(), [o.detach() for o in outputs]
+        return activation.detach(), grad, [o.detach() for o in outputs]  # grad(): no graph of its own
 
     def layer_shapes(self, points) -> list[tuple[str, tuple[int, ...]]]:
         """(name, output shape) of every leaf-or-container module, in call order."""

@@ -334,11 +334,14 @@ class ClassActivationMap(Method):
         activation, gradient, _ = ctx.layer_gradients(points, images, layer, observe)
         check_rows(ctx, activation, len(images), layer)
         a, g = feature_map(ctx, activation, layer), feature_map(ctx, gradient, layer)
-        return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_max(ctx.ops.abs(g))
+        return ctx.ops.relu(self.combine(ctx.ops, a, g)), ctx.ops.row_abs_max(g)
 
     def _run_chunk(self, ctx: RunContext, state: CamState, start: int, stop: int) -> None:
         ops, images = ctx.ops, np.arange(start, stop)
         maps, reach = self._layer_map(ctx, [x[start:stop] for x in ctx.inputs], images, ctx.layer)
+        if start == 0 and stop == ctx.batch:  # the whole batch in one chunk: its maps are the result
+            state.maps, state.reach, state.done = maps, reach, stop
+            return
         if state.maps is None:
             state.maps, state.reach = ops.zeros((ctx.batch, *tuple(maps.shape[1:]))), ops.zeros((ctx.batch,))
         state.maps = ops.put(state.maps, images, maps)
@@ -349,14 +352,18 @@ class ClassActivationMap(Method):
         return MethodOutput(state.maps, 0)
 
     def finish(self, ctx: RunContext, state: CamState) -> MethodOutput:
-        if not (ctx.ops.numpy(state.reach) > 0).any():
+        ops = ctx.ops  # the reach and each map's peak cross to the host together
+        reach, peaks = np.split(ops.numpy(ops.concat([ops.wide(state.reach), ops.wide(ops.row_max(state.maps))])), 2)
+        if not (reach > 0).any():
             raise SaliencyError(self._unreachable_message(ctx))
-        return self._checked(ctx, state.maps)
+        return self._checked(ctx, state.maps, peaks)
 
     # --- zero maps -----------------------------------------------------------------------
-    def _checked(self, ctx: RunContext, maps) -> MethodOutput:
-        """The maps, with ``extras['zero_maps']`` and a warning for images whose map is zero."""
-        zero = np.nonzero(~(ctx.ops.numpy(ctx.ops.row_max(maps)) > 0))[0]
+    def _checked(self, ctx: RunContext, maps, peaks: np.ndarray | None = None) -> MethodOutput:
+        """The maps, with ``extras['zero_maps']`` and a warning for images whose map is zero (``peaks``:
+        each map's largest value, when already on the host)."""
+        peaks = ctx.ops.numpy(ctx.ops.row_max(maps)) if peaks is None else peaks
+        zero = np.nonzero(~(peaks > 0))[0]
         extras = {}
         if len(zero):
             extras["zero_maps"] = zero.tolist()
