@@ -22,7 +22,7 @@ from salwidget import models  # noqa: E402
 
 
 def estimates(panel) -> tuple[float | None, float | None]:
-    text = html.unescape(panel._evaluate.cost.value)
+    text = html.unescape(panel.host.evaluate_view.cost.value)
     curves = re.search(r"Curves \(\d+ steps\):[^.]*?about (\d+) s", text)
     sanity = re.search(r"Sanity check \(\d+ depths\):[^;]*?about (\d+) s", text)
     return (float(curves.group(1)) if curves else None, float(sanity.group(1)) if sanity else None)

@@ -39,7 +39,7 @@ from salwidget import models  # noqa: E402
 
 def drained(panel) -> None:
     """Wait until the panel's worker thread is idle (a stopped computation ends at its next chunk)."""
-    panel._worker._executor.submit(lambda: None).result()
+    panel.host.worker._executor.submit(lambda: None).result()
 
 
 def median_ms(times: list[float]) -> str:

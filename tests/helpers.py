@@ -96,7 +96,7 @@ class PassGate:
 
 def drain(panel, timeout: float = 60.0) -> None:
     """Return once everything the panel's worker thread was given has run (its queue is first in, first out)."""
-    panel._worker._executor.submit(lambda: None).result(timeout)
+    panel.host.worker._executor.submit(lambda: None).result(timeout)
 def make_torch_segnet(num_classes: int = 3, seed: int = 0):
     """A small fully convolutional net: (B, 3, 16, 16) images to (B, num_classes, 16, 16) class maps."""
     import torch

@@ -55,15 +55,16 @@ def centre(box):
 def test_a_dataset_opens_on_the_dataset_view_with_the_scans_table(data):
     x, labels = data
     panel = panel_over(x, labels)
-    assert panel.pane == "dataset" and panel._dataset.box.layout.display == ""
-    assert panel._maps_box.layout.display == "none" and all(r.layout.display == "none" for r in panel._maps_rows)
+    assert panel.pane == "dataset" and panel.host.dataset_view.box.layout.display == ""
+    assert panel.host.maps_view.box.layout.display == "none" and all(r.layout.display == "none" for r in panel._maps_rows)
     expected = sw.scan(make_torch_cnn(), x, labels, class_names=list("abcde"))
     pd.testing.assert_frame_equal(panel.scan.table, expected.table)
-    assert panel.status == f"Scanned {N} images; accuracy {expected.accuracy:.1%} on {N} labelled."
+    assert panel.status == f"Scanned {N} images."  # the accuracy is said once, in the view's summary
+    assert f"accuracy <b>{expected.accuracy:.1%}</b> on {N} labelled" in panel.host.dataset_view.summary.value
     # the default order: highest loss first
-    np.testing.assert_array_equal(panel._dataset.rows[:24],
+    np.testing.assert_array_equal(panel.host.dataset_view.rows[:24],
                                   expected.table.sort_values("loss", ascending=False, kind="stable").index[:24])
-    assert "accuracy" in panel._dataset.summary.value and panel._dataset.confusion.value
+    assert "accuracy" in panel.host.dataset_view.summary.value and panel.host.dataset_view.confusion.value
 
 
 def test_filters_query_and_sort_select_the_rows_pandas_would(data):
@@ -72,41 +73,41 @@ def test_filters_query_and_sort_select_the_rows_pandas_would(data):
     table = panel.scan.table
     panel.filter_correct = "wrong"
     expected = table[~table["correct"]].sort_values("loss", ascending=False, kind="stable").index
-    np.testing.assert_array_equal(panel._dataset.rows, expected)
+    np.testing.assert_array_equal(panel.host.dataset_view.rows, expected)
     panel.filter_correct = "all"
     panel.query = "probability > 0.25 and predicted != 1"
     panel.sort_by, panel.sort_descending = "margin", False
     expected = table.query("probability > 0.25 and predicted != 1").sort_values("margin", kind="stable").index
-    np.testing.assert_array_equal(panel._dataset.rows, expected)
+    np.testing.assert_array_equal(panel.host.dataset_view.rows, expected)
     panel.filter_probability = (0.2, 0.3)
     kept = table.query("probability > 0.25 and predicted != 1")
     kept = kept[(kept["probability"] >= 0.2) & (kept["probability"] <= 0.3)].sort_values("margin", kind="stable")
-    np.testing.assert_array_equal(panel._dataset.rows, kept.index)
-    assert panel._dataset.query.value == panel.query and panel._dataset.sort.value == "margin"
+    np.testing.assert_array_equal(panel.host.dataset_view.rows, kept.index)
+    assert panel.host.dataset_view.query.value == panel.query and panel.host.dataset_view.sort.value == "margin"
 
 
 def test_a_query_pandas_cannot_run_names_the_columns_and_the_view_keeps_working(data):
     x, labels = data
     panel = panel_over(x, labels)
-    before = panel._dataset.rows.copy()
+    before = panel.host.dataset_view.rows.copy()
     panel.query = "confidence > 0.5"
     assert "The query 'confidence > 0.5' does not work" in panel.error and "probability" in panel.error
-    np.testing.assert_array_equal(panel._dataset.rows, before)  # still the last rows
+    np.testing.assert_array_equal(panel.host.dataset_view.rows, before)  # still the last rows
     panel.query = "probability > 0.3"
-    assert panel.error == "" and (panel.scan.table.loc[panel._dataset.rows, "probability"] > 0.3).all()
+    assert panel.error == "" and (panel.scan.table.loc[panel.host.dataset_view.rows, "probability"] > 0.3).all()
 
 
 def test_a_click_on_a_confusion_cell_filters_to_that_label_and_prediction(data):
     x, labels = data
     panel = panel_over(x, labels)
-    boxes = panel._dataset.matrix.boxes
+    boxes = panel.host.dataset_view.matrix.boxes
     box, (label, predicted) = next((b, v) for b, v in boxes if v[0] != v[1]
                                    and panel.scan.confusion()[v] > 0)
     panel.filter_correct = "correct"
-    panel._dataset.on_confusion_event(centre(box))
+    panel.host.dataset_view.on_confusion_event(centre(box))
     assert (panel.filter_label, panel.filter_predicted, panel.filter_correct) == (label, predicted, "all")
     table = panel.scan.table
-    shown = table.loc[panel._dataset.rows]
+    shown = table.loc[panel.host.dataset_view.rows]
     assert len(shown) == panel.scan.confusion()[label, predicted]
     assert (shown["label"] == label).all() and (shown["predicted"] == predicted).all()
 
@@ -114,19 +115,19 @@ def test_a_click_on_a_confusion_cell_filters_to_that_label_and_prediction(data):
 def test_picked_thumbnails_are_explained_in_the_maps_view_as_any_images(data):
     x, labels = data
     panel = panel_over(x, labels)
-    boxes = panel._dataset.thumbs.boxes
+    boxes = panel.host.dataset_view.thumbs.boxes
     for box, _ in boxes[:3]:
-        panel._dataset.on_thumbnail_event(centre(box))
-    panel._dataset.on_thumbnail_event(centre(boxes[1][0]))  # a second click unpicks
+        panel.host.dataset_view.on_thumbnail_event(centre(box))
+    panel.host.dataset_view.on_thumbnail_event(centre(boxes[1][0]))  # a second click unpicks
     picked = {boxes[0][1], boxes[2][1]}
-    assert panel._dataset.picked == picked and "Explain selected (2)" == panel._dataset.explain.description
-    panel._dataset.explain.click()
+    assert panel.host.dataset_view.picked == picked and "Explain selected (2)" == panel.host.dataset_view.explain.description
+    panel.host.dataset_view.explain.click()
     assert panel.pane == "maps" and panel.selection == sorted(picked)
     assert panel.wait(60)
     rows = sorted(picked)
     expected = sw.attribute(panel.model, x[rows], "vanilla", seed=0)
     np.testing.assert_allclose(panel.results["vanilla"].raw, expected.raw, rtol=1e-5, atol=1e-8)
-    titles = panel._maps.row_titles(panel._page_slice())
+    titles = panel.host.maps_view.row_titles(panel.host.page_slice())
     assert titles[0].startswith(f"image 1 (#{rows[0]}), true: {'abcde'[labels[rows[0]]]}")
 
 
@@ -142,7 +143,7 @@ def test_an_array_panel_scans_its_images_when_the_dataset_view_is_shown(data):
     assert panel.wait(60)
     expected = sw.attribute(model, x[[39, 3]], "vanilla", seed=0)
     np.testing.assert_allclose(panel.results["vanilla"].raw, expected.raw, rtol=1e-5, atol=1e-8)
-    np.testing.assert_array_equal(panel._labels, labels[[39, 3]])
+    np.testing.assert_array_equal(panel.host.labels, labels[[39, 3]])
 
 
 def test_stop_keeps_the_committed_rows_and_showing_the_view_again_goes_on(data, tmp_path):
@@ -151,11 +152,11 @@ def test_stop_keeps_the_committed_rows_and_showing_the_view_again_goes_on(data, 
     gate = PassGate(model[0], when=lambda calls, grad: calls == 2)  # during the scan's second block
     panel = sw.SaliencyWidget(model, Items(x, labels), methods=("vanilla",), store=tmp_path, batch_size=256)
     assert gate.wait()
-    panel._stop.click()
+    panel.host.stop_button.click()
     gate.release()
     drain(panel)
     assert panel.scan.missing == N - 256 and len(panel.scan.table) == 256  # the first block stays
-    assert panel._dataset.summary.value.startswith("<b>256</b> of 300 images scanned")
+    assert panel.host.dataset_view.summary.value.startswith("<b>256</b> of 300 images scanned")
     panel.pane = "maps"
     assert panel.wait(60)
     panel.pane = "dataset"

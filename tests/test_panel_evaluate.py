@@ -89,22 +89,22 @@ def test_the_view_shows_a_picture_with_the_curves_and_a_download(panel):
     panel.evaluate()
     assert panel.wait(120)
     png = panel.evaluation_png()
-    assert bytes(panel._evaluate.image.value) == png
+    assert bytes(panel.host.evaluate_view.image.value) == png
     picture = decode(png)
     assert picture.shape[1] >= 800 and picture.std() > 20
     coloured = (np.abs(picture.astype(int) - picture.mean(-1, keepdims=True)) > 60).any(-1)
     assert coloured.sum() > 200  # the methods' coloured lines, not only black axes
-    assert "saliency_evaluation.png" in panel._evaluate.download.value
+    assert "saliency_evaluation.png" in panel.host.evaluate_view.download.value
     # The view takes the grid's place.
-    assert panel._evaluate.box.layout.display == "" and panel._maps_box.layout.display == "none"
+    assert panel.host.evaluate_view.box.layout.display == "" and panel.host.maps_view.box.layout.display == "none"
     panel.pane = "maps"
-    assert panel._evaluate.box.layout.display == "none" and panel._maps_box.layout.display == ""
+    assert panel.host.evaluate_view.box.layout.display == "none" and panel.host.maps_view.box.layout.display == ""
 
 
 def table_rows(panel) -> dict[str, tuple[str, str, str, str]]:
     """method -> (deletion mean, insertion mean, deletion per image, insertion per image), as shown."""
     rows = {}
-    for method, row in re.findall(r"<tr class='salwidget-auc-([\w]+)'>(.*?)</tr>", panel._evaluate.table.value):
+    for method, row in re.findall(r"<tr class='salwidget-auc-([\w]+)'>(.*?)</tr>", panel.host.evaluate_view.table.value):
         cells = re.findall(r"title='([^']*)'>(?:<b>)?([-\d.na]+)", row)
         rows[method] = (cells[0][1], cells[1][1], html.unescape(cells[0][0]), html.unescape(cells[1][0]))
     return rows
@@ -180,11 +180,11 @@ def test_showing_the_view_asks_for_the_curves_and_the_settings_follow(panel, ima
     panel.pane = "evaluate"
     assert panel.wait(120)
     assert set(panel.curves) == {"vanilla", "smoothgrad", "random"} and panel.sanity == {}
-    panel._evaluate.steps.value = 16  # the dropdown, as a user would
+    panel.host.evaluate_view.steps.value = 16  # the dropdown, as a user would
     assert panel.curve_steps == 16
     assert panel.wait(120)
     assert panel.curves["vanilla"].deletion.shape == (4, 17)
-    panel._method_buttons["integrated"].value = True
+    panel.settings_view.method_buttons["integrated"].value = True
     assert panel.wait(120)
     expected = sw.deletion_insertion(make_torch_cnn(), images, panel.results["integrated"], steps=16)
     np.testing.assert_allclose(panel.curves["integrated"].insertion, expected.insertion, rtol=1e-5, atol=1e-7)
@@ -213,7 +213,7 @@ def test_stop_stops_a_sanity_check_and_the_panel_goes_on(images):
     assert gate.wait()
     assert threading.main_thread() not in gate.threads  # computed in the worker: the kernel stays free
     assert "sanity check" in panel.status  # its first chunk reported
-    panel._stop.click()
+    panel.host.stop_button.click()
     assert panel.wait(5)
     gate.release()
     drain(panel)
@@ -248,7 +248,7 @@ def test_an_error_shows_in_the_panel_and_the_panel_keeps_working(panel):
     assert panel.wait(60)
     assert "steps must be an integer from 1 to the number of pixels (256)" in panel.error
     assert panel.status.startswith("Evaluation failed") and panel.curves == {}
-    assert panel._error.layout.display == ""
+    assert panel.host.error_line.layout.display == ""
     panel.curve_steps = 8
     assert panel.wait(120)
     assert panel.error == "" and set(panel.curves) == {"vanilla", "smoothgrad", "random"}
@@ -259,10 +259,10 @@ def test_a_long_evaluation_waits_for_compute(panel):
     panel.pane = "evaluate"
     wait_for(lambda: "press Compute" in panel.status, 10)  # after the grid's own report
     drain(panel)
-    assert not panel._worker.busy  # nothing was started: the evaluation waits
-    assert panel.counter.images == 0 and panel.curves == {} and panel._compute.layout.display == ""
-    assert "Curves (8 steps)" in panel._evaluate.cost.value and "forward passes" in panel._evaluate.cost.value
-    panel._compute.click()
+    assert not panel.host.worker.busy  # nothing was started: the evaluation waits
+    assert panel.counter.images == 0 and panel.curves == {} and panel.host.compute_button.layout.display == ""
+    assert "Curves (8 steps)" in panel.host.evaluate_view.cost.value and "forward passes" in panel.host.evaluate_view.cost.value
+    panel.host.compute_button.click()
     assert panel.wait(120)
     assert set(panel.curves) == {"vanilla", "smoothgrad", "random"}
 

@@ -67,17 +67,17 @@ def extra_method():
 
 def test_a_newly_registered_method_brings_its_button_options_and_note(images, extra_method):
     panel = make(images, methods=("vanilla",))
-    assert "scaled_gradient_test" in panel._method_buttons
-    assert ("scaled_gradient_test", "factor") not in panel._option_controls  # only selected methods' options
-    panel._method_buttons["scaled_gradient_test"].value = True
+    assert "scaled_gradient_test" in panel.settings_view.method_buttons
+    assert ("scaled_gradient_test", "factor") not in panel.settings_view.option_controls  # only selected methods' options
+    panel.settings_view.method_buttons["scaled_gradient_test"].value = True
     assert panel.wait(60)
-    slider = panel._option_controls[("scaled_gradient_test", "factor")]
+    slider = panel.settings_view.option_controls[("scaled_gradient_test", "factor")]
     assert slider.description == "factor" and slider.tooltip == "What the gradient is multiplied by."
     assert ('title="The gradient times a constant (a test method)."'
-            in panel._group_boxes["scaled_gradient_test"][1].children[0].value)
+            in panel.settings_view.group_boxes["scaled_gradient_test"][1].children[0].value)
     headers = [w.value for w in walk(panel) if isinstance(w, ipywidgets.HTML) and "Scaled gradient" in w.value]
     assert headers and "sanity check" in headers[0]
-    assert "sanity check" in panel._notes.value
+    assert "sanity check" in panel.host.notes.value
     slider.value = 5.0
     assert panel.wait(60)
     np.testing.assert_allclose(panel.results["scaled_gradient_test"].raw, 5.0 * panel.results["vanilla"].raw,
@@ -89,22 +89,22 @@ def test_options_are_grouped_under_each_selected_method(images):
     def name(view):  # a slider's description, or the label beside a dropdown or checkbox
         return view.description if hasattr(view, "min") else re.sub("<[^>]+>", "", view.children[0].value)
 
-    groups = [[name(v) for v in box.children[1].children] for box in panel._groups.children]
+    groups = [[name(v) for v in box.children[1].children] for box in panel.settings_view.groups.children]
     assert groups == [["samples", "noise", "squared"], ["steps", "baseline", "quadrature"]]
-    assert ">SmoothGrad</b>" in panel._groups.children[0].children[0].value
+    assert ">SmoothGrad</b>" in panel.settings_view.groups.children[0].children[0].value
     panel.methods = ("integrated",)
-    assert len(panel._groups.children) == 1
+    assert len(panel.settings_view.groups.children) == 1
 
 
 def test_a_cam_gets_a_layer_control_and_its_column_names_the_layer(images):
     panel = make(images, methods=("vanilla",))
-    assert panel._layer_row not in panel._groups.children
+    assert panel.settings_view.layer_row not in panel.settings_view.groups.children
     panel.methods = ("vanilla", "gradcam")
-    assert panel._layer_row in panel._groups.children
-    choices = [value for _, value in panel._layer.options]
-    assert panel._layer.label == "automatic" and choices[1:] == ["0", "1", "2", "3"]  # layers with a spatial output
+    assert panel.settings_view.layer_row in panel.settings_view.groups.children
+    choices = [value for _, value in panel.settings_view.layer.options]
+    assert panel.settings_view.layer.label == "automatic" and choices[1:] == ["0", "1", "2", "3"]  # layers with a spatial output
     assert panel.wait(60) and panel.results["gradcam"].layer == "3"  # automatic: the last one
-    panel._layer.value = "1"
+    panel.settings_view.layer.value = "1"
     assert panel.layer == "1" and panel.wait(60)
     assert panel.results["gradcam"].layer == "1"
     expected = sw.attribute(make_torch_cnn(), images, "gradcam", layer="1", seed=0)
@@ -121,10 +121,10 @@ def test_an_ig_completeness_gap_is_noted_with_the_fix(images):
 
     panel = sw.SaliencyWidget(Cubes(), images, methods=("integrated",), nintegration=2, baseline=0.0)
     assert panel.wait(60)
-    assert "completeness gap reaches 50% of the scores' scale" in panel._notes.value
-    assert "more path steps" in panel._notes.value
+    assert "completeness gap reaches 50% of the scores' scale" in panel.host.notes.value
+    assert "more path steps" in panel.host.notes.value
     panel.nintegration = 64
-    assert panel.wait(60) and "completeness gap" not in panel._notes.value
+    assert panel.wait(60) and "completeness gap" not in panel.host.notes.value
 
 
 def test_a_gap_is_judged_against_the_scores_scale_not_a_score_that_barely_moves():
@@ -171,11 +171,13 @@ def test_every_control_has_a_tooltip_and_every_row_wraps(images):
 
 def test_the_grid_fills_the_width_up_to_its_natural_size_and_scales_down_below_it(images):
     panel = make(images)
-    layout = panel._image.layout
+    layout = panel.host.maps_view.image.layout
     columns = 1 + 2 + 1
     assert layout.width == "100%" and layout.height == "auto"
     assert int(layout.max_width.rstrip("px")) == columns * 208 + 8
-    assert not layout.min_width  # never wider than the panel: a narrow notebook scales the grid, never cuts it
+    # A narrow notebook scales the grid down to 160 px a cell (issue 27: at 90 px nothing could be read), then its
+    # box scrolls: never cut off.
+    assert layout.min_width == f"{columns * 168 + 8}px" and panel.host.maps_view.grid_box.layout.overflow == "auto"
     panel.cell_size = 100
     assert panel.wait(60) and int(layout.max_width.rstrip("px")) == columns * 108 + 8
 
@@ -183,22 +185,22 @@ def test_the_grid_fills_the_width_up_to_its_natural_size_and_scales_down_below_i
 # ------------------------------------------------------------------ cost: estimate, confirm, stop
 def test_a_long_run_waits_for_the_compute_button_with_its_estimate(images):
     panel = make(images, confirm_seconds=0.0)
-    panel._explorer().seconds_per_pass = 0.01
+    panel.host.explorer().seconds_per_pass = 0.01
     panel.nsamples = 30
     drain(panel)
-    assert not panel._worker.busy  # nothing was started: the run waits
+    assert not panel.host.worker.busy  # nothing was started: the run waits
     assert panel.status.startswith("This needs 104 passes (SmoothGrad 104)")  # 26 new samples x 4 images
     assert "about 1 s" in panel.status and "press Compute" in panel.status
-    assert panel._compute.layout.display == "" and panel.results["smoothgrad"].nsamples == 4
-    panel._compute.click()
+    assert panel.host.compute_button.layout.display == "" and panel.results["smoothgrad"].nsamples == 4
+    panel.host.compute_button.click()
     assert panel.wait(60) and panel.results["smoothgrad"].nsamples == 30
-    assert panel._compute.layout.display == "none"
+    assert panel.host.compute_button.layout.display == "none"
 
 
 def test_the_seconds_per_pass_come_from_the_last_result(images):
     panel = make(images)
     result = panel.results["smoothgrad"]
-    assert panel._explorer().seconds_per_pass == pytest.approx(result.seconds / result.passes_done)
+    assert panel.host.explorer().seconds_per_pass == pytest.approx(result.seconds / result.passes_done)
 
 
 def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
@@ -209,14 +211,14 @@ def test_the_stop_button_cancels_and_keeps_the_finished_maps(images):
     gate = PassGate(model[0], when=lambda calls, grad: calls == 3)  # a chunk of the long run is under way
     panel.nsamples = 2000
     assert gate.wait()
-    assert not panel._stop.disabled
-    panel._stop.click()
+    assert not panel.host.stop_button.disabled
+    panel.host.stop_button.click()
     assert panel.wait(1)  # Stop settles at once, even with the chunk still under way
     gate.release()
     drain(panel)
     assert gate.after_release == 0  # the chunk under way ends; no chunk after it
     assert panel.status.startswith("Stopped")
-    assert panel._stop.disabled
+    assert panel.host.stop_button.disabled
     assert panel.results["smoothgrad"].nsamples == 4  # the last complete grid stays
     panel.nsamples = 5
     assert panel.wait(60) and panel.results["smoothgrad"].nsamples == 5
@@ -230,20 +232,20 @@ def links(html: str) -> dict:
 
 def test_the_download_links_hold_the_grid_png_and_the_maps(images):
     panel = make(images)
-    assert links(panel._downloads.value)["saliency_grid.png"] == panel.to_png()
-    assert panel._npz_link.value == "" and panel._npz_button.layout.display == ""  # megabytes: only when asked
-    panel._npz_button.click()
-    maps = np.load(io.BytesIO(links(panel._npz_link.value)["saliency_maps.npz"]))
+    assert links(panel.host.maps_view.downloads.value)["saliency_grid.png"] == panel.to_png()
+    assert panel.host.maps_view.npz_link.value == "" and panel.host.maps_view.npz_button.layout.display == ""  # megabytes: only when asked
+    panel.host.maps_view.npz_button.click()
+    maps = np.load(io.BytesIO(links(panel.host.maps_view.npz_link.value)["saliency_maps.npz"]))
     np.testing.assert_array_equal(maps["raw_smoothgrad"], panel.results["smoothgrad"].raw)
     np.testing.assert_array_equal(maps["mask_vanilla"], panel.masks["vanilla"])
     np.testing.assert_array_equal(maps["target_vanilla"], panel.results["vanilla"].target)
-    assert panel._npz_button.layout.display == "none"
+    assert panel.host.maps_view.npz_button.layout.display == "none"
     panel.cmap = "viridis"
-    assert links(panel._downloads.value)["saliency_grid.png"] == panel.to_png()  # rebuilt with the grid
-    assert panel._npz_link.value != ""  # same maps: the archive stays
+    assert links(panel.host.maps_view.downloads.value)["saliency_grid.png"] == panel.to_png()  # rebuilt with the grid
+    assert panel.host.maps_view.npz_link.value != ""  # same maps: the archive stays
     panel.nsamples = 5
     assert panel.wait(60)
-    assert panel._npz_link.value == "" and panel._npz_button.layout.display == ""  # new maps: asked again
+    assert panel.host.maps_view.npz_link.value == "" and panel.host.maps_view.npz_button.layout.display == ""  # new maps: asked again
     np.testing.assert_array_equal(np.load(io.BytesIO(panel.to_npz()))["raw_smoothgrad"],
                                   panel.results["smoothgrad"].raw)
 
@@ -256,69 +258,69 @@ def named(images):
 
 
 def test_class_search_acts_on_a_unique_match(named):
-    named._search.value = "tiger c"  # Enter: one class contains it
-    assert named.target == 1 and "Explaining tiger cat (#1)" in named._search_hint.value
-    assert named._target.value == 1 and named._search.value == "tiger cat"
+    named.settings_view.search.value = "tiger c"  # Enter: one class contains it
+    assert named.target == 1 and "Explaining tiger cat (#1)" in named.settings_view.search_hint.value
+    assert named.settings_view.target.value == 1 and named.settings_view.search.value == "tiger cat"
     assert named.wait(60)
     np.testing.assert_array_equal(named.results["vanilla"].target, [1] * 4)
 
 
 def test_class_search_says_when_several_or_none_match(named):
-    named._search.value = "tig"
-    assert "2 classes contain 'tig'" in named._search_hint.value and named.target == "predicted"
-    named._search.value = "zebra"
-    assert named._search_hint.value == "No class matches 'zebra'."
-    named._search.value = "tiger"  # a full name wins over the names containing it
+    named.settings_view.search.value = "tig"
+    assert "2 classes contain 'tig'" in named.settings_view.search_hint.value and named.target == "predicted"
+    named.settings_view.search.value = "zebra"
+    assert named.settings_view.search_hint.value == "No class matches 'zebra'."
+    named.settings_view.search.value = "tiger"  # a full name wins over the names containing it
     assert named.target == 3
 
 
 def test_duplicate_names_show_their_indices_and_stay_apart(named):
-    assert "crane (#0)" in named._search.options and "crane (#2)" in named._search.options
-    named._search.value = "crane"
-    assert "2 classes are called 'crane': crane (#0), crane (#2)" in named._search_hint.value
+    assert "crane (#0)" in named.settings_view.search.options and "crane (#2)" in named.settings_view.search.options
+    named.settings_view.search.value = "crane"
+    assert "2 classes are called 'crane': crane (#0), crane (#2)" in named.settings_view.search_hint.value
     assert named.target == "predicted"
-    labels = [label for label, _ in named._target.options]
+    labels = [label for label, _ in named.settings_view.target.options]
     assert any(l.startswith("crane (#0)") for l in labels) and any(l.startswith("crane (#2)") for l in labels)
-    named._search.value = "crane (#2)"
+    named.settings_view.search.value = "crane (#2)"
     assert named.target == 2
 
 
 def test_a_duplicated_name_keeps_the_search_box_and_its_note_goes_once_one_is_picked(named):
     named.target = 3  # an earlier choice: the box shows "tiger"
-    assert named._search.value == "tiger"
-    named._search.value = "crane"
-    assert named._search.value == "crane"  # not back to "tiger"
-    assert "Pick one in the target list" in named._search_hint.value
-    named._target.value = 2  # picked in the list
-    assert named.target == 2 and named._search.value == "crane (#2)" and named._search_hint.value == ""
-    named._search.value = "crane"
-    assert "Pick one" in named._search_hint.value
+    assert named.settings_view.search.value == "tiger"
+    named.settings_view.search.value = "crane"
+    assert named.settings_view.search.value == "crane"  # not back to "tiger"
+    assert "Pick one in the target list" in named.settings_view.search_hint.value
+    named.settings_view.target.value = 2  # picked in the list
+    assert named.target == 2 and named.settings_view.search.value == "crane (#2)" and named.settings_view.search_hint.value == ""
+    named.settings_view.search.value = "crane"
+    assert "Pick one" in named.settings_view.search_hint.value
     named.nsamples = 5  # any later change: the note no longer describes what is shown
-    assert named._search_hint.value == ""
+    assert named.settings_view.search_hint.value == ""
 
 
 def test_the_search_box_follows_the_target_dropdown(named):
-    named._target.value = next(v for _, v in named._target.options if v == 4 or v == 0)
+    named.settings_view.target.value = next(v for _, v in named.settings_view.target.options if v == 4 or v == 0)
     expected = "cat" if named.target == 4 else "crane (#0)"
-    assert named._search.value == expected
+    assert named.settings_view.search.value == expected
     named.target = "predicted"
-    assert named._search.value == ""
+    assert named.settings_view.search.value == ""
 
 
 # ------------------------------------------------------------------ pages and uploads
 def test_only_the_visible_page_is_computed_and_each_page_keeps_its_cache(images):
     five = np.concatenate([images, images[:1] * 0.5])
     panel = make(five, page_size=2)
-    assert panel.num_pages == 3 and panel._pager.layout.display == ""
+    assert panel.num_pages == 3 and panel.host.maps_view.pager.layout.display == ""
     assert panel.results["smoothgrad"].raw.shape[0] == 2
-    assert panel._page_label.value == "images 1-2 of 5"
-    panel._next.click()
+    assert panel.host.maps_view.page_label.value == "images 1-2 of 5"
+    panel.host.maps_view.next.click()
     assert panel.page == 1 and panel.wait(60)
     expected = sw.attribute(make_torch_cnn(), five[2:4], "smoothgrad", nsamples=4, seed=0)
     np.testing.assert_allclose(panel.results["smoothgrad"].raw, expected.raw, rtol=1e-5, atol=1e-8)
     panel.page = 2
     assert panel.wait(60) and panel.results["smoothgrad"].raw.shape[0] == 1
-    assert panel._next.disabled
+    assert panel.host.maps_view.next.disabled
     panel.page = 0
     assert panel.wait(60) and panel.status.endswith("all from the cache. (page 1 of 3: images 1-2 of 5)")
     with pytest.raises(traitlets.TraitError):
@@ -368,36 +370,36 @@ def png_bytes(colour) -> bytes:
 
 def test_an_uploaded_picture_joins_the_grid(images):
     panel = make(images, preprocess=small_preprocess, page_size=6, methods=("vanilla",))
-    assert panel._upload.layout.display == ""
+    assert panel.host.maps_view.upload.layout.display == ""
     before = decode(panel.to_png())
     content = png_bytes((250, 10, 10))
-    panel._upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
+    panel.host.maps_view.upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
                             "content": memoryview(content), "last_modified": NOW},)
     assert panel.wait(60) and panel.error == ""
     assert panel.results["vanilla"].raw.shape[0] == 5
-    assert len(panel._upload.value) == 1  # the button says "Add images (1)": the upload added one (not "(0)")
+    assert len(panel.host.maps_view.upload.value) == 1  # the button says "Add images (1)": the upload added one (not "(0)")
     after = decode(panel.to_png())
     assert after.shape[0] > before.shape[0]  # a fifth row
-    np.testing.assert_allclose(panel._display[4], np.full((16, 16, 3), [250, 10, 10]) / 255, atol=0.01)
-    expected = sw.attribute(make_torch_cnn(), panel._images, "vanilla", seed=0)
+    np.testing.assert_allclose(panel.host.display[4], np.full((16, 16, 3), [250, 10, 10]) / 255, atol=0.01)
+    expected = sw.attribute(make_torch_cnn(), panel.host.images, "vanilla", seed=0)
     np.testing.assert_allclose(panel.results["vanilla"].raw[4], expected.raw[4], rtol=1e-5, atol=1e-8)
 
 
 def test_an_upload_the_preprocess_cannot_take_is_an_error_in_the_panel(images):
     panel = make(images, preprocess=lambda picture: np.zeros((3, 8, 8), np.float32), methods=("vanilla",))
     content = png_bytes((0, 0, 0))
-    panel._upload.value = ({"name": "x.png", "type": "image/png", "size": len(content),
+    panel.host.maps_view.upload.value = ({"name": "x.png", "type": "image/png", "size": len(content),
                             "content": memoryview(content), "last_modified": NOW},)
     assert "preprocess returned shape (3, 8, 8)" in panel.error
-    panel._upload.value = ({"name": "x.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"),
+    panel.host.maps_view.upload.value = ({"name": "x.txt", "type": "text/plain", "size": 3, "content": memoryview(b"abc"),
                             "last_modified": NOW},)
     assert "cannot identify image file" in panel.error
-    assert len(panel._images) == 4 and panel._upload.value == ()  # "Add images (0)": nothing was added
+    assert len(panel.host.images) == 4 and panel.host.maps_view.upload.value == ()  # "Add images (0)": nothing was added
 
 
 def test_without_preprocess_there_is_no_upload_button(images):
     panel = make(images)
-    assert panel._upload.layout.display == "none"
+    assert panel.host.maps_view.upload.layout.display == "none"
 
 
 # ------------------------------------------------------------------ titles

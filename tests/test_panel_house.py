@@ -130,12 +130,13 @@ def test_the_house_numbers_hold():
     assert len((ROOT / "salwidget" / "panel" / "widget.py").read_text().splitlines()) <= 450
 
 
-def test_the_old_private_names_still_answer(images):
+def test_the_views_are_reached_by_public_paths_and_the_old_private_names_are_gone(images):
     panel = make(images)
-    assert panel._worker is panel.host.worker and panel._image is panel._maps.image
-    assert panel._target is panel.settings_view.target and panel._images is panel.host.images
-    with pytest.raises(AttributeError, match="no attribute '_nothing'"):
-        panel._nothing
+    assert panel.host.maps_view.image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the grid, where the tests read it
+    assert panel.settings_view.target.value == "predicted" and len(panel.host.images) == 4
+    for old in ("_worker", "_image", "_target", "_images"):  # the shim of old names (panel/legacy.py) is gone
+        with pytest.raises(AttributeError, match=f"no attribute '{old}'"):
+            getattr(panel, old)
 
 
 def test_importing_salwidget_pulls_in_no_drawing_or_widgets():
@@ -149,7 +150,7 @@ def test_importing_salwidget_pulls_in_no_drawing_or_widgets():
 def test_the_enlarged_cell_is_shown_at_a_sensible_size_under_its_choice(images):
     panel = make(images)
     panel.enlarged = (0, "smoothgrad")
-    maps = panel._maps
+    maps = panel.host.maps_view
     assert maps.cell_box.layout.display == "" and maps.cell.value[:8] == b"\x89PNG\r\n\x1a\n"
     layout = maps.cell.layout
     assert layout.width == "auto" and layout.align_self == "flex-start"  # not stretched to the panel's width
@@ -163,10 +164,10 @@ def test_an_upload_button_counts_the_pictures_its_last_upload_added(images):
 
     panel = make(images, preprocess=small_preprocess, methods=("vanilla",))
     content = png_bytes((250, 10, 10))
-    panel._maps.upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
+    panel.host.maps_view.upload.value = ({"name": "red.png", "type": "image/png", "size": len(content),
                                  "content": memoryview(content), "last_modified": NOW},)
     assert panel.wait(60) and len(panel.host.images) == 5
-    assert len(panel._maps.upload.value) == 1  # the browser shows "Add images (1)", not "(0)"
+    assert len(panel.host.maps_view.upload.value) == 1  # the browser shows "Add images (1)", not "(0)"
 
 
 def test_an_evaluation_estimate_uses_the_seconds_per_pass_its_own_work_measured():
@@ -190,11 +191,11 @@ def test_the_evaluate_view_estimates_from_the_evaluation_it_ran(images):
     panel.curve_steps = 8
     panel.evaluate()
     assert panel.wait(180) and set(panel.curves) == {"vanilla", "smoothgrad", "random"}
-    rates = panel._evaluate.cache.rates
+    rates = panel.host.evaluate_view.cache.rates
     assert rates.forward > 0  # measured by the curves just computed
     rates.forward = 0.5  # as if a forward pass took half a second: the next estimate says so
     panel.curve_steps = 16
-    cost = panel._evaluate.cost.value
+    cost = panel.host.evaluate_view.cost.value
     passes = 3 * 2 * 16 * 4  # vanilla, smoothgrad and the random order, 2 curves, 16 steps, 4 images
     assert f"= {passes:,} forward passes, about {passes * 0.5:.0f} s" in html.unescape(cost)
 
@@ -215,7 +216,7 @@ def test_the_sanity_strip_says_grey_is_pending_only_while_something_is(images, m
 
 def test_a_download_link_looks_like_a_button(images):
     panel = make(images)
-    link = panel._maps.downloads.value
+    link = panel.host.maps_view.downloads.value
     assert "salwidget-download-png" in link and "border:1px solid" in link and "Grid (PNG)" in link
 
 
@@ -225,3 +226,157 @@ def test_a_channels_last_batch_is_refused_with_the_layout_hint_alone():
         sw.SaliencyWidget(make_torch_cnn(), x)
     error = caught.value  # no chained tracebacks: raised alone, or with its context suppressed
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
+# ------------------------------------------------------------------ item 5, what a newcomer saw (continued)
+def test_each_view_shows_its_own_status_when_shown_again(images):
+    panel = make(images, methods=("vanilla",))
+    maps_status = panel.status
+    assert maps_status.startswith("Done")
+    panel.curve_steps = 4
+    panel.evaluate()
+    assert panel.wait(180) and panel.status.startswith("Evaluated")
+    panel.pane = "maps"  # back in Maps: not "Evaluated in 163.4 s" over the grid
+    assert panel.status == maps_status
+    assert f">{html.escape(maps_status)}</div>" in panel.host.status_line.value
+    panel.pane = "evaluate"
+    assert panel.wait(60) and panel.status.startswith("Evaluated")
+
+
+def test_a_long_status_keeps_to_one_line_so_the_controls_below_stay_put(images):
+    panel = make(images)
+    panel.status = ("Done: Gradient, SmoothGrad (n=16), Integrated Gradients (n=16), Gradient x Input, "
+                    "Guided Backprop, all from the cache.")
+    line = panel.host.status_line
+    assert "white-space:nowrap" in line.value and "text-overflow:ellipsis" in line.value  # cut, never wrapped
+    assert f'title="{html.escape(panel.status)}"' in line.value  # the whole of it on hover
+    assert line.layout.height == "28px" and line.layout.overflow == "hidden" and line.layout.min_width == "0"
+
+
+def test_the_evaluate_legends_sit_outside_the_curves_data_area(images):
+    panel = make(images, methods=("vanilla", "smoothgrad"))
+    panel.curve_steps, panel.sanity_depths = 4, 2
+    panel.evaluate(sanity_check=True)
+    assert panel.wait(180) and set(panel.sanity) == {"vanilla", "smoothgrad"}
+    figure = panel.figure()
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = [ax for ax in figure.axes if ax.get_legend() is not None]
+    assert len(axes) == 3  # deletion, insertion, similarity
+    for ax in axes:
+        legend, data = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not legend.overlaps(data), ax.get_title()  # no curve runs under a legend
+        assert legend.y1 < data.y0  # under the axes ...
+        assert 0 <= legend.y0 and legend.x0 >= 0 and legend.x1 <= figure.bbox.width  # ... and inside the picture
+
+
+def test_the_sanity_strip_titles_each_fit_their_cell():
+    from salwidget.drawing.render import FONT_PX, load_font
+    from salwidget.panel.evaluation_plot import STRIP_CELL_PX, strip_titles
+
+    layers = ["features.denseblock4.denselayer16.conv2", "features.denseblock3.denselayer24.conv2",
+              "classifier", "features.conv0"]
+    titles = strip_titles(layers)
+    font = load_font(FONT_PX)
+    for title in titles:
+        assert title.startswith("to\n") and all(font.getlength(line) <= STRIP_CELL_PX - 6 for line in title.split("\n"))
+    assert titles[2] == "to\nclassifier" and titles[0].endswith("conv2")  # a layer's own name stays readable
+
+
+def test_the_sanity_strip_calls_grey_pending_only_while_a_check_runs(monkeypatch):
+    from salwidget.evaluation import SanityCheck
+    from salwidget.panel import evaluation_plot
+
+    captions = []
+    draw = evaluation_plot._with_caption  # as the test above: the caption the strip is drawn with
+    monkeypatch.setattr(evaluation_plot, "_with_caption", lambda picture, caption: captions.append(caption) or
+                        draw(picture, caption))
+    maps = np.random.default_rng(0).random((2, 1, 8, 8))
+    maps[1] = np.nan  # a randomised map that cannot be drawn
+    result = SanityCheck(layers=("a", "b"), similarity=np.ones((1, 2)), maps=maps, original=None,
+                         original_mask=np.ones((1, 8, 8)), order="cascading", measure="spearman", method="vanilla",
+                         target=np.zeros(1, int), seed=0)
+    curves = {"vanilla": evaluation_plot.Shown("Gradient")}
+    for state in ("done", "computing"):
+        evaluation_plot.draw(curves, {"vanilla": evaluation_plot.Shown("Gradient", result, state)})
+    assert captions == ["Randomised maps of image 1 (grey: no map)",
+                        "Randomised maps of image 1 (grey: not computed yet)"]
+
+
+# ------------------------------------------------------------------ the Dataset view, as a newcomer saw it
+def decoded(png) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(bytes(png))).convert("RGB"))
+
+
+def dataset_panel(labelled: bool):
+    from .test_panel_dataset import panel_over
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(40, 3, 16, 16)).astype(np.float32)
+    return panel_over(x, rng.integers(0, 5, 40) if labelled else np.full(40, -1))
+
+
+def test_an_empty_page_says_so_whole_and_without_labels_says_no_labels():
+    from salwidget.drawing.render import FONT_PX, load_font
+    from salwidget.panel.dataset_pane import NO_LABELS
+    from salwidget.panel.dataset_plot import NO_MATCH
+
+    font = load_font(FONT_PX + 1)
+    panel = dataset_panel(labelled=False)
+    view = panel.host.dataset_view
+    assert "no labels" in view.summary.value and "accuracy <b>" not in view.summary.value
+    assert panel.status.endswith("; no labels.")
+    panel.filter_correct = "wrong"  # was an empty page saying "No image matche"
+    assert view.thumbs.boxes == [] and view.thumbs.width >= font.getlength(NO_LABELS) + 12
+    assert decoded(view.thumbnails.value).shape[1] == view.thumbs.width
+    panel.filter_correct, panel.query = "all", "probability > 2"
+    assert view.thumbs.boxes == [] and view.thumbs.width >= font.getlength(NO_MATCH) + 12
+
+
+def test_the_accuracy_is_said_once_and_sort_choices_read_as_words():
+    from salwidget.panel.dataset_pane import sort_label
+
+    panel = dataset_panel(labelled=True)
+    view = panel.host.dataset_view
+    assert "accuracy" in view.summary.value and "accuracy" not in panel.status
+    assert ("dataset order", "index") in view.sort.options and ("loss", "loss") in view.sort.options
+    panel.sort_by = "index"
+    assert view.sort.value == "index" and view.sort.label == "dataset order"  # the value stays the column
+    assert sort_label("integrated_vs_vanilla_spearman") == "Integrated Gradients vs Gradient agreement"
+    assert sort_label("smoothgrad_auc_deletion") == "smoothgrad auc deletion"
+
+
+def test_the_clicked_confusion_cell_is_framed():
+    from salwidget.panel.dataset_plot import PICKED
+
+    panel = dataset_panel(labelled=True)
+    view = panel.host.dataset_view
+    box, pair = next((b, v) for b, v in view.matrix.boxes if v[0] != v[1] and panel.scan.confusion()[v] > 0)
+    left, top = int(box[0]), int(box[1])
+    assert tuple(decoded(view.confusion.value)[top + 1, left + 1]) != PICKED
+    view.on_confusion_event({"type": "click", "dataX": (box[0] + box[2]) / 2, "dataY": (box[1] + box[3]) / 2})
+    assert (panel.filter_label, panel.filter_predicted) == pair
+    framed = decoded(view.confusion.value)
+    assert tuple(framed[top + 1, left + 1]) == PICKED and tuple(framed[(top + box[3]) // 2, left]) == PICKED
+
+
+def test_the_grid_never_shrinks_below_160_px_a_cell_and_the_controls_stay_compact(images):
+    from salwidget.panel.maps_pane import MIN_CELL_PX
+
+    panel = make(images)
+    columns = 1 + len(panel.methods) + (panel.overlay_method is not None)
+    layout = panel.host.maps_view.image.layout
+    assert layout.width == "100%" and layout.max_width == f"{columns * (panel.cell_size + 8) + 8}px"
+    assert layout.min_width == f"{columns * (MIN_CELL_PX + 8) + 8}px"  # then its box scrolls, as the tooltip says
+    assert panel.host.maps_view.grid_box.layout.overflow == "auto"
+    assert "down to 160 px per cell, then scrolls" in panel.settings_view.look["cell_size"].tooltip
+    panel.cell_size = 100  # asked smaller than that: its own size is the least
+    assert layout.min_width == layout.max_width == f"{columns * 108 + 8}px"
+    methods_row = next(row for row in panel.settings_view.rows()
+                       if panel.settings_view.method_buttons["vanilla"] in row.children)
+    assert methods_row.layout.max_height == "98px" and methods_row.layout.overflow == "hidden auto"
+    assert all(b.layout.min_width == "0" for b in panel.settings_view.method_buttons.values())

@@ -137,7 +137,7 @@ def test_a_map_cached_before_the_weights_changed_is_never_served_after(images):
                                 target=panel.results[method].target)
         np.testing.assert_allclose(panel.results[method].raw, expected.raw, rtol=1e-5, atol=1e-7)
         assert not np.allclose(panel.results[method].raw, fresh.raw)
-    assert "weights changed" in panel._notes.value
+    assert "weights changed" in panel.host.notes.value
 
 
 def test_after_a_training_step_cached_maps_wait_for_compute_and_are_not_shown_done(images):
@@ -146,9 +146,9 @@ def test_after_a_training_step_cached_maps_wait_for_compute_and_are_not_shown_do
     model, panel = trained_behind_the_panels_back(images)
     panel.confirm_seconds = 0.0
     panel.target = "predicted"  # cached, but under the old weights
-    assert panel._held is not None and "press Compute" in panel.status
+    assert panel.host.held is not None and "press Compute" in panel.status
     assert "Gradient 4" in panel.status  # every method counted, none taken as cached
-    assert all(column.state != "done" for column in panel._maps.view.columns.values())
+    assert all(column.state != "done" for column in panel.host.maps_view.view.columns.values())
 
 
 def test_a_hidden_evaluate_view_read_after_a_training_step_serves_no_old_curves(images):

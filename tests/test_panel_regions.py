@@ -45,15 +45,15 @@ def halves():
 
 def press(panel, row: int, fx: float, fy: float, kind: str) -> None:
     """A mouse event at a fraction (fx, fy) of the picture of grid row ``row`` (grid pixels, as ipyevents)."""
-    cell = next(i for i in panel._maps.view.layout.items if i.kind == "cell" and i.column == 0 and i.row == row)
-    panel._maps.on_grid_event({"type": kind, "dataX": cell.left + fx * cell.width, "dataY": cell.top + fy * cell.height})
+    cell = next(i for i in panel.host.maps_view.view.layout.items if i.kind == "cell" and i.column == 0 and i.row == row)
+    panel.host.maps_view.on_grid_event({"type": kind, "dataX": cell.left + fx * cell.width, "dataY": cell.top + fy * cell.height})
 
 
 def test_each_image_explains_its_largest_region_until_a_click_picks_another(halves):
     model = colour_net()
     panel = sw.SaliencyWidget(model, halves, methods=("vanilla",), class_names=["red", "green", "blue"])
     assert panel.wait(60) and panel.error == ""
-    titles = panel._maps.row_titles(panel._page_slice())
+    titles = panel.host.maps_view.row_titles(panel.host.page_slice())
     assert "explains: red\nlargest region, 128 px" in titles[0] and "explains: green\nlargest region, 192 px" in titles[1]
     press(panel, 0, 0.8, 0.5, "mousedown")  # a click on the green half of image 1
     press(panel, 0, 0.8, 0.5, "mouseup")
@@ -64,7 +64,7 @@ def test_each_image_explains_its_largest_region_until_a_click_picks_another(halv
     np.testing.assert_array_equal(panel.regions[0][1], green)
     expected = sw.attribute(model, halves[:1], "vanilla", target=sw.targets.Region(1, green)).raw
     np.testing.assert_allclose(panel.results["vanilla"].raw[:1], expected, rtol=1e-5, atol=1e-8)
-    assert "explains: green\nclicked region, 128 px" in panel._maps.row_titles(panel._page_slice())[0]
+    assert "explains: green\nclicked region, 128 px" in panel.host.maps_view.row_titles(panel.host.page_slice())[0]
     # image 2 still explains its own largest region, alongside
     second = panel.results["vanilla"].explained
     assert isinstance(second, sw.targets.Region) and list(second.k) == [1, 1]
@@ -110,7 +110,7 @@ def test_a_multi_label_head_lists_every_label_above_one_half():
     assert panel.wait(60)
     with torch.no_grad():
         p = head(torch.from_numpy(x)).numpy()
-    offered = [(v, label) for label, v in panel._target.options if v != "predicted"]
+    offered = [(v, label) for label, v in panel.settings_view.target.options if v != "predicted"]
     expected = {(int(c), i) for i in range(2) for c in np.nonzero(p[i] > 0.5)[0]}
     assert {(v, int(label.split("image ")[1].split(":")[0]) - 1) for v, label in offered} == expected
     assert expected  # the test has labels to list

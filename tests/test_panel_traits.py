@@ -35,7 +35,7 @@ def direct(images, method, **options):
 def test_a_numeric_baseline_is_honoured_and_shown(panel, images):
     panel.baseline = 0.5
     assert panel.wait(60) and panel.error == ""
-    control = panel._option_controls[("integrated", "baseline")]
+    control = panel.settings_view.option_controls[("integrated", "baseline")]
     assert control.value == 0.5 and "0.5" in control.label
     expected = direct(images, "integrated", nintegration=4, baseline=0.5)
     np.testing.assert_allclose(panel.masks["integrated"], expected.grayscale(), atol=1e-6)
@@ -47,10 +47,10 @@ def test_any_matplotlib_colour_map_is_honoured_and_shown(panel):
     before = panel.to_png()
     panel.cmap = "coolwarm"
     assert panel.wait(10) and panel.error == ""
-    assert panel._look["cmap"].value == "coolwarm"
-    assert panel.to_png() != before and bytes(panel._image.value) == panel.to_png()
+    assert panel.settings_view.look["cmap"].value == "coolwarm"
+    assert panel.to_png() != before and bytes(panel.host.maps_view.image.value) == panel.to_png()
     panel.cmap = "viridis_r"
-    assert panel._look["cmap"].value == "viridis_r"
+    assert panel.settings_view.look["cmap"].value == "viridis_r"
 
 
 def sliders(widget, word: str) -> list:
@@ -71,7 +71,7 @@ def test_targets_as_arrays_and_lists(panel, images):
     panel.target = np.array([1, 2, 3, 4])
     assert panel.wait(60) and panel.target == (1, 2, 3, 4)
     np.testing.assert_array_equal(panel.results["vanilla"].target, [1, 2, 3, 4])
-    assert panel._target.value == (1, 2, 3, 4)  # shown in the dropdown as its own entry
+    assert panel.settings_view.target.value == (1, 2, 3, 4)  # shown in the dropdown as its own entry
     panel.target = [0, 0, 1, 1]
     assert panel.wait(60)
     np.testing.assert_array_equal(panel.results["smoothgrad"].target, [0, 0, 1, 1])
@@ -110,11 +110,11 @@ def test_targets_as_arrays_and_lists(panel, images):
 ])
 def test_a_value_that_cannot_be_honoured_is_refused_before_anything_changes(panel, name, value, message):
     before = {trait: getattr(panel, trait) for trait in ("methods", "options", "target", "cmap", "layer")}
-    png, generation = panel.to_png(), panel._worker.generation
+    png, generation = panel.to_png(), panel.host.worker.generation
     with pytest.raises(traitlets.TraitError, match=message):
         setattr(panel, name, value)
     assert {trait: getattr(panel, trait) for trait in before} == before
-    assert panel._worker.generation == generation and panel.to_png() == png  # nothing recomputed or redrawn
+    assert panel.host.worker.generation == generation and panel.to_png() == png  # nothing recomputed or redrawn
 
 
 def test_a_spatial_layer_is_accepted_and_a_cam_reads_it(panel, images):
@@ -139,7 +139,7 @@ def test_options_of_one_method_never_reach_another_in_the_panel(images):
 def test_unselecting_the_last_method_is_undone_and_explained(panel):
     panel.methods = ("vanilla",)
     assert panel.wait(60)
-    button = panel._method_buttons["vanilla"]
+    button = panel.settings_view.method_buttons["vanilla"]
     button.value = False
     assert button.value and panel.methods == ("vanilla",) and "at least one method" in panel.error
 
@@ -155,11 +155,11 @@ def test_a_selected_method_refuses_what_it_cannot_take_but_unselected_ones_keep_
 
 
 def test_a_control_change_the_panel_cannot_honour_is_undone_and_explained(panel):
-    button = panel._method_buttons["vargrad"]
+    button = panel.settings_view.method_buttons["vargrad"]
     panel.options = {"vargrad": {"nsamples": 4}}
     panel.methods = ("vargrad",)
     panel.wait(60)
-    slider = panel._option_controls[("vargrad", "nsamples")]
+    slider = panel.settings_view.option_controls[("vargrad", "nsamples")]
     slider.min = 1  # as if the slider allowed it
     slider.value = 1
     assert "VarGrad" in panel.error and slider.value == 4 and panel.options["vargrad"]["nsamples"] == 4
@@ -174,13 +174,13 @@ def test_controls_always_show_the_traits(panel):
     panel.scaling = "shared"
     panel.overlay_method = "smoothgrad"
     panel.wait(60)
-    assert panel._option_controls[("smoothgrad", "stdev_spread")].value == 0.42
-    assert panel._option_controls[("smoothgrad", "magnitude")].value is False
-    assert panel._look["percentile"].value == 50.0 and panel._look["percentile"].min <= 50.0
-    assert panel._look["cell_size"].value == 120
-    assert panel._look["view"].value == "signed" and panel._look["scaling"].value == "shared"
-    assert panel._look["overlay"].value == "smoothgrad"
-    assert [m for m, b in panel._method_buttons.items() if b.value] == list(panel.methods)
+    assert panel.settings_view.option_controls[("smoothgrad", "stdev_spread")].value == 0.42
+    assert panel.settings_view.option_controls[("smoothgrad", "magnitude")].value is False
+    assert panel.settings_view.look["percentile"].value == 50.0 and panel.settings_view.look["percentile"].min <= 50.0
+    assert panel.settings_view.look["cell_size"].value == 120
+    assert panel.settings_view.look["view"].value == "signed" and panel.settings_view.look["scaling"].value == "shared"
+    assert panel.settings_view.look["overlay"].value == "smoothgrad"
+    assert [m for m, b in panel.settings_view.method_buttons.items() if b.value] == list(panel.methods)
 
 
 STORM_METHODS = ("vanilla", "smoothgrad", "integrated", "vargrad", "gradient_x_input")
@@ -235,7 +235,7 @@ def test_a_storm_of_random_changes_ends_in_the_maps_of_a_direct_computation(imag
     for method, result in panel.results.items():
         expected = sw.attribute(make_torch_cnn(), images, method, seed=0, target=target, **panel.options[method])
         np.testing.assert_allclose(result.raw, expected.raw, rtol=1e-5, atol=1e-7)
-    for (method, option), control in panel._option_controls.items():
+    for (method, option), control in panel.settings_view.option_controls.items():
         assert control.value == panel.options[method][option] or (
             isinstance(control, ipywidgets.Dropdown) and control.value == panel.options[method][option])
-    assert panel._look["cmap"].value == panel.cmap and panel._look["cell_size"].value == panel.cell_size
+    assert panel.settings_view.look["cmap"].value == panel.cmap and panel.settings_view.look["cell_size"].value == panel.cell_size

@@ -158,16 +158,16 @@ def test_signed_view_shows_signed_methods_in_a_diverging_map(images):
 def test_a_cell_can_be_enlarged_at_full_resolution(images):
     panel = sw.SaliencyWidget(make_torch_cnn(), images, methods=("smoothgrad",), nsamples=4)
     assert panel.wait(60)
-    assert panel._cell_box.layout.display == "none"
-    labels = [label for label, _ in panel._enlarge.options]
+    assert panel.host.maps_view.cell_box.layout.display == "none"
+    labels = [label for label, _ in panel.host.maps_view.enlarge.options]
     assert "image 2: SmoothGrad" in labels
-    panel._enlarge.value = (1, "smoothgrad")
-    assert panel.enlarged == (1, "smoothgrad") and panel._cell_box.layout.display == ""
-    cell = decode(bytes(panel._cell.value))
+    panel.host.maps_view.enlarge.value = (1, "smoothgrad")
+    assert panel.enlarged == (1, "smoothgrad") and panel.host.maps_view.cell_box.layout.display == ""
+    cell = decode(bytes(panel.host.maps_view.cell.value))
     assert cell.shape[:2] == (448, 448)  # 16 x 16 map, every pixel enlarged 28 times
     expected = colorize(panel.masks["smoothgrad"][1], "inferno")
     sampled = cell[14::28, 14::28].astype(int)  # the middle of each source pixel
     assert np.abs(sampled - expected).mean() < 6 and np.corrcoef(sampled.ravel(), expected.ravel())[0, 1] > 0.99
-    assert "image 2" in panel._cell_caption.value and "SmoothGrad" in panel._cell_caption.value
+    assert "image 2" in panel.host.maps_view.cell_caption.value and "SmoothGrad" in panel.host.maps_view.cell_caption.value
     panel.enlarged = None
-    assert panel._cell_box.layout.display == "none"
+    assert panel.host.maps_view.cell_box.layout.display == "none"

@@ -227,9 +227,9 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
         return proposal["value"]
 
     monkeypatch.setattr(render.GridRenderer, "render", recording_render)
-    panel._image._register_validator(slow_worker_set, ["value"])
+    panel.host.maps_view.image._register_validator(slow_worker_set, ["value"])
     shown = []
-    panel._image.observe(lambda change: shown.append(drawn_with.get(bytes(change["new"]))), names="value")
+    panel.host.maps_view.image.observe(lambda change: shown.append(drawn_with.get(bytes(change["new"]))), names="value")
     panel.nsamples = 300  # many chunks, a preview after each
     assert setting.wait(30)
     panel.cmap = "viridis"  # while a preview with the old colours is on its way to the screen
@@ -240,4 +240,4 @@ def test_a_look_change_is_never_overwritten_by_an_older_preview(images, monkeypa
     panel.stop()
     assert panel.wait(10)
     assert shown[after_change - 1:] and set(shown[after_change - 1:]) == {"viridis"}, shown
-    assert drawn_with[bytes(panel._image.value)] == "viridis"
+    assert drawn_with[bytes(panel.host.maps_view.image.value)] == "viridis"

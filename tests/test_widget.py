@@ -60,7 +60,7 @@ def test_first_render_has_masks_png_and_status(panel):
     assert panel.results["smoothgrad"].nsamples == 8
     picture = decode(panel.to_png())
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0.05
-    assert bytes(panel._image.value) == panel.to_png()
+    assert bytes(panel.host.maps_view.image.value) == panel.to_png()
     assert panel.status.startswith("Done in") and "Gradient, SmoothGrad (n=8)" in panel.status
     assert panel.error == ""
 
@@ -77,12 +77,12 @@ def test_look_only_change_makes_no_model_call_but_changes_the_png(panel):
     panel.overlay_alpha = 0.9
     panel.wait(10)
     assert panel.counter.images == 0
-    assert panel.to_png() != before and bytes(panel._image.value) == panel.to_png()
-    assert panel._look["cmap"].value == "viridis"  # trait mirrored to the control
+    assert panel.to_png() != before and bytes(panel.host.maps_view.image.value) == panel.to_png()
+    assert panel.settings_view.look["cmap"].value == "viridis"  # trait mirrored to the control
 
 
 def test_adding_a_method_from_its_button_computes_only_that_method(panel):
-    panel._method_buttons["integrated"].value = True
+    panel.settings_view.method_buttons["integrated"].value = True
     assert panel.methods == ("vanilla", "smoothgrad", "integrated")
     panel.wait(60)
     assert set(panel.masks) == {"vanilla", "smoothgrad", "integrated"}
@@ -90,12 +90,12 @@ def test_adding_a_method_from_its_button_computes_only_that_method(panel):
 
 
 def test_raising_samples_reuses_the_earlier_ones(panel):
-    panel._option_controls[("smoothgrad", "nsamples")].value = 16  # the slider, as a user would
+    panel.settings_view.option_controls[("smoothgrad", "nsamples")].value = 16  # the slider, as a user would
     panel.wait(60)
     assert panel.nsamples == 16 and panel.options["smoothgrad"]["nsamples"] == 16
     assert panel.counter.images == 4 + 4 * 8  # only the 8 new samples per image
     assert "resumed from n=8" in panel.status
-    fresh = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=16, seed=0)
+    fresh = sw.attribute(make_torch_cnn(), panel.host.images, "smoothgrad", nsamples=16, seed=0)
     np.testing.assert_allclose(panel.results["smoothgrad"].raw, fresh.raw, rtol=1e-5, atol=1e-9)
 
 
@@ -107,7 +107,7 @@ def test_resume_starts_from_the_largest_cached_run(panel):
     panel.wait(60)
     assert "resumed from n=12" in panel.status
     assert panel.counter.images == 4 + 4 * 2  # 2 new samples from the 12-sample run, not 6 from the 8
-    fresh = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=14, seed=0)
+    fresh = sw.attribute(make_torch_cnn(), panel.host.images, "smoothgrad", nsamples=14, seed=0)
     np.testing.assert_allclose(panel.results["smoothgrad"].raw, fresh.raw, rtol=1e-5, atol=1e-9)
 
 
@@ -153,7 +153,7 @@ def test_burst_of_changes_settles_on_the_last(panel):
     assert panel.results["smoothgrad"].stdev_spread == pytest.approx(0.3)
     # Stale work was dropped: far fewer passes than the 21 requests would need.
     assert panel.counter.images < 4 * sum(range(9, 30)) / 3
-    expected = sw.attribute(make_torch_cnn(), panel._images, "smoothgrad", nsamples=29, stdev_spread=0.3, seed=0)
+    expected = sw.attribute(make_torch_cnn(), panel.host.images, "smoothgrad", nsamples=29, stdev_spread=0.3, seed=0)
     np.testing.assert_allclose(panel.masks["smoothgrad"], expected.grayscale(), atol=1e-6)
 
 
@@ -166,11 +166,11 @@ def test_a_superseded_computation_stops_at_its_next_chunk(images, monkeypatch):
     # holds the worker until the settings have changed, so "during a chunk" is certain on any machine.
     gate = PassGate(model[0], when=lambda calls, grad: calls == 5)
     chunks = []  # (generation, after the change): the engine reports every chunk, stale ones too
-    publish = panel._worker.publish
-    monkeypatch.setattr(panel._worker, "publish", lambda generation, draw: (
+    publish = panel.host.worker.publish
+    monkeypatch.setattr(panel.host.worker, "publish", lambda generation, draw: (
         chunks.append((generation, gate._go.is_set())), publish(generation, draw))[1])
     panel.nsamples = 400  # 1,600 passes in chunks of 4
-    long_run = panel._worker.generation
+    long_run = panel.host.worker.generation
     assert gate.wait()
     panel.nsamples = 3
     gate.release()
@@ -183,10 +183,10 @@ def test_a_superseded_computation_stops_at_its_next_chunk(images, monkeypatch):
 
 def test_target_from_the_dropdown_changes_titles_and_maps(panel):
     before_png, before = panel.to_png(), panel.masks["vanilla"]
-    labels = [label for label, value in panel._target.options]
+    labels = [label for label, value in panel.settings_view.target.options]
     assert labels[0].startswith("Predicted") and len(labels) > 1
-    other = next(v for _, v in panel._target.options if v != "predicted" and v != panel.results["vanilla"].target[0])
-    panel._target.value = other
+    other = next(v for _, v in panel.settings_view.target.options if v != "predicted" and v != panel.results["vanilla"].target[0])
+    panel.settings_view.target.value = other
     assert panel.target == other
     panel.wait(60)
     np.testing.assert_array_equal(panel.results["vanilla"].target, [other] * 4)
@@ -205,13 +205,13 @@ def test_error_shows_in_the_panel_with_its_traceback_and_clears_when_fixed(panel
     panel.nsamples = 9
     panel.wait(60)
     assert panel.error == "ValueError: the model broke"
-    assert "the model broke" in panel._error.value and panel._error.layout.display == ""
+    assert "the model broke" in panel.host.error_line.value and panel.host.error_line.layout.display == ""
     assert "Traceback" in panel.last_traceback and "in broken" in panel.last_traceback
     assert any("in broken" in r.getMessage() for r in caplog.records if r.name == "salwidget")
     monkeypatch.setattr(Explorer, "compute", working)
     panel.nsamples = 10
     panel.wait(60)
-    assert panel.error == "" and panel._error.layout.display == "none"
+    assert panel.error == "" and panel.host.error_line.layout.display == "none"
     assert panel.status.startswith("Done")
 
 
@@ -236,7 +236,7 @@ def test_progress_previews_arrive_before_the_full_count(images, monkeypatch):
     shown = []
     panel = sw.SaliencyWidget(model, images, methods=("smoothgrad",), nsamples=2, batch_size=8)
     assert panel.wait(600)
-    panel._image.observe(lambda change: shown.append(panel.status), names="value")
+    panel.host.maps_view.image.observe(lambda change: shown.append(panel.status), names="value")
 
     def counts():
         return [tuple(int(g.replace(",", "")) for g in m.groups())
@@ -249,13 +249,13 @@ def test_progress_previews_arrive_before_the_full_count(images, monkeypatch):
     panel.nsamples = 64
     try:
         assert gate.wait()
-        time.sleep(3 * panel._maps.draw_seconds + 0.05)  # makes the next preview due; no pass/fail by a clock
+        time.sleep(3 * panel.host.maps_view.draw_seconds + 0.05)  # makes the next preview due; no pass/fail by a clock
     finally:
         gate.remove()
     assert panel.wait(600)
     assert any(done < total for done, total in counts()), shown  # a preview before the end
     assert all(re.search(r"n=[1-9]", s) for s in shown if "passes" in s)  # never "0 samples"
-    assert panel._progress.value == 100
+    assert panel.host.progress.value == 100
 
 
 def test_save_writes_the_png(panel, tmp_path):
@@ -308,13 +308,13 @@ def test_refresh_after_the_weights_change(panel, images):
         panel.model[6].bias.mul_(-1)
     panel.target = 2
     panel.wait(60)
-    assert "weights changed" in panel._notes.value
-    old_predicted = panel._explorer().predicted.copy()
+    assert "weights changed" in panel.host.notes.value
+    old_predicted = panel.host.explorer().predicted.copy()
     panel.refresh()
     panel.wait(60)
-    assert "weights changed" not in panel._notes.value
+    assert "weights changed" not in panel.host.notes.value
     new_scores = sw.predict(panel.model, images)
-    np.testing.assert_array_equal(panel._explorer().predicted, new_scores.argmax(1))
+    np.testing.assert_array_equal(panel.host.explorer().predicted, new_scores.argmax(1))
     assert not np.array_equal(old_predicted, new_scores.argmax(1))
     expected = sw.attribute(panel.model, images, "smoothgrad", nsamples=8, seed=0, target=2)
     np.testing.assert_allclose(panel.masks["smoothgrad"], expected.grayscale(), atol=1e-6)

@@ -33,6 +33,16 @@ def wrap_row(children: list, **layout) -> widgets.HBox:
     return row
 
 
+def one_line(text: str) -> str:
+    """HTML of ``text`` kept to one line: cut with an ellipsis where the row is too narrow, whole on hover.
+
+    A status that wraps onto two or three lines ("..., all from the cache.") would move every control
+    below it each time it changes."""
+    escaped = html.escape(text)
+    return (f"<div title=\"{escaped}\" style=\"white-space:nowrap;overflow:hidden;text-overflow:ellipsis\">"
+            f"{escaped}</div>")
+
+
 def labelled(control, label: str, tooltip: str) -> widgets.HBox:
     """``control`` with ``label`` on its left, both showing ``tooltip`` on hover.
 
@@ -74,7 +84,8 @@ def method_button(method: Method) -> widgets.ToggleButton:
     tip = method.summary + (" Signed: positive and negative evidence." if method.signed else "")
     if method.fails_sanity_check:
         tip += " Fails the model-randomisation sanity check."
-    button = widgets.ToggleButton(description=method.label, layout=widgets.Layout(width="auto", min_width="110px"))
+    # As wide as its label: 29 buttons of 110 px or more took 8 rows above the grid of a narrow notebook.
+    button = widgets.ToggleButton(description=method.label, layout=widgets.Layout(width="auto", min_width="0"))
     return named(button, f"method-{method.name}", tip)
 
 

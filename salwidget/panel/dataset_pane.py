@@ -23,14 +23,33 @@ import numpy as np
 
 from ..errors import AttributionCancelled, SaliencyError
 from . import controls
-from .dataset_plot import confused_classes, confusion_picture, thumbnail_page
+from .dataset_plot import NO_MATCH, confused_classes, confusion_picture, thumbnail_page
 
 SORT_COLUMNS = ("loss", "probability", "margin", "entropy", "index")
+SORT_LABELS = {"loss": "loss", "probability": "probability", "margin": "margin", "entropy": "entropy",
+               "index": "dataset order"}
+NO_LABELS = "No labels: 'correct' and 'wrong' need each image's true class."
 PAGE_ROWS, PAGE_COLUMNS = 4, 6
 REDRAW_S = 0.5  # at most this often while a scan lands block by block
 
 if TYPE_CHECKING:
     from .host import PanelHost
+
+
+def sort_label(column: str) -> str:
+    """A sort choice as a person reads it: 'integrated_vs_vanilla_spearman' (a dataset job's agreement of
+    two methods' maps) is 'Integrated Gradients vs Gradient agreement'; other columns lose their underscores."""
+    if column in SORT_LABELS:
+        return SORT_LABELS[column]
+    if "_vs_" in column:
+        from ..methods import all_methods, get_method
+
+        first, _, rest = column.partition("_vs_")
+        second = rest[: -len("_spearman")] if rest.endswith("_spearman") else rest
+        names = {m.name for m in all_methods()}
+        if first in names and second in names:
+            return f"{get_method(first).label} vs {get_method(second).label} agreement"
+    return column.replace("_", " ")
 
 
 class DatasetPane:
@@ -164,7 +183,7 @@ class DatasetPane:
             self.host.stop_button.disabled = False
             self.host.worker.submit(lambda generation: self._run(generation, scan))
         elif not scan.missing:
-            self.panel.status = self._done_status(scan)
+            self.host.say("dataset", self._done_status(scan))
 
     def _run(self, generation: int, scan) -> None:
         """The worker's task: complete the scan, publishing each committed block."""
@@ -194,7 +213,7 @@ class DatasetPane:
     def _progress(self, done: int, total: int, started: float) -> None:
         elapsed = time.perf_counter() - started
         self.host.progress.value = int(100 * done / max(total, 1))
-        self.panel.status = f"Scanning the dataset: {done:,}/{total:,} images ({elapsed:.1f} s)"
+        self.host.say("dataset", f"Scanning the dataset: {done:,}/{total:,} images ({elapsed:.1f} s)")
         if self.visible and time.perf_counter() - self._drawn_at > max(REDRAW_S, 3 * self.draw_seconds):
             self.opened.refresh()
             self.options()
@@ -204,23 +223,23 @@ class DatasetPane:
         scan.refresh()
         self.host.progress.value = 100
         self.host.stop_button.disabled = True
-        self.panel.status = self._done_status(scan)
+        self.host.say("dataset", self._done_status(scan))
         self.options()
         if self.visible:
             self.show()
 
     def _failed(self, exc: Exception, details: str) -> None:
         self.host.show_error(exc, details)
-        self.panel.status = "Scan failed: see the message below."
+        self.host.say("dataset", "Scan failed: see the message below.")
         self.host.stop_button.disabled = True
 
     @staticmethod
     def _done_status(scan) -> str:
         table = scan.table
-        known = int((table["label"] >= 0).sum())
-        accuracy = f"; accuracy {scan.accuracy:.1%} on {known:,} labelled" if known else ""
+        # The accuracy is the view's summary line: said once, there.
+        unlabelled = "; no labels" if len(table) and not (table["label"] >= 0).any() else ""
         errors = f"; {len(scan.errors)} could not be read" if scan.errors else ""
-        return f"Scanned {len(table):,} images{accuracy}{errors}."
+        return f"Scanned {len(table):,} images{unlabelled}{errors}."
 
     # ------------------------------------------------------------------ filters and drawing (main thread)
     def options(self) -> None:
@@ -242,9 +261,10 @@ class DatasetPane:
                 controls.show_value(control, getattr(p, trait) if getattr(p, trait) < count else -1)
             numeric = [c for c in scan.table.columns if c not in ("label", "predicted", "correct")
                        and scan.table[c].dtype.kind in "fi" and c not in SORT_COLUMNS]
-            sorts = list(SORT_COLUMNS) + numeric
-            if list(self.sort.options) != sorts:
+            sorts = [(sort_label(c), c) for c in list(SORT_COLUMNS) + numeric]
+            if [tuple(o) for o in self.sort.options] != sorts:
                 self.sort.options = sorts
+            sorts = [c for _, c in sorts]
             controls.show_value(self.sort, p.sort_by if p.sort_by in sorts else "index")
         finally:
             settings.syncing = False
@@ -323,8 +343,10 @@ class DatasetPane:
             said = names(int(record["predicted"])) if record["finite"] else "non-finite output"
             captions.append((first, f"\u2192 {said} {float(record['probability']):.2f}"))
             wrong.append(label >= 0 and not bool(record["correct"]))
+        labelled = bool((table["label"] >= 0).any())
+        empty = (NO_LABELS if not labelled and self.panel.filter_correct in ("correct", "wrong") else NO_MATCH)
         self.thumbs = thumbnail_page(scan.thumbnails(shown), [int(r) for r in shown], captions, wrong, self.picked,
-                                     PAGE_COLUMNS)
+                                     PAGE_COLUMNS, empty)
         self.thumbnails.value = self.thumbs.png
         pages = max(1, -(-len(self.rows) // size))
         self.page_label.value = (f"{len(self.rows):,} of {len(table):,} images shown; page {self.page + 1} of "
@@ -338,8 +360,10 @@ class DatasetPane:
     def _draw_summary(self, scan, table) -> None:
         known = table["label"] >= 0
         parts = [f"<b>{len(table):,}</b> of {len(scan):,} images scanned"]
-        if known.any():
+        if known.any():  # said here only: the status line does not repeat it
             parts.append(f"accuracy <b>{scan.accuracy:.1%}</b> on {int(known.sum()):,} labelled")
+        elif len(table):
+            parts.append("no labels: no accuracy, and no correct or wrong")
         if scan.errors:
             parts.append(f"{len(scan.errors)} could not be read (w.scan.errors)")
         self.summary.value = " &middot; ".join(parts)
@@ -348,7 +372,8 @@ class DatasetPane:
             classes = confused_classes(counts)
             names = [scan.class_names[c] if scan.class_names and c < len(scan.class_names) else f"class {c}"
                      for c in classes]
-            self.matrix = confusion_picture(counts, classes, names)
+            p = self.panel
+            self.matrix = confusion_picture(counts, classes, names, selected=(p.filter_label, p.filter_predicted))
             self.confusion.value = self.matrix.png
             self.confusion.layout.display = ""
         else:

@@ -38,22 +38,29 @@ class Clickable:
         return None
 
 
+NO_MATCH = "No image matches the filters."
+
+
 def thumbnail_page(thumbnails: np.ndarray, rows: list[int], captions: list[tuple[str, str]], wrong: list[bool],
-                   picked: set, columns: int) -> Clickable:
+                   picked: set, columns: int, empty: str = NO_MATCH) -> Clickable:
     """A grid of thumbnails (n, h, w, 3) uint8 with two caption lines each; wrong predictions framed red,
-    picked rows framed blue and ticked. Clicking a thumbnail gives its dataset row."""
+    picked rows framed blue and ticked. Clicking a thumbnail gives its dataset row. Without rows, the
+    ``empty`` message, on a picture as wide as it."""
     from PIL import Image, ImageDraw
 
     count = len(rows)
-    columns = max(1, min(columns, max(count, 1)))
-    lines = max(1, -(-count // columns))
+    if not count:
+        font = load_font(FONT_PX + 1)
+        width = int(font.getlength(empty)) + 2 * GAP + 2  # the whole message: one thumbnail's width cut it
+        canvas = Image.new("RGB", (width, 40), "white")
+        ImageDraw.Draw(canvas).text((GAP, GAP), empty, fill="#666666", font=font)
+        return Clickable(encode_png(canvas), [], width, 40)
+    columns = max(1, min(columns, count))
+    lines = -(-count // columns)
     width = columns * (THUMB_CELL_PX + GAP) + GAP
     height = lines * (THUMB_CELL_PX + CAPTION_PX + GAP) + GAP
     canvas = Image.new("RGB", (width, max(height, 40)), "white")
     draw = ImageDraw.Draw(canvas)
-    if not count:
-        draw.text((GAP, GAP), "No image matches the filters.", fill="#666666", font=load_font(FONT_PX + 1))
-        return Clickable(encode_png(canvas), [], width, max(height, 40))
     small = load_font(FONT_PX - 1)
     boxes = []
     for k, (row, thumb) in enumerate(zip(rows, thumbnails)):
@@ -88,9 +95,11 @@ def fit_size(text: str, font) -> str:
     return text + "\u2026"
 
 
-def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], cell: int = 26) -> Clickable:
+def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], cell: int = 26,
+                      selected: tuple[int, int] | None = None) -> Clickable:
     """The confusion matrix of ``classes`` (rows: true label, columns: prediction), counts in the cells,
-    the diagonal green, errors red by their share of the row. Clicking a cell gives (label, predicted)."""
+    the diagonal green, errors red by their share of the row. Clicking a cell gives (label, predicted);
+    the ``selected`` cell (the filters' pair) is framed blue."""
     from PIL import Image, ImageDraw
 
     k = len(classes)
@@ -117,6 +126,9 @@ def confusion_picture(counts: np.ndarray, classes: list[int], names: list[str], 
                 draw.text((left + cell / 2, top + cell / 2), text, fill="white" if dark else "black", font=small,
                           anchor="mm")
             boxes.append(((left, top, left + cell, top + cell), (int(classes[i]), int(classes[j]))))
+    for (left, top, right, bottom), pair in boxes:  # after every cell: no neighbour paints over the frame
+        if pair == selected:
+            draw.rectangle([left, top, right - 1, bottom - 1], outline=PICKED, width=3)
     for i, name in enumerate(names):
         short = _cut(name, small, label_px - 6)
         draw.text((label_px - 4, label_px + i * cell + cell / 2), short, fill="black", font=small, anchor="rm")

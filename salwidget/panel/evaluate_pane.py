@@ -221,17 +221,17 @@ class EvaluatePane:
         self.host.progress.value = 0
         self.board.stage(job, self.cache, job.sanity)
         self.board.state = COMPUTING
-        p.status = "Evaluating..."
+        self.host.say("evaluate", "Evaluating...")
         self.changed()
 
     def evaluation_map(self, method: str) -> None:
-        self.panel.status = f"Evaluating: computing the map of {get_method(method).label} first..."
+        self.host.say("evaluate", f"Evaluating: computing the map of {get_method(method).label} first...")
 
     def evaluation_progress(self, unit: Unit, partial: Any, done: int, total: int, draw: bool, index: int,
                             count: int) -> None:
         p = self.panel
         self.host.progress.value = int(100 * (index + done / total) / count)
-        p.status = evaluation_progress_status(unit, done, total, time.perf_counter() - self._started)
+        self.host.say("evaluate", evaluation_progress_status(unit, done, total, time.perf_counter() - self._started))
         if draw:
             entry = self.board.entry(unit)
             entry.result, entry.state, entry.note = partial, COMPUTING, f"{done}/{total}"
@@ -251,7 +251,7 @@ class EvaluatePane:
             self.changed()
         self.host.progress.value = 100
         self.host.stop_button.disabled = True
-        p.status = evaluation_done_status(outcomes, seconds, self.board.basis[2])
+        self.host.say("evaluate", evaluation_done_status(outcomes, seconds, self.board.basis[2]))
         self.show_cost()
 
     def evaluation_fail(self, exc: Exception, details: str) -> None:
@@ -259,7 +259,7 @@ class EvaluatePane:
         self._job_ended()
         self.board.mark(FAILED)
         self.host.show_error(exc, details)
-        p.status = "Evaluation failed: see the message below."
+        self.host.say("evaluate", "Evaluation failed: see the message below.")
         self.host.stop_button.disabled = True
         self.changed()
 

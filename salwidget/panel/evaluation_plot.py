@@ -24,8 +24,8 @@ from ..drawing.render import GridRenderer, Column, colorize, png_bytes, stack_pi
 
 DPI = 100
 WIDTH_IN = 8.6  # 860 px: fits a 900 px notebook once scaled to its width, and stays sharp at 1900 px
-CURVES_IN = 3.1
-SIMILARITY_IN = 2.7
+CURVES_IN = 3.9  # the legends sit under the axes (inside they covered the curves): room for them
+SIMILARITY_IN = 3.2
 STRIP_CELL_PX = 92
 RANDOM = "random"
 RANDOM_LABEL = "random order"
@@ -165,8 +165,15 @@ def _curves(ax, curves: dict[str, Shown], colour: dict[str, str], kind: str, ima
         if mean.size:
             top = max(top, float(np.nanmax(mean)))
     ax.set_ylim(0, max(0.05, top) * 1.08)
-    ax.legend(fontsize=7.5, loc="upper right" if kind == "deletion" else "lower right", framealpha=0.85,
-              title="AUC (mean)", title_fontsize=7.5)
+    _legend_below(ax, title="AUC (mean)")
+
+
+def _legend_below(ax, **options) -> None:
+    """The axes' legend under its x label, outside the data area: inside, wherever it goes, a curve of some
+    model runs under it (constrained layout makes room for it)."""
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=min(2, max(1, entries)),
+              framealpha=0.85, title_fontsize=7.5, borderaxespad=0.0, **options)
 
 
 def _similarity(ax, sanity: dict[str, Shown], colour: dict[str, str], images: int) -> None:
@@ -206,7 +213,23 @@ def _similarity(ax, sanity: dict[str, Shown], colour: dict[str, str], images: in
         ax.set_xlim(-0.3, len(layers) - 0.7)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=7.5, loc="upper right", framealpha=0.85)
+    _legend_below(ax)
+
+
+def strip_titles(layers: Sequence[str], cell_px: int = STRIP_CELL_PX) -> list[str]:
+    """The strip's column titles, "to" over each layer's short name, every line narrower than a cell.
+
+    The grid's titles break between words only: a dotted layer name wider than its cell ran into its
+    neighbours' titles. A name that does not fit keeps its end (the layer's own name) after an ellipsis."""
+    from ..drawing.render import FONT_PX, load_font
+
+    font, room = load_font(FONT_PX), cell_px - 6
+    titles = []
+    for name in short_names(layers):
+        while font.getlength(name) > room and len(name) > 2:
+            name = "\u2026" + name.lstrip("\u2026")[1:]
+        titles.append(f"to\n{name}")
+    return titles
 
 
 def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray | None:
@@ -225,14 +248,18 @@ def _strip(sanity: dict[str, Shown], cmap: str, image_label: str) -> np.ndarray 
 
     columns = [Column("trained", np.stack([cell(s.result.original_mask[0] if s.result.original_mask is not None
                                                      else None) for _, s in rows]))]
-    for index, title in enumerate(short_names(layers)):
+    for index, title in enumerate(strip_titles(layers)):
         data = [cell(s.result.maps[index, 0] if index < len(s.result.maps) else None) for _, s in rows]
-        columns.append(Column(f"to {title}", np.stack(data)))
+        columns.append(Column(title, np.stack(data)))
     titles = [f"{shown.label}\ntrained" for _, shown in rows]
     strip = np.asarray(GridRenderer(STRIP_CELL_PX).draw(columns, titles))
-    pending = any(column.data is not None and (column.data == grey).all(axis=(1, 2, 3)).any() for column in columns)
-    caption = f"Randomised maps of {image_label}" + (" (grey: not computed yet)" if pending else "")
-    return _with_caption(strip, caption)
+    grey_cells = any(column.data is not None and (column.data == grey).all(axis=(1, 2, 3)).any()
+                     for column in columns)
+    # Grey means "not computed yet" only while a check is under way; once all are done it is a map that
+    # could not be drawn (not finite, or a layer a method has not).
+    running = any(not shown.final for _, shown in rows)
+    note = (" (grey: not computed yet)" if running else " (grey: no map)") if grey_cells else ""
+    return _with_caption(strip, f"Randomised maps of {image_label}{note}")
 
 
 def _with_caption(picture: np.ndarray, caption: str) -> np.ndarray:

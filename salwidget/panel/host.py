@@ -114,8 +114,11 @@ class PanelHost:
                                           "stop", "Stop the computation after its current chunk; maps done so far stay.")
         self.progress = controls.named(widgets.IntProgress(min=0, max=100, layout=widgets.Layout(width="160px")),
                                        "progress", "Progress of the current computation.")
-        self.status_line = controls.named(widgets.HTML(layout=widgets.Layout(flex="1 1 320px")), "status", None)
+        # One line of fixed height (see controls.one_line); min_width 0 lets it shrink in its row.
+        self.status_line = controls.named(widgets.HTML(layout=widgets.Layout(
+            flex="1 1 320px", min_width="0", height="28px", overflow="hidden")), "status", None)
         self.notes = controls.named(widgets.HTML(), "notes", None)
+        self.statuses: dict[str, str] = {}  # each view's last status (see say)
         self.error_line = controls.named(widgets.HTML(layout=widgets.Layout(display="none")), "error", None)
 
     # ------------------------------------------------------------------ the pictures
@@ -187,9 +190,20 @@ class PanelHost:
         self.show_controls = show_controls
 
     # ------------------------------------------------------------------ the status and error lines
+    def say(self, view: str, text: str) -> None:
+        """Set the ``status`` trait to ``text``, remembered as the last status of ``view`` ('maps', 'evaluate'
+        or 'dataset'): the views share one status line, and each shows its own again when shown."""
+        self.statuses[view] = text
+        self.panel.status = text
+
+    def show_status_of(self, view: str) -> None:
+        """Show ``view``'s last status (nothing changes if it has none yet)."""
+        if view in self.statuses:
+            self.panel.status = self.statuses[view]
+
     def on_status_change(self, change) -> None:
         """The ``status`` trait changed: show it."""
-        self.status_line.value = html.escape(change["new"], quote=False)
+        self.status_line.value = controls.one_line(change["new"])
 
     def on_error_change(self, change) -> None:
         """The ``error`` trait changed: show it (hidden when empty)."""
@@ -349,7 +363,7 @@ class PanelHost:
                 self.compute_button.layout.display = ""
                 self.stop_button.disabled = True
                 self.progress.value = 0  # nothing runs: a full bar would say it is done
-                self.panel.status = estimate_status(costs, seconds)  # after the grid: the status tells it is drawn
+                self.say("maps", estimate_status(costs, seconds))  # after the grid: the status tells it is drawn
             return
         self._held = None
         self.compute_button.layout.display = "none"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 
 CELL_PX = 480  # the enlarged cell's largest width on screen
+MIN_CELL_PX = 160  # the grid shrinks to the panel's width down to this per cell, then scrolls: titles stay legible
 
 
 class MapsPane:
@@ -180,14 +181,15 @@ class MapsPane:
         self.select(job, job.explorer.read_weights())  # in the worker: the weights as they are now
         if not self.view.complete:
             # Before the grid of pending columns: a "Done" must never describe that grid.
-            p.status = "Computing..."
+            self.host.say("maps", "Computing...")
             self.render()
 
     def progress(self, method: str, partial, done: int, total: int, draw: bool) -> None:
         p = self.panel
         index = list(self.view.columns).index(method)
         self.host.progress.value = int(100 * (index + done / total) / len(self.view.columns))
-        p.status = progress_status(method, partial, done, total, time.perf_counter() - self.job_started)
+        elapsed = time.perf_counter() - self.job_started
+        self.host.say("maps", progress_status(method, partial, done, total, elapsed))
         if draw:
             self.view.set(method, partial, COMPUTING, f"{done}/{total}")
             self.render()
@@ -203,13 +205,14 @@ class MapsPane:
         self.host.progress.value = 100
         p.error = ""
         self.host.stop_button.disabled = True
-        p.status = done_status(outcomes, seconds, self.host.explorer().device) + self.host.page_note()  # after the grid
+        done = done_status(outcomes, seconds, self.host.explorer().device) + self.host.page_note()
+        self.host.say("maps", done)  # after the grid
 
     def fail(self, exc: Exception, details: str) -> None:
         p = self.panel
         self.view.mark(FAILED)
         self.host.show_error(exc, details)
-        p.status = "Failed: see the message below."
+        self.host.say("maps", "Failed: see the message below.")
         self.host.stop_button.disabled = True
         if self.view.results:
             self.render()
@@ -224,9 +227,12 @@ class MapsPane:
         self.picture = picture
         columns = 1 + len(self.view.columns) + (p.overlay_method is not None)
         natural = columns * (p.cell_size + 8) + 8
+        smallest = columns * (min(p.cell_size, MIN_CELL_PX) + 8) + 8
         # At most its natural size; narrower panels (a notebook beside JupyterLab's sidebar) scale it down
-        # to their width: a grid is never cut off (a scrollbar inside an output is easy to miss).
+        # to their width, but not below MIN_CELL_PX per cell (at 90 px titles and colour-bar labels could not
+        # be read): narrower still, the grid's box scrolls sideways.
         self.image.layout.max_width = f"{natural}px"
+        self.image.layout.min_width = f"{smallest}px"
         self.image.value = picture.png
         if picture.complete:
             self.snapshot.set(picture.png)  # first: whoever sees the new to_png() finds it in the snapshot too

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 THRESHOLD = 0.5  # a multi-label head's labels above this probability are offered as targets
 
+METHOD_ROWS_HEIGHT = "98px"  # three rows of 28 px buttons and their margins
+
 
 class SettingsView:
     """The settings controls of one panel (see the module docstring)."""
@@ -74,7 +76,8 @@ class SettingsView:
     def rows(self) -> list:
         """The rows of controls that set up the maps (hidden in the Dataset view)."""
         return [
-            controls.wrap_row(list(self.method_buttons.values())),
+            # At most three rows of method buttons, the rest a scroll away: the grid stays near the top.
+            controls.wrap_row(list(self.method_buttons.values()), max_height=METHOD_ROWS_HEIGHT, overflow="hidden auto"),
             self.groups,
             controls.wrap_row([self.target_view, self.search, self.search_hint]),
             controls.wrap_row(self.look_views),

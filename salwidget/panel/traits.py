@@ -84,11 +84,11 @@ class PanelTraits(traitlets.HasTraits):
     # ------------------------------------------------------------------ pages
     @property
     def num_pages(self) -> int:
-        return max(1, -(-len(self._images) // self.page_size))
+        return max(1, -(-len(self.host.images) // self.page_size))
 
     def _page_slice(self, page: int | None = None) -> slice:
         page = self.page if page is None else page
-        return slice(page * self.page_size, min((page + 1) * self.page_size, len(self._images)))
+        return slice(page * self.page_size, min((page + 1) * self.page_size, len(self.host.images)))
 
     # --------------------------------------------------------------- validation
     @traitlets.validate("methods")
@@ -104,8 +104,8 @@ class PanelTraits(traitlets.HasTraits):
 
     @traitlets.validate("target")
     def _valid_target(self, proposal):
-        value = self._classes.by_name(proposal["value"])  # 'cat' when class_names has it
-        return checks.check_target(value, self._classes.num_classes, len(self._images))
+        value = self.host.classes.by_name(proposal["value"])  # 'cat' when class_names has it
+        return checks.check_target(value, self.host.classes.num_classes, len(self.host.images))
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
@@ -180,7 +180,7 @@ class PanelTraits(traitlets.HasTraits):
     @traitlets.validate("selection")
     def _valid_selection(self, proposal):
         rows = [int(r) for r in proposal["value"]]
-        size = len(self._source)
+        size = len(self.host.source)
         bad = [r for r in rows if not 0 <= r < size]
         if not rows or bad:
             raise traitlets.TraitError(f"selection must be dataset indices from 0 to {size - 1}, at least one; "

@@ -26,7 +26,6 @@ from .evaluate_pane import EvaluatePane
 from .host import PageMaps, PanelHost
 from .maps_pane import MapsPane
 from .method_options import default_options
-from .legacy import LegacyNames
 from .settings_view import SettingsView
 from .traits import PanelTraits
 from ..drawing.grid import STOPPED
@@ -37,7 +36,7 @@ EVALUATION_TRAITS = ("curve_steps", "sanity_depths")
 LOOK_TRAITS = ("cmap", "percentile", "scaling", "view", "overlay_method", "overlay_alpha", "cell_size", "enlarged")
 
 
-class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
+class SaliencyWidget(PanelTraits, widgets.VBox):
     """An interactive grid of saliency maps for a batch of images.
 
     Parameters
@@ -204,6 +203,7 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
 
     def _on_pane_change(self, change) -> None:
         pane = change["new"]
+        self.host.show_status_of(pane)  # not "Evaluated in 163 s" over the grid: a request may say more below
         self._show_pane_boxes()
         self._show_traits()
         if pane == "evaluate":
@@ -278,7 +278,8 @@ class SaliencyWidget(LegacyNames, PanelTraits, widgets.VBox):
             self._evaluate.stopped()
             self.host.stop_button.disabled = True
             self.host.offer_resume()
-            self.status = "Stopped: the maps done so far stay. Press Compute to go on, or change a setting."
+            self.host.say(self.pane,
+                          "Stopped: the maps done so far stay. Press Compute to go on, or change a setting.")
 
     def refresh(self) -> None:
         """Re-read the model's predictions and forget cached maps, after its weights changed.

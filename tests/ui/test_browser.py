@@ -175,21 +175,25 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     assert picture.shape[0] > 400 and picture[..., :3].std() > 20
     assert colour_bars(picture, "viridis") == 2  # Gradient, SmoothGrad (IG is signed: a diverging bar)
     assert colour_bars(picture, "RdBu_r") == 1
-    # At 1000 px with the file browser open the notebook is ~570 px wide: the grid is scaled to it, never cut.
+    # At 1000 px with the file browser open the notebook is ~570 px wide: the grid shrinks to 160 px a cell, never
+    # less (at ~90 px its titles and colour-bar labels could not be read), and its box scrolls sideways.
     page.set_viewport_size({"width": 1000, "height": 1400})
     page.evaluate("window.jupyterapp.commands.execute('filebrowser:activate')")
     page.wait_for_timeout(800)
     fit = page.evaluate(
         """(selector) => {
             const img = document.querySelector(selector), r = img.getBoundingClientRect();
-            const box = img.closest('.jp-OutputArea-output').getBoundingClientRect();
-            return {left: r.left, right: r.right, width: r.width, natural: img.naturalWidth,
-                    boxLeft: box.left, boxRight: box.right};
+            const scroller = img.parentElement, box = scroller.getBoundingClientRect();
+            const output = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+            return {width: r.width, natural: img.naturalWidth, boxLeft: box.left, boxRight: box.right,
+                    outLeft: output.left, outRight: output.right,
+                    scrolls: scroller.scrollWidth > scroller.clientWidth + 1};
         }""",
         GRID,
     )
-    assert fit["boxLeft"] - 1 <= fit["left"] and fit["right"] <= fit["boxRight"] + 1, fit
-    assert fit["width"] < fit["natural"], fit  # scaled down to the notebook's width
+    assert fit["outLeft"] - 1 <= fit["boxLeft"] and fit["boxRight"] <= fit["outRight"] + 1, fit  # the box fits
+    assert fit["width"] >= 0.8 * fit["natural"] - 2, fit  # 160 of the quickstart's 200 px per cell at least
+    assert fit["width"] < fit["natural"] and fit["scrolls"], fit  # shrunk as far as that, then scrolled
     page.screenshot(path=str(screenshots / "01-lab-sidebar-1000.png"))
     page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
 
@@ -331,12 +335,12 @@ def test_dataset_view_in_jupyterlab(page, lab_url, screenshots):
     panel.screenshot(path=str(screenshots / "08-lab-dataset-wrong.png"))
 
     # 2. A confusion cell: true 8, predicted 1 (3 digits in the notebook's scan).
-    run_cell(page, "import json\nprint('CELL', json.dumps([b for b, v in t._dataset.matrix.boxes if v == (8, 1)][0]))")
+    run_cell(page, "import json\nprint('CELL', json.dumps([b for b, v in t.host.dataset_view.matrix.boxes if v == (8, 1)][0]))")
     click_in_picture(page, panel, "img.salwidget-confusion", json.loads(printed(page, "CELL")))
     wait_until(lambda: page_label.inner_text().startswith("3 of 1,797 images shown"), 60, page=page)
 
     # 3. Pick two thumbnails by clicking them, then explain them in the Maps view.
-    run_cell(page, "print('THUMBS', json.dumps(t._dataset.thumbs.boxes[:2]))")
+    run_cell(page, "print('THUMBS', json.dumps(t.host.dataset_view.thumbs.boxes[:2]))")
     thumbs = json.loads(printed(page, "THUMBS"))
     for box, _ in thumbs:
         click_in_picture(page, panel, "img.salwidget-thumbnails", box)
@@ -381,7 +385,7 @@ def test_a_click_on_a_segmentation_picture_explains_that_region(page, lab_url, s
     panel = page.locator(PANEL).last
     own_status = panel.locator(".salwidget-status").first
     wait_until(lambda: own_status.inner_text().startswith("Done"), 120, page=page)
-    run_cell(page, "cell = next(i for i in seg._maps.view.layout.items if i.kind == 'cell' and i.column == 0 and i.row == 0)\n"
+    run_cell(page, "cell = next(i for i in seg.host.maps_view.view.layout.items if i.kind == 'cell' and i.column == 0 and i.row == 0)\n"
                    "print('CELL', json.dumps([cell.left + 0.8 * cell.width, cell.top + 0.5 * cell.height]))")
     x, y = json.loads(printed(page, "CELL"))
     image = panel.locator(GRID).first
