@@ -371,13 +371,13 @@ class SampledGradients(Method):
         points = []
         blocked = getattr(ctx.draws, "_blocked", lambda: False)()
         for m, x in enumerate(ctx.inputs):
-            if blocked:  # one span of the sample-major stream; group 0 (the clean input) takes zeros
-                first = int((groups == 0).sum())
+            if blocked:  # one span of the sample-major stream, group 0's share (the clean input) scaled by 0:
+                # x + 0 * noise is x exactly, and no zeros are concatenated in front of the draws
                 passes = (int(groups[0]) * ctx.batch + int(images[0]), int(groups[-1]) * ctx.batch + int(images[-1]) + 1)
-                parts = [] if first == 0 else [ops.zeros((first,) + tuple(x.shape[1:]))]
-                if first < len(groups):
-                    parts.append(ctx.draws.normal_span(NOISE, m, passes[0] + first, passes[1]))
-                points.append(rows(x) + ops.concat(parts) * rows(ctx.cache["sigma"][m]))
+                sigma = rows(ctx.cache["sigma"][m])
+                if groups[0] == 0:
+                    sigma = sigma * ops.per_row(ops.asarray((groups > 0).astype(np.float32)), x)
+                points.append(rows(x) + ctx.draws.normal_span(NOISE, m, passes[0], passes[1]) * sigma)
                 continue
             draws = []
             for group in dict.fromkeys(groups.tolist()):
