@@ -51,6 +51,8 @@ A model with a layer no rule covers (e.g. a transformer's attention or
 LayerNorm, a BatchNorm not after a conv/linear layer, a transposed
 convolution) is refused, naming it and its type. Functional operations other
 than activations and additions keep their gradient.
+
+Keras models run the same rules on a rebuilt clone: :mod:`salwidget.methods.lrp_keras`.
 """
 
 from __future__ import annotations
@@ -412,7 +414,9 @@ class LRPVariant:
         return _torch()["mode"]
 
     def keras(self, model):
-        raise SaliencyError("LRP runs on torch models only for now; for Keras use 'deeplift' or 'integrated'.")
+        from .lrp_keras import KERAS_LRP
+
+        return KERAS_LRP.get(model, self.composite, self.low, self.high)
 
 
 @dataclass
@@ -428,7 +432,7 @@ class LRP(Method):
     label = "LRP"
     signed = True
     summary = ("Layer-wise Relevance Propagation (Bach et al. 2015) with zennit's composites: the target's score "
-               "divided among the inputs layer by layer; sum(map) ~ f(x), the gap is reported as delta. Torch only.")
+               "divided among the inputs layer by layer; sum(map) ~ f(x), the gap is reported as delta.")
     options = (
         Option("composite", "epsilon_plus_flat", "Which rule each layer gets (zennit's composites).",
                kind="choice", choices=COMPOSITES, label="composite"),
