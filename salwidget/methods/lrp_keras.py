@@ -35,6 +35,7 @@ from __future__ import annotations
 import threading
 import weakref
 
+from ..backends.keras_clones import as_functional
 from ..errors import SaliencyError
 
 STABILIZER = 1e-6
@@ -442,19 +443,6 @@ class _Rebuild:
         return self.keras.layers.Identity(name=name, dtype=layer.dtype_policy)(x)  # a new tensor: x is spent
 
 
-def _as_functional(model):
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        try:
-            return keras.Model(model.inputs, model.outputs, name=model.name)
-        except (AttributeError, ValueError) as exc:
-            raise SaliencyError(
-                f"LRP needs a built Keras model (keras.Input first) to rebuild with its rules ({exc})."
-            ) from exc
-    return model
-
-
 def build_lrp_model(model, composite: str, low=None, high=None):
     """A functional clone of the Keras ``model`` whose backward pass is LRP with ``composite``.
 
@@ -480,9 +468,7 @@ def build_lrp_model(model, composite: str, low=None, high=None):
     """
     import keras
 
-    functional = _as_functional(model)
-    if not isinstance(functional, keras.Model) or not hasattr(functional, "inputs"):
-        raise SaliencyError(f"LRP in Keras needs a functional or Sequential model; got a {type(model).__name__}.")
+    functional = as_functional(model)
     for layer in functional.layers:
         if isinstance(layer, keras.Model):
             raise _refuse(layer, "a nested model (LRP rebuilds one level of layers)")
