@@ -77,7 +77,24 @@ def _neg(t):
 
 
 def rule_epsilon(linear, x, w, b, relevance):
-    """``R_in = x * d/dx [z . R / stab(z)]``."""
+    """The epsilon rule, ``R_in = x * d/dx [z . R / stab(z)]``.
+
+    Parameters
+    ----------
+    linear : callable
+        ``linear(x, w, b)``: the layer's linear part (``b`` may be None).
+    x : tf.Tensor
+        The layer's input.
+    w, b : tf.Tensor
+        Its kernel and bias (BatchNorm merged; ``b`` None without bias).
+    relevance : tf.Tensor
+        The relevance of its output (shaped like it).
+
+    Returns
+    -------
+    tf.Tensor
+        The relevance of ``x``. Every rule below takes and returns the same.
+    """
     (g,) = _vjp(lambda v: linear(v, w, b), [x], relevance / _stab(linear(x, w, b)))
     return x * g
 
@@ -98,14 +115,17 @@ def _signed(linear, x, w, b, weight_positive: bool, relevance):
 
 
 def rule_zplus(linear, x, w, b, relevance):
+    """z+: ``f(x+; W+, b+) + f(x-; W-, 0)`` as the denominator (see :func:`rule_epsilon` for the arguments)."""
     return _signed(linear, x, w, b, True, relevance)
 
 
 def rule_alpha2_beta1(linear, x, w, b, relevance, alpha=2.0, beta=1.0):
+    """``alpha * (positive part) - beta * (negative part)``, each as z+ (arguments: :func:`rule_epsilon`)."""
     return alpha * _signed(linear, x, w, b, True, relevance) - beta * _signed(linear, x, w, b, False, relevance)
 
 
 def rule_gamma(linear, x, w, b, relevance, gamma=GAMMA):
+    """``W + gamma W+`` where ``z > 0``, ``W + gamma W-`` where ``z < 0`` (arguments: :func:`rule_epsilon`)."""
     import tensorflow as tf
 
     up, down = w + gamma * _pos(w), w + gamma * _neg(w)
@@ -125,6 +145,7 @@ def rule_gamma(linear, x, w, b, relevance, gamma=GAMMA):
 
 
 def rule_zbox(linear, x, w, b, relevance, low=None, high=None):
+    """z-box with the input's bounds ``low``/``high`` (None: each image's own minimum/maximum)."""
     import tensorflow as tf
 
     axes = list(range(1, len(x.shape)))
@@ -143,6 +164,7 @@ def rule_zbox(linear, x, w, b, relevance, low=None, high=None):
 
 
 def rule_flat(linear, x, w, b, relevance):
+    """flat: relevance spread by ``f(1; 1, 0)``, whatever the input and weights (arguments: :func:`rule_epsilon`)."""
     import tensorflow as tf
 
     ones, unit = tf.ones_like(x), tf.ones_like(w)
@@ -151,7 +173,21 @@ def rule_flat(linear, x, w, b, relevance):
 
 
 def choose_rules(composite: str, low=None, high=None):
-    """A function ``(is_convolution) -> rule`` for one model, keeping the composite's "first layer" state."""
+    """The rule of each Conv/Dense layer under ``composite``, called in the model's layer order.
+
+    Parameters
+    ----------
+    composite : str
+        One of :data:`salwidget.methods.lrp.COMPOSITES`.
+    low, high : float, optional
+        ``epsilon_gamma_box``'s bounds for its first convolution's z-box rule.
+
+    Returns
+    -------
+    callable
+        ``rule_for(is_convolution) -> rule``; it keeps the composite's "first layer" state, so one model's
+        layers must be asked in order (as zennit: the first in definition order).
+    """
     state = {"first": True}
 
     def rule_for(convolution: bool):
