@@ -21,9 +21,10 @@ def make_torch_cnn(num_classes: int = 5, seed: int = 0):
     return model.eval()
 
 
-def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32"):
+def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activations=("tanh", "softplus")):
     """The same network in Keras (channels last), weights copied from ``torch_model``; ``dtype='float64'``
-    builds it in float64 (for discontinuous methods, compared where rounding cannot flip a selection)."""
+    builds it in float64 (for discontinuous methods, compared where rounding cannot flip a selection);
+    ``activations`` are the two convolutions' (``("relu", "relu")`` for a ReLU twin of the same shape)."""
     import keras
 
     conv1, conv2, linear = torch_model[0], torch_model[2], torch_model[6]
@@ -33,9 +34,9 @@ def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32"):
         model = keras.Sequential(
             [
                 keras.Input((image_size, image_size, 3)),
-                keras.layers.Conv2D(6, 3, padding="same", activation="tanh"),
+                keras.layers.Conv2D(6, 3, padding="same", activation=activations[0]),
                 keras.layers.ZeroPadding2D(1),
-                keras.layers.Conv2D(8, 3, strides=2, padding="valid", activation="softplus"),
+                keras.layers.Conv2D(8, 3, strides=2, padding="valid", activation=activations[1]),
                 keras.layers.GlobalAveragePooling2D(),
                 keras.layers.Dense(linear.out_features),
             ]

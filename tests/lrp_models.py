@@ -72,6 +72,22 @@ class ResNetLike(nn.Module):
         return self.fc(self.flatten(self.gap(x)))
 
 
+class Branches(nn.Module):
+    """Two convolutions of the same features concatenated (an Inception-like join)."""
+
+    def __init__(self, seed=0, classes=5):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem, self.relu = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU()
+        self.left, self.right = nn.Conv2d(6, 4, 3, padding=1), nn.Conv2d(6, 4, 3, padding=1)
+        self.relu2, self.pool = nn.ReLU(), nn.AvgPool2d(2)
+        self.flatten, self.fc = nn.Flatten(), nn.Linear(8 * 8 * 8, classes)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        return self.fc(self.flatten(self.pool(self.relu2(torch.cat([self.left(x), self.right(x)], dim=1)))))
+
+
 def mlp(seed=0, classes=5):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
@@ -83,3 +99,95 @@ def twin_with_zennit_sums(model: ResNetLike) -> ResNetLike:
     twin = ResNetLike(zennit_sum=True)
     twin.load_state_dict(model.state_dict())
     return twin.eval()
+
+
+# ----------------------------------------------------------------- Keras twins (channels last, the same weights)
+def _flatten_shapes(model, image_size):
+    """The (C, H, W) shape reaching each Flatten of ``model`` (the next Linear's rows are permuted for Keras)."""
+    shapes = {}
+
+    def record(module, inputs, output):
+        shapes[module] = tuple(inputs[0].shape[1:])
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Flatten)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size, dtype=next(model.parameters()).dtype))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def _to_keras(module, after_flatten=None):
+    """One torch layer as a Keras layer (built by the caller) and a function copying its weights into it."""
+    import keras
+
+    L = keras.layers
+    as_np = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    if isinstance(module, nn.Conv2d):
+        assert module.padding in ((1, 1), (0, 0)) and module.kernel_size == (3, 3) and module.stride == (1, 1)
+        layer = L.Conv2D(module.out_channels, 3, padding="same" if module.padding == (1, 1) else "valid")
+        return layer, lambda: layer.set_weights([as_np(module.weight).transpose(2, 3, 1, 0), as_np(module.bias)])
+    if isinstance(module, nn.BatchNorm2d):
+        layer = L.BatchNormalization(epsilon=module.eps)
+        return layer, lambda: layer.set_weights([as_np(module.weight), as_np(module.bias),
+                                                 as_np(module.running_mean), as_np(module.running_var)])
+    if isinstance(module, nn.Linear):
+        layer = L.Dense(module.out_features)
+
+        def copy_weights():
+            w = as_np(module.weight).T
+            if after_flatten is not None and len(after_flatten) == 3:  # (C, H, W) rows -> (H, W, C) rows
+                c, h, wd = after_flatten
+                w = w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(c * h * wd, -1)
+            layer.set_weights([w, as_np(module.bias)])
+
+        return layer, copy_weights
+    simple = {nn.ReLU: lambda m: L.ReLU(), nn.MaxPool2d: lambda m: L.MaxPooling2D(m.kernel_size),
+              nn.AvgPool2d: lambda m: L.AveragePooling2D(m.kernel_size), nn.Flatten: lambda m: L.Flatten(),
+              nn.Dropout: lambda m: L.Dropout(m.p),
+              nn.AdaptiveAvgPool2d: lambda m: L.GlobalAveragePooling2D(keepdims=True)}
+    return simple[type(module)](module), lambda: None
+
+
+def keras_lrp_twin(model, image_size=16, dtype="float64"):
+    """The Keras twin of :func:`vgg_like`, :func:`mlp` (Sequential), :class:`ResNetLike` (functional, residual
+    ``Add``) or :class:`Branches` (``Concatenate``), channels last, with ``model``'s weights."""
+    import keras
+
+    shapes = _flatten_shapes(model, image_size)
+    floatx = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    copies = []
+
+    def convert(module, after_flatten=None):
+        layer, copy_weights = _to_keras(module, after_flatten)
+        copies.append(copy_weights)
+        return layer
+
+    try:
+        inputs = keras.Input((image_size, image_size, 3))
+        if isinstance(model, nn.Sequential):
+            x, flattened = inputs, None
+            for module in model:
+                x = convert(module, flattened)(x)
+                flattened = shapes.get(module, flattened if isinstance(module, (nn.ReLU, nn.Dropout)) else None)
+            twin = keras.Model(inputs, x)
+        elif isinstance(model, Branches):
+            x = convert(model.relu)(convert(model.stem)(inputs))
+            x = keras.layers.Concatenate()([convert(model.left)(x), convert(model.right)(x)])
+            x = convert(model.flatten)(convert(model.pool)(convert(model.relu2)(x)))
+            twin = keras.Model(inputs, convert(model.fc, shapes[model.flatten])(x))
+        else:
+            def block(b, x):
+                out = convert(b.bn2)(convert(b.conv2)(convert(b.relu1)(convert(b.bn1)(convert(b.conv1)(x)))))
+                return convert(b.relu2)(keras.layers.Add()([out, x]))
+
+            x = convert(model.relu)(convert(model.bn)(convert(model.stem)(inputs)))
+            x = block(model.block2, convert(model.pool)(block(model.block1, x)))
+            x = convert(model.flatten)(convert(model.gap)(x))
+            twin = keras.Model(inputs, convert(model.fc)(x))
+    finally:
+        keras.config.set_floatx(floatx)
+    for copy_weights in copies:
+        copy_weights()
+    return twin

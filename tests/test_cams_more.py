@@ -113,3 +113,19 @@ def test_ablationcam_on_a_pooled_linear_head_weights_channels_by_their_share_of_
         score = model(torch.as_tensor(images)).numpy()[range(4), [0, 1, 2, 3]]
     w = weight * features.mean(axis=(2, 3)) / score[:, None]
     close(a.raw, np.maximum(np.einsum("bc,bchw->bhw", w, features), 0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("activations", [("relu", "relu"), ("tanh", "softplus")])
+@pytest.mark.parametrize("which", [0, 1])
+def test_keras_ablationcam_equals_torch_on_the_twin(images, activations, which):
+    """After a ReLU (ablated to 0) and after tanh/softplus (ablated to the minimum - 1e7), at either convolution:
+    the float64 Keras twin gives the torch map."""
+    torch_model = relu_cnn() if activations[0] == "relu" else make_torch_cnn()
+    torch_model = torch_model.double()
+    twin = keras_twin(torch_model, dtype="float64", activations=activations)
+    x, targets = images.astype(np.float64), [0, 1, 2, 3]
+    ours = sw.attribute(twin, x.transpose(0, 2, 3, 1), "ablationcam", layer=twin.layers[2 * which].name,
+                        target=targets, batch_size=5)
+    reference = sw.attribute(torch_model, x, "ablationcam", layer=str(2 * which + 1), target=targets, batch_size=5)
+    assert ours.passes_total == reference.passes_total == 4 * (6, 8)[which] and reference.raw.max() > 0
+    np.testing.assert_allclose(ours.raw, reference.raw, rtol=1e-6, atol=1e-6 * reference.raw.max())

@@ -12,7 +12,7 @@ import torch
 import salwidget as sw
 from salwidget.errors import SaliencyError
 
-from .lrp_models import ResNetLike, mlp, twin_with_zennit_sums, vgg_like
+from .lrp_models import Branches, ResNetLike, keras_lrp_twin, mlp, twin_with_zennit_sums, vgg_like
 
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1")
 TARGETS = [0, 1, 2, 3]
@@ -118,8 +118,81 @@ def test_lrp_gives_the_same_maps_in_any_chunk_size(x64):
     np.testing.assert_allclose(single.raw, whole.raw, rtol=1e-6, atol=1e-9)
 
 
-def test_lrp_on_keras_says_it_is_torch_only(images):
-    from .helpers import keras_twin, make_torch_cnn
+# ----------------------------------------------------------------- Keras
+def keras_map(model, x, **options):
+    """LRP of a Keras model on channels-first ``x``; the map and delta back in torch's layout."""
+    a = sw.attribute(model, x.transpose(0, 2, 3, 1), "lrp", target=TARGETS, **options)
+    return a.raw.transpose(0, 3, 1, 2), a.delta
 
-    with pytest.raises(SaliencyError, match="torch models only"):
-        sw.attribute(keras_twin(make_torch_cnn()), images.transpose(0, 2, 3, 1), "lrp")
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_keras_lrp_equals_torch_lrp_on_the_twin(x64, model_name, composite):
+    """Merged BatchNorms, residual Adds split in proportion, average pooling, flat/zbox first layers: the Keras
+    twin (float64) gives the torch map, which equals zennit's (above). The box is each image's own range."""
+    model = MODELS[model_name]().double().eval()
+    twin = keras_lrp_twin(model)
+    torch_map = sw.attribute(model, x64, "lrp", composite=composite, target=TARGETS)
+    ours, delta = keras_map(twin, x64, composite=composite)
+    assert np.abs(torch_map.raw).max() > 0
+    np.testing.assert_allclose(ours, torch_map.raw, rtol=1e-6, atol=1e-6 * np.abs(torch_map.raw).max())
+    np.testing.assert_allclose(delta, torch_map.delta, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_keras_lrp_follows_a_concatenation_as_torch(x64, composite):
+    model = Branches().double().eval()
+    torch_map = sw.attribute(model, x64, "lrp", composite=composite, target=TARGETS).raw
+    ours, _ = keras_map(keras_lrp_twin(model), x64, composite=composite)
+    np.testing.assert_allclose(ours, torch_map, rtol=1e-6, atol=1e-6 * np.abs(torch_map).max())
+
+
+def test_keras_lrp_takes_a_fixed_box_and_any_chunk_size(x64):
+    model = vgg_like().double()
+    twin = keras_lrp_twin(model)
+    reference = zennit_lrp(model, x64, "epsilon_gamma_box", 0.0, 1.0)
+    for batch_size in (4, 1):
+        ours, _ = keras_map(twin, x64, composite="epsilon_gamma_box", box_low=0.0, box_high=1.0, batch_size=batch_size)
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_keras_lrp_reads_the_current_weights_and_leaves_the_model_as_found(x64):
+    model = ResNetLike().double().eval()
+    twin = keras_lrp_twin(model)
+    layers = [(layer.name, type(layer)) for layer in twin.layers]
+    before = [w.copy() for w in twin.get_weights()]
+    keras_map(twin, x64)
+    assert [(layer.name, type(layer)) for layer in twin.layers] == layers
+    for now, then in zip(twin.get_weights(), before):
+        np.testing.assert_array_equal(now, then)
+    with torch.no_grad():  # a training step between calls: the cached LRP clone must see the new weights
+        model.stem.weight.mul_(-1.5)
+        model.block1.bn1.running_var.mul_(3.0)
+    fresh = keras_lrp_twin(model)
+    twin.set_weights(fresh.get_weights())
+    ours, _ = keras_map(twin, x64)
+    expected = sw.attribute(model, x64, "lrp", target=TARGETS).raw
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+
+
+def _keras_layers_case(name):
+    import keras
+
+    L = keras.layers
+    first = {"layernorm": [L.Flatten(), L.Dense(8), L.LayerNormalization(name="norm"), L.Dense(5)],
+             "bn_first": [L.BatchNormalization(name="bn"), L.Flatten(), L.Dense(5)],
+             "bn_after_relu": [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(name="late"), L.Flatten(),
+                               L.Dense(5)],
+             "transposed": [L.Conv2DTranspose(3, 3, name="up"), L.Flatten(), L.Dense(5)],
+             "softmax": [L.Flatten(), L.Dense(5, activation="softmax", name="probabilities")]}[name]
+    return keras.Sequential([keras.Input((16, 16, 3))] + first)
+
+
+@pytest.mark.parametrize("case,named", [
+    ("layernorm", "'norm' (LayerNormalization)"), ("bn_first", "'bn' (BatchNormalization)"),
+    ("bn_after_relu", "'late' (BatchNormalization)"), ("transposed", "'up' (Conv2DTranspose)"),
+    ("softmax", "'probabilities' (Dense)"),
+])
+def test_a_keras_layer_no_rule_covers_is_refused_with_its_name_and_type(images, case, named):
+    with pytest.raises(SaliencyError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        sw.attribute(_keras_layers_case(case), images.transpose(0, 2, 3, 1), "lrp")

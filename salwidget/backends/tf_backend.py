@@ -23,6 +23,7 @@ from ..outputs import flatten_outputs
 from ..targets import RowScore, names_function
 from .base import reference as _reference
 from .base import model_call_error, not_differentiable, unknown_layer
+from .keras_clones import outputs_with_replaced_layer, randomized_clone
 
 _NO_TARGET = tf.zeros((0,), tf.int64)  # stands for "each row's argmax" in a traced step
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024  # as torch's chunks: half of the free memory, at most 1024 passes
@@ -302,7 +303,7 @@ class TensorFlowBackend:
         previous = getattr(self._local, "model", None)
         working = self.model
         if randomize:
-            working = _randomized_clone(working, randomize, seed)
+            working = randomized_clone(working, randomize, seed)
         if variant is not None:
             working = variant.keras(working)
         self._local.model = working  # per thread: the panel's worker never changes what another thread runs
@@ -527,6 +528,10 @@ class TensorFlowBackend:
         values = self._call(self._prepare(points), model=self._tapped_model(layer))
         return values[0], values[1:]
 
+    def outputs_with_layer(self, points, layer: str, replace):
+        """Every model output with ``layer``'s output replaced by ``replace(output)`` (AblationCAM; eager)."""
+        return outputs_with_replaced_layer(self._active, layer, replace, lambda m: self._call(self._prepare(points), m))
+
     def layer_gradients(self, points, targets, layer: str):
         tapped = self._tapped_model(layer)
         indices = tuple(targets)
@@ -640,38 +645,6 @@ def _untappable(model, doing: str) -> SaliencyError:
         "read an inner output from. Rebuild it as a functional model (keras.Model(inputs, outputs)) or "
         "keras.Sequential, or use a gradient method."
     )
-
-
-def _randomized_clone(model, names: Sequence[str], seed: int):
-    """A clone of ``model`` with the user's weights, except that the variables of
-    layers ``names`` are drawn afresh from their own initialisers (seeded)."""
-    import keras
-
-    try:
-        clone = keras.models.clone_model(model)
-    except Exception as exc:
-        raise SaliencyError(
-            f"Cannot copy this {type(model).__name__} to randomise its layers ({exc}); the sanity check "
-            "needs a functional or Sequential Keras model."
-        ) from exc
-    chosen = set(names)
-    for number, (original, copied) in enumerate(zip(model.layers, clone.layers)):
-        copied.set_weights(original.get_weights())
-        if original.name not in chosen:
-            continue
-        for attribute in dir(copied):
-            if not attribute.endswith("_initializer"):
-                continue
-            variable = getattr(copied, attribute[: -len("_initializer")], None)
-            initializer = getattr(copied, attribute)
-            if variable is None or not hasattr(variable, "assign") or initializer is None:
-                continue
-            config = {**initializer.get_config()}
-            if "seed" in config:
-                config["seed"] = seed * 1000 + number
-            fresh = type(initializer).from_config(config)
-            variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
-    return clone
 
 
 _CHECKSUM_FUNCTIONS: dict = {}

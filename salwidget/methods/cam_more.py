@@ -28,7 +28,8 @@ ablationcam
            channel is set to 0 when the image's activation at the layer has
            minimum 0 (after a ReLU), else to that minimum - 1e7
            (pytorch-grad-cam lowers that value again for each further channel
-           of a chunk; salwidget uses the first). Torch only for now.
+           of a chunk; salwidget uses the first). Keras: the same, the layer
+           read as (B, h, w, C), on a twin spliced at the layer.
 =========  ==============================================================
 """
 
@@ -111,7 +112,7 @@ class EigenCAM(ClassActivationMap):
 
 @dataclass
 class AblationState:
-    activation: Any  # (B, C, h, w)
+    activation: Any  # (B, C, h, w) in torch, (B, h, w, C) in Keras: the layer's own layout
     clean: Any  # (B,) target scores
     scores: Any  # (C * B,) ablated scores, channel-major
     channels: int
@@ -121,12 +122,21 @@ class AblationState:
 ABLATION_VALUE = 1e7
 
 
+def _channels_last(ctx: RunContext) -> bool:
+    return ctx.backend.framework == "tensorflow"  # Keras feature maps are (B, h, w, C)
+
+
+def _per_channel(ctx: RunContext, rows: int, channels: int) -> tuple:
+    """The shape of one value per row and channel, broadcast over a feature map of the layer's layout."""
+    return (rows, 1, 1, channels) if _channels_last(ctx) else (rows, channels, 1, 1)
+
+
 class AblationCAM(ClassActivationMap):
     name = "ablationcam"
     order = 77
     label = "AblationCAM"
     summary = ("Channels weighted by the relative drop of the class score when each is ablated (Desai and Ramaswamy "
-               "2020); one forward pass per channel, no gradients. Torch only.")
+               "2020); one forward pass per channel, no gradients.")
 
     def single_pass(self, options: dict) -> bool:
         return False
@@ -136,21 +146,22 @@ class AblationCAM(ClassActivationMap):
 
     def start(self, ctx: RunContext, resume: Any = None) -> AblationState:
         if not hasattr(ctx.backend, "outputs_with_layer"):
-            raise SaliencyError("AblationCAM runs on torch models only for now; for Keras use 'gradcam' or "
-                                "'scorecam'.")
+            raise SaliencyError("AblationCAM needs a torch or Keras model (it replaces a layer's output); use "
+                                "'scorecam' or 'gradcam'.")
         ops = ctx.ops
         parts, scores = [], []
         for s in range(0, ctx.batch, ctx.chunk):
             points = [x[s : s + ctx.chunk] for x in ctx.inputs]
             activation, outputs = ctx.backend.layer_activations(points, ctx.layer)
             if len(activation.shape) != 4 or ctx.options.get("reshape") is not None:
-                raise SaliencyError(f"AblationCAM needs a (B, C, h, w) feature map at layer {ctx.layer!r}; got "
+                wanted = "(B, h, w, C)" if _channels_last(ctx) else "(B, C, h, w)"
+                raise SaliencyError(f"AblationCAM needs a {wanted} feature map at layer {ctx.layer!r}; got "
                                     f"shape {tuple(activation.shape)}.")
             check_rows(ctx, activation, int(points[0].shape[0]), ctx.layer)
             parts.append(activation)
             scores.append(ctx.target_scores(outputs, np.arange(s, s + int(points[0].shape[0]))))
         activation = ops.concat(parts)
-        channels = int(activation.shape[1])
+        channels = int(activation.shape[-1 if _channels_last(ctx) else 1])
         return AblationState(activation, ops.concat(scores), ops.zeros((channels * ctx.batch,)), channels)
 
     def passes_left(self, ctx: RunContext, state: AblationState) -> int:
@@ -162,31 +173,30 @@ class AblationCAM(ClassActivationMap):
                         cost=1.0 / 3.0)
 
     def _run_ablated(self, ctx: RunContext, state: AblationState, start: int, stop: int) -> None:
-        import torch
-
-        rows = np.arange(start, stop)
+        ops, rows = ctx.ops, np.arange(start, stop)
         images, channels = rows % ctx.batch, rows // ctx.batch
-        index = torch.as_tensor(images, device=state.activation.device)
-        activation = state.activation[index]
-        low = activation.flatten(1).amin(1)
-        value = torch.where(low == 0, torch.zeros_like(low), low - ABLATION_VALUE)
-        keep = torch.ones_like(activation[:, :, :1, :1])
-        keep[torch.arange(len(rows)), torch.as_tensor(channels)] = 0
-        ablated = activation * keep + (1 - keep) * value[:, None, None, None]
+        activation = ops.take(state.activation, images)
+        low = ops.numpy(ops.row_min(activation)).astype(np.float64)
+        value = np.where(low == 0, 0.0, low - ABLATION_VALUE)  # the row's activation dtype after the cast below
+        keep = np.ones((len(rows), state.channels))
+        keep[np.arange(len(rows)), channels] = 0
+        shape = _per_channel(ctx, len(rows), state.channels)
+        fill = ops.cast_like(ops.asarray(((1 - keep) * value[:, None]).reshape(shape)), activation)
+        ablated = activation * ops.cast_like(ops.asarray(keep.reshape(shape)), activation) + fill
 
         def replace(output):
-            return ablated.to(output.dtype)
+            return ops.cast_like(ablated, output)
 
-        outputs = ctx.backend.outputs_with_layer([x[index] for x in ctx.inputs], ctx.layer, replace)
-        state.scores = ctx.ops.put(state.scores, rows, ctx.target_scores(outputs, images))
+        outputs = ctx.backend.outputs_with_layer([ops.take(x, images) for x in ctx.inputs], ctx.layer, replace)
+        state.scores = ops.put(state.scores, rows, ctx.target_scores(outputs, images))
         state.done += stop - start
 
     def _maps(self, ctx: RunContext, state: AblationState):
         ops = ctx.ops
         scores = ops.transpose(ops.reshape(state.scores, (state.channels, ctx.batch)), (1, 0))  # (B, C)
         clean = ops.reshape(state.clean, (ctx.batch, 1))
-        weights = ops.reshape((clean - scores) / clean, (ctx.batch, state.channels, 1, 1))
-        return ops.relu(ops.sum(weights * state.activation, axis=1))
+        weights = ops.reshape((clean - scores) / clean, _per_channel(ctx, ctx.batch, state.channels))
+        return ops.relu(ops.sum(weights * state.activation, axis=-1 if _channels_last(ctx) else 1))
 
     def preview(self, ctx: RunContext, state: AblationState) -> MethodOutput:
         return MethodOutput(self._maps(ctx, state), 0)

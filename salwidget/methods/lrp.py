@@ -51,6 +51,8 @@ A model with a layer no rule covers (e.g. a transformer's attention or
 LayerNorm, a BatchNorm not after a conv/linear layer, a transposed
 convolution) is refused, naming it and its type. Functional operations other
 than activations and additions keep their gradient.
+
+Keras models run the same rules on a rebuilt clone: :mod:`salwidget.methods.lrp_keras`.
 """
 
 from __future__ import annotations
@@ -101,35 +103,49 @@ def rule_epsilon(module, x, relevance, epsilon=STABILIZER):
 rule_norm = rule_epsilon
 
 
+def _has_negative(x) -> bool:
+    """Whether ``x`` has a negative part: after a ReLU it has none, and the rules' terms on it are zero."""
+    return bool((x < 0).any())
+
+
 def _signed_parts(module, x, weight_positive: bool, bias_positive: bool | None):
-    """[f(x+; W+-, b+-), f(x-; W-+, 0)] and the inputs (x+, x-)."""
+    """[f(x+; W+-, b+-), f(x-; W-+, 0)] and the inputs (x+, x-); the second pair left out when ``x >= 0``
+    (f(0; W, 0) = 0 exactly: the same sums, two convolutions fewer)."""
     w = module.weight
     first_w = w.clamp(min=0) if weight_positive else w.clamp(max=0)
-    second_w = w.clamp(max=0) if weight_positive else w.clamp(min=0)
     b = getattr(module, "bias", None)
     first_b = None if b is None else (b.clamp(min=0) if bias_positive else b.clamp(max=0))
     positive = x.clamp(min=0).detach().requires_grad_(True)
-    negative = x.clamp(max=0).detach().requires_grad_(True)
-    outputs = [_call(module, positive, first_w, first_b), _call(module, negative, second_w, keep_bias=False)]
-    return outputs, [positive, negative]
+    outputs, inputs = [_call(module, positive, first_w, first_b)], [positive]
+    if _has_negative(x):
+        second_w = w.clamp(max=0) if weight_positive else w.clamp(min=0)
+        inputs.append(x.clamp(max=0).detach().requires_grad_(True))
+        outputs.append(_call(module, inputs[1], second_w, keep_bias=False))
+    return outputs, inputs
+
+
+def _total(parts):
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+def _relevance(inputs, grads):
+    return inputs[0] * grads[0] if len(inputs) == 1 else inputs[0] * grads[0] + inputs[1] * grads[1]
 
 
 def rule_zplus(module, x, relevance):
     outputs, inputs = _signed_parts(module, x, True, True)
-    scaled = relevance / _stab(outputs[0] + outputs[1])
-    grads = _grad(outputs, inputs, [scaled, scaled])
-    return inputs[0] * grads[0] + inputs[1] * grads[1]
+    scaled = relevance / _stab(_total(outputs))
+    return _relevance(inputs, _grad(outputs, inputs, [scaled] * len(outputs)))
 
 
 def rule_alpha2_beta1(module, x, relevance, alpha=2.0, beta=1.0):
     pos_out, pos_in = _signed_parts(module, x, True, True)
     neg_out, neg_in = _signed_parts(module, x, False, False)
-    pos_scaled = relevance / _stab(pos_out[0] + pos_out[1])
-    neg_scaled = relevance / _stab(neg_out[0] + neg_out[1])
-    gp = _grad(pos_out, pos_in, [pos_scaled, pos_scaled])
-    gn = _grad(neg_out, neg_in, [neg_scaled, neg_scaled])
-    return (alpha * (pos_in[0] * gp[0] + pos_in[1] * gp[1])
-            - beta * (neg_in[0] * gn[0] + neg_in[1] * gn[1]))
+    pos_scaled = relevance / _stab(_total(pos_out))
+    neg_scaled = relevance / _stab(_total(neg_out))
+    gp = _grad(pos_out, pos_in, [pos_scaled] * len(pos_out))
+    gn = _grad(neg_out, neg_in, [neg_scaled] * len(neg_out))
+    return alpha * _relevance(pos_in, gp) - beta * _relevance(neg_in, gn)
 
 
 def rule_gamma(module, x, relevance, gamma=GAMMA):
@@ -137,14 +153,16 @@ def rule_gamma(module, x, relevance, gamma=GAMMA):
     up, down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
     b_up = None if b is None else b + gamma * b.clamp(min=0)
     b_down = None if b is None else b + gamma * b.clamp(max=0)
-    parts = [x.clamp(min=0), x.clamp(max=0), x.clamp(min=0), x.clamp(max=0)]
-    inputs = [p.detach().requires_grad_(True) for p in parts]
-    outputs = [_call(module, inputs[0], up, b_up), _call(module, inputs[1], down, keep_bias=False),
-               _call(module, inputs[2], down, b_down), _call(module, inputs[3], up, keep_bias=False)]
+    signed = _has_negative(x)  # without a negative part its two terms are zero: left out (as in _signed_parts)
+    terms = [(x.clamp(min=0), up, b_up, True), (x.clamp(max=0), down, None, False),
+             (x.clamp(min=0), down, b_down, True), (x.clamp(max=0), up, None, False)]
+    kept = [terms[k] for k in ((0, 1, 2, 3) if signed else (0, 2))]
+    inputs = [t[0].detach().requires_grad_(True) for t in kept]
+    outputs = [_call(module, i, w_, b_, keep_bias=k_) for i, (_, w_, b_, k_) in zip(inputs, kept)]
     plain = _call(module, x.detach())
-    positive = (plain > 0).to(plain) * relevance / _stab(outputs[0] + outputs[1])
-    negative = (plain < 0).to(plain) * relevance / _stab(outputs[2] + outputs[3])
-    grads = _grad(outputs, inputs, [positive, positive, negative, negative])
+    positive = (plain > 0).to(plain) * relevance / _stab(outputs[0] + outputs[1] if signed else outputs[0])
+    negative = (plain < 0).to(plain) * relevance / _stab(outputs[2] + outputs[3] if signed else outputs[1])
+    grads = _grad(outputs, inputs, [positive, positive, negative, negative] if signed else [positive, negative])
     return sum(i * g for i, g in zip(inputs, grads))
 
 
@@ -412,7 +430,9 @@ class LRPVariant:
         return _torch()["mode"]
 
     def keras(self, model):
-        raise SaliencyError("LRP runs on torch models only for now; for Keras use 'deeplift' or 'integrated'.")
+        from .lrp_keras import KERAS_LRP
+
+        return KERAS_LRP.get(model, self.composite, self.low, self.high)
 
 
 @dataclass
@@ -428,7 +448,7 @@ class LRP(Method):
     label = "LRP"
     signed = True
     summary = ("Layer-wise Relevance Propagation (Bach et al. 2015) with zennit's composites: the target's score "
-               "divided among the inputs layer by layer; sum(map) ~ f(x), the gap is reported as delta. Torch only.")
+               "divided among the inputs layer by layer; sum(map) ~ f(x), the gap is reported as delta.")
     options = (
         Option("composite", "epsilon_plus_flat", "Which rule each layer gets (zennit's composites).",
                kind="choice", choices=COMPOSITES, label="composite"),
