@@ -26,8 +26,11 @@ from .errors import SaliencyError
 NOISE, BASELINE, REFERENCE, POSITION = 1, 2, 3, 4
 RNG_MODES = ("device", "numpy")
 # Device noise is drawn in blocks of whole samples, about this many passes each (one generator call per
-# block, not per sample); a sample's numbers depend on the seed, the batch size and the sample only.
+# block, not per sample); a sample's numbers depend on the seed, the batch size, the sample and the kind
+# of device only. A CPU's chunks are a few passes (a larger block would draw numbers no chunk uses); an
+# accelerator's are hundreds, and a block of 8 would cost a draw and a slice per 8 of them.
 BLOCK_PASSES = 8
+ACCELERATOR_BLOCK_PASSES = 128
 _BLOCKS = 100  # offsets a block's stream from the per-sample streams' keys
 
 
@@ -80,8 +83,11 @@ class Draws:
         return self.rng == "device" and self.image_ids is None
 
     def block_samples(self) -> int:
-        """Samples per device block: about :data:`BLOCK_PASSES` passes, at least one sample."""
-        return max(1, BLOCK_PASSES // self.shapes[0][0])
+        """Samples per device block: about :data:`BLOCK_PASSES` passes on a CPU (:data:`ACCELERATOR_BLOCK_PASSES`
+        on a GPU), at least one sample."""
+        device = getattr(getattr(self.ops, "device", None), "type", "cpu")  # torch's; other backends: a CPU's
+        passes = BLOCK_PASSES if device == "cpu" else ACCELERATOR_BLOCK_PASSES
+        return max(1, passes // self.shapes[0][0])
 
     def normal_span(self, stream: int, input_index: int, start: int, stop: int):
         """Standard normal numbers for passes [start, stop) of the sample-major stream (pass ``p`` is image

@@ -147,8 +147,12 @@ def test_a_chunks_operations_do_not_grow_with_its_samples(tiny, method):
     assert large - small <= 8, (small, large)  # 24 more samples: three more noise blocks at most
 
 
+@pytest.mark.parametrize("block", [8, 3, 128])  # 8: a CPU's blocks; 128: a GPU's (same code, larger blocks)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_blocked_noise_keeps_maps_independent_of_the_chunk(tiny, batch):
+def test_blocked_noise_keeps_maps_independent_of_the_chunk(tiny, batch, block, monkeypatch):
+    from salwidget import randomness
+
+    monkeypatch.setattr(randomness, "BLOCK_PASSES", block)
     m, x = tiny
     runs = [sw.attribute(m, x[:batch], "smoothgrad", nsamples=13, seed=5, target=4, batch_size=size).raw
             for size in (1, 5, 7, 64)]
