@@ -38,13 +38,15 @@ FILL_WORDS = ("mean", "blur")
 
 FILL = Option(
     "fill", 0.0,
-    "What replaces hidden pixels: a number in the model's input space, 'mean' (each image's channel means) or "
-    "'blur' (a Gaussian blur of the image, fill_sigma pixels).",
-    kind="any", label="fill",
+    "What replaces hidden pixels: a number in the model's input space (0.0 is black for [0, 1] images, the "
+    "mean colour for normalised ones), 'mean' (each image's channel means) or 'blur' (a Gaussian blur of the "
+    "image, fill_sigma pixels). Any choice costs the same passes; 'blur' adds one blur per image, once. Other "
+    "numbers: options={method: {'fill': value}}.",
+    kind="any", label="fill", presets=(("0.0", 0.0), ("image mean", "mean"), ("blurred image", "blur")),
 )
 FILL_SIGMA = Option(
-    "fill_sigma", 5.0, "Blur of fill='blur', in pixels.", kind="float", minimum=0.0, label="fill sigma",
-    slider_max=20.0,
+    "fill_sigma", 5.0, "Blur of fill='blur', in pixels (0 to 20 on the slider; any value >= 0); no extra passes.",
+    kind="float", minimum=0.0, label="fill sigma", slider_max=20.0, step=0.5,
 )
 
 
@@ -109,6 +111,13 @@ class ForwardOnlyMethod(Method):
         if "fill" in options:
             options["fill"] = check_fill(options["fill"], self.name)
         return options
+
+    def key(self, options: dict) -> tuple:
+        """As :meth:`Method.key`, without ``fill_sigma`` unless the fill is a blur (it changes nothing else:
+        the cache serves the map, and the panel hides its slider)."""
+        if options.get("fill") != "blur" and "fill_sigma" in options:
+            return super().key({**options, "fill_sigma": None})
+        return super().key(options)
 
     # --- what each method defines -------------------------------------------
     def plan(self, ctx: RunContext) -> tuple[np.ndarray, dict]:
