@@ -223,11 +223,17 @@ class ForwardOnlyMethod(Method):
             copies = fill + ops.cast_like(keep, x) * (x - fill)
         return [copies] + [ops.take(other, images) for other in ctx.inputs[1:]]
 
+    def copies(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> tuple[list, Any]:
+        """The model inputs of passes ``picks`` and their masks (what :meth:`accumulate` gets; None when a
+        method builds its copies without masks)."""
+        masks = self.masks(ctx, state, picks)
+        return self.perturbed(ctx, state.images[picks], masks), masks
+
     def _run_chunk(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> None:
         ops = ctx.ops
         images = state.images[picks]
-        masks = self.masks(ctx, state, picks)
-        scores = ctx.target_scores(ctx.backend.outputs(self.perturbed(ctx, images, masks)), images)
+        inputs, masks = self.copies(ctx, state, picks)
+        scores = ctx.target_scores(ctx.backend.outputs(inputs), images)
         state.scores = ops.put(state.scores, picks, scores)
         self.accumulate(ctx, state, picks, masks, scores)
         state.ran[picks] = True

@@ -132,7 +132,11 @@ class Rise(ForwardOnlyMethod):
     def accumulate(self, ctx: RunContext, state: PassState, picks: np.ndarray, masks, scores) -> None:
         ops = ctx.ops
         weighted = ops.reshape(ops.cast_like(scores, masks), (len(picks), 1, 1)) * masks
-        state.plan["sum"] = ops.index_add(state.plan["sum"], state.images[picks], weighted)
+        images = state.images[picks]
+        if (images == images[0]).all():  # most chunks are one image's masks: one reduction, not n row adds
+            state.plan["sum"] = ops.index_add(state.plan["sum"], images[:1], ops.sum(weighted, axis=0, keepdims=True))
+        else:
+            state.plan["sum"] = ops.index_add(state.plan["sum"], images, weighted)
 
     def combine(self, ctx: RunContext, state: PassState, scores: np.ndarray) -> np.ndarray:
         ran = np.bincount(state.images[state.ran], minlength=ctx.batch).astype(np.float64)
