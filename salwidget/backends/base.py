@@ -151,3 +151,21 @@ def unknown_layer(name: str, candidates: Sequence[str]) -> SaliencyError:
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.3)
     listed = ", ".join(repr(c) for c in (close or list(candidates)[-5:]))
     return SaliencyError(f"The model has no layer {name!r}. Closest names: {listed}.")
+
+
+def paste_squares(images, fill, rows, tops, lefts, size: int, channels_last: bool):
+    """``images`` (n, ...) with copy ``i``'s ``size`` x ``size`` square at ``(tops[i], lefts[i])`` replaced,
+    in place, by the same square of ``fill[rows[i]]`` (a fill whose spatial axes are 1 long is broadcast).
+
+    For the frameworks whose arrays can be written (torch, numpy): occlusion's copies, a few small writes
+    each. A square past the image (a top of H) is cut to nothing.
+    """
+    spatial = (1, 2) if channels_last else (2, 3)
+    whole = int(fill.shape[spatial[0]]) == 1 and int(fill.shape[spatial[1]]) == 1
+    for i, (row, top, left) in enumerate(zip(np.asarray(rows).tolist(), np.asarray(tops).tolist(),
+                                             np.asarray(lefts).tolist())):
+        square = (slice(top, top + size), slice(left, left + size))
+        where = (i, *square) if channels_last else (i, slice(None), *square)
+        source = fill[row] if whole else fill[(row, *square) if channels_last else (row, slice(None), *square)]
+        images[where] = source
+    return images

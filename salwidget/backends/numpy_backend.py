@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
-from .base import model_call_error, reference
+from .base import model_call_error, paste_squares, reference
 from .blur import gaussian_taps, symmetric_indices
 
 _LAYOUT_HINT = "a numpy callable gets the batch in the layout of x: pass channels_last= to declare it"
@@ -78,6 +78,8 @@ class NumpyOps:
     @staticmethod
     def cast_like(tensor, like):
         return np.asarray(tensor).astype(np.asarray(like).dtype, copy=False)
+
+    paste_squares = staticmethod(paste_squares)  # occlusion writes its squares into the copies
 
     @staticmethod
     def take(tensor, rows):

@@ -28,7 +28,7 @@ from ..inputs import check_output
 from ..outputs import flatten_outputs
 from ..targets import RowScore, names_function
 from .base import reference as _reference
-from .base import model_call_error, not_differentiable, unknown_layer
+from .base import model_call_error, not_differentiable, paste_squares, unknown_layer
 from .torch_shadow import shadow_copy, watch_for
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
@@ -129,6 +129,8 @@ class TorchOps:
     @staticmethod
     def cast_like(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
+
+    paste_squares = staticmethod(paste_squares)  # occlusion writes its squares into the copies
 
     def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
         return tensor[self._rows(rows)]

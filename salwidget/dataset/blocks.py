@@ -34,6 +34,7 @@ class JobSpec:
     channels_last: bool = False
     labels: Any = None  # the scan's labels (for target='label')
     map_shape: tuple = ()
+    framework: str | None = None  # as attribute's framework= (a numpy callable is not detected)
 
 
 def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: Callable[[], bool] | None = None
@@ -57,12 +58,14 @@ def run_block(spec: JobSpec, source: Any, model: Any, rows: np.ndarray, cancel: 
     target = _targets(spec, rows)
     result = attribute(model, batch.inputs, spec.method, target=target, seed=spec.seed, batch_size=spec.batch_size,
                        channels_last=spec.channels_last, output_index=spec.output_index, image_ids=rows,
+                       framework=spec.framework,
                        cancel=cancel, **({"layer": spec.layer} if spec.layer is not None else {}), **spec.options)
     raw = result.raw if not isinstance(result.raw, tuple) else result.raw[0]
     columns = {}
     if spec.metrics:
         curves = deletion_insertion(model, batch.inputs, result, steps=spec.curve_steps, batch_size=spec.batch_size,
-                                    channels_last=spec.channels_last, output_index=spec.output_index, cancel=cancel)
+                                    channels_last=spec.channels_last, output_index=spec.output_index, cancel=cancel,
+                                    framework=spec.framework)
         if "deletion" in spec.metrics:
             columns[f"{spec.label}_deletion_auc"] = np.asarray(curves.auc_deletion, np.float32)
         if "insertion" in spec.metrics:

@@ -115,12 +115,14 @@ def attribute_dataset(
     output_index: int | None = None,
     ray_address: str | None = None,
     workers: int | None = None,
+    framework: str | None = None,
 ) -> DatasetMaps:
     """Maps, deletion/insertion AUCs and completeness gaps of every image of a dataset, stored.
 
     Parameters
     ----------
-    model : torch.nn.Module or Keras model
+    model : torch.nn.Module, Keras model, ONNX Runtime session or numpy callable
+        A numpy callable (``framework='numpy'``) or an ONNX session runs the forward-only methods.
     data : anything :func:`salwidget.scan` accepts, or a :class:`~salwidget.dataset.Scan`
         A dataset is scanned first (into ``store``); a Scan's own store is the default.
     methods : str or sequence of str
@@ -183,11 +185,11 @@ def attribute_dataset(
             raise SaliencyError("attribute_dataset needs store=: the folder for the scan and the maps.")
         scanned = scan_dataset(model, data, labels, class_names=class_names, preprocess=preprocess, store=store,
                                batch_size=batch_size, cancel=cancel, channels_last=channels_last,
-                               output_index=output_index)
+                               output_index=output_index, framework=framework)
     if scanned._runner is not None and scanned._runner[0].model is not model:
         from .keys import model_fingerprint
 
-        if model_fingerprint(model) != scanned._rows.meta.get("model"):
+        if model_fingerprint(model, framework) != scanned._rows.meta.get("model"):
             raise SaliencyError("The Scan was made with another model or other weights; scan again with this one.")
     wanted = _rows(rows, len(scanned), scanned)
     _check_target(target, len(scanned), scanned.num_classes)
@@ -196,20 +198,20 @@ def attribute_dataset(
     with one_writer(folder, cancel):
         specs, blocks = _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics,
                                   curve_steps, dtype, batch_size, output_index, wanted, progress, cancel, engine,
-                                  ray_address, workers)
+                                  ray_address, workers, framework)
     scanned.refresh()
     return DatasetMaps(scanned, specs, blocks)
 
 
 def _run_jobs(model, scanned, folder, methods, chosen, options, target, seed, metrics, curve_steps, dtype,
-              batch_size, output_index, wanted, progress, cancel, engine, ray_address, workers):
+              batch_size, output_index, wanted, progress, cancel, engine, ray_address, workers, framework=None):
     specs = {}
     for name, method in zip(methods, chosen):
         given = dict(options.get(name, {}))
         layer = given.pop("layer", None)  # CAMs: which layer (not one of the method's options)
         resolved = method.resolve(given)
         spec = _job(folder, scanned, model, method, resolved, layer, target, seed, metrics, curve_steps, dtype,
-                    batch_size, output_index)
+                    batch_size, output_index, framework)
         specs[spec.label] = spec
     progress = as_progress(progress, "maps")
     todo = [(spec, block) for spec in specs.values() for block in _blocks(_missing(spec, wanted))]
@@ -283,7 +285,7 @@ def _blocks(missing: np.ndarray) -> list[np.ndarray]:
 
 
 def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, seed: int, metrics: tuple,
-         curve_steps: int, dtype: str, batch_size, output_index) -> JobSpec:
+         curve_steps: int, dtype: str, batch_size, output_index, framework: str | None = None) -> JobSpec:
     """The job's spec and folder: created (meta, an empty maps array) or found with the same settings."""
     target_key = target if isinstance(target, (str, int, np.integer)) else digest(np.asarray(target).tobytes())
     key = digest(method.name, method.key(resolved), str(layer), target_key, seed, metrics, curve_steps, dtype)
@@ -301,7 +303,7 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
     spec = JobSpec(str(job_folder), method.name, resolved, target, int(seed), metrics, int(curve_steps), dtype, label,
                    batch_size, layer, output_index, scanned.channels_last,
                    scanned.table["label"].reindex(range(len(scanned))).fillna(-1).astype(np.int64).to_numpy()
-                   if isinstance(target, str) and target == "label" else None)
+                   if isinstance(target, str) and target == "label" else None, framework=framework)
     if info is None:
         with writing(job_folder):
             job_folder.mkdir(parents=True, exist_ok=True)
@@ -310,7 +312,8 @@ def _job(folder: Path, scanned, model, method, resolved: dict, layer, target, se
 
         shape = attribute(model, probe.inputs, method.name, target=_targets(spec, np.asarray([0]))
                           if not isinstance(target, str) else None, seed=seed, channels_last=scanned.channels_last,
-                          output_index=output_index, **({"layer": layer} if layer is not None else {}),
+                          output_index=output_index, framework=framework,
+                          **({"layer": layer} if layer is not None else {}),
                           **resolved).raw
         shape = (shape[0] if isinstance(shape, tuple) else shape).shape[1:]
         stored_maps.create(job_folder, (len(scanned), *shape), dtype, THUMBNAIL_CHUNK_ROWS)

@@ -7,18 +7,28 @@ these survive a kernel restart: they hash the weights' bytes.
 from __future__ import annotations
 
 import hashlib
+import uuid
+import weakref
 from typing import Any
 
 import numpy as np
 
 
-def model_fingerprint(model: Any) -> str:
-    """A digest of the model's class and every weight's name, shape, dtype and bytes (torch or Keras)."""
-    from ..backends import detect_framework
+def model_fingerprint(model: Any, framework: str | None = None) -> str:
+    """A digest of the model's class and every weight's name, shape, dtype and bytes (torch or Keras).
+
+    A forward-only model (a numpy callable, ``framework='numpy'``, or an ONNX Runtime session) has no weights
+    to read: it is keyed by the object itself, for this process (a new kernel scans again rather than serve
+    rows another function might have computed).
+    """
+    from ..backends import get_backend
 
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    if detect_framework(model) == "torch":
+    kind = get_backend(model, framework).framework
+    if kind == "numpy":
+        digest.update(f"object:{_object_token(model)}".encode())
+    elif kind == "torch":
         for name, tensor in model.state_dict().items():
             if hasattr(tensor, "detach"):
                 array = tensor.detach().cpu().contiguous()
@@ -30,6 +40,21 @@ def model_fingerprint(model: Any) -> str:
             digest.update(f"{getattr(variable, 'path', getattr(variable, 'name', ''))}{value.shape}{value.dtype}".encode())
             digest.update(memoryview(value).cast("B"))
     return digest.hexdigest()
+
+
+_TOKENS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_PROCESS = uuid.uuid4().hex  # ids are reused across processes: a token of this one goes with them
+
+
+def _object_token(model: Any) -> str:
+    """A token for this object, the same while it lives in this process and never another object's."""
+    try:
+        token = _TOKENS.get(model)
+        if token is None:
+            token = _TOKENS[model] = uuid.uuid4().hex
+        return token
+    except TypeError:  # not weak-referenceable or not hashable: its id, for its lifetime
+        return f"{_PROCESS}:{id(model)}"
 
 
 def _byte_dtype():

@@ -182,7 +182,7 @@ def scan(
 
     Parameters
     ----------
-    model : torch.nn.Module or Keras model
+    model : torch.nn.Module, Keras model, ONNX Runtime session or numpy callable (``framework='numpy'``)
     data : array (N, ...), torch Dataset or DataLoader, tf.data.Dataset, folder or list of image files
         See :mod:`salwidget.dataset.sources`. A folder with class subfolders gives the labels.
     labels : sequence of int, optional
@@ -234,7 +234,7 @@ def open_scan(model: Any, data: Any, labels: Any = None, *, class_names: Sequenc
     if store is None:
         keep = tempfile.TemporaryDirectory(prefix="salwidget-scan-")
         store = keep.name
-    model_key = model_fingerprint(model)
+    model_key = model_fingerprint(model, framework)
     # A temporary store is new and dies with its Scan: no other run can share its rows, so the data's
     # digest (a pass over every byte of an array) would key nothing
     data_key = source.fingerprint() if keep is None else f"temporary:{Path(keep.name).name}"

@@ -174,7 +174,7 @@ def deletion_insertion(
     seed : int, default 0
         Seed of ``saliency='random'``.
     channels_last, output_index, output, framework
-        As for :func:`salwidget.attribute`.
+        As for :func:`salwidget.attribute`; ``channels_last`` defaults to an Attribution's own layout.
     multilabel : bool, optional
         Whether the class scores are independent sigmoids (None: the
         Attribution's, else detected; see :func:`salwidget.outputs.is_multilabel`).
@@ -185,6 +185,8 @@ def deletion_insertion(
     """
     started = time.perf_counter()
     backend = get_backend(model, framework)
+    if channels_last is None and isinstance(saliency, Attribution):
+        channels_last = saliency.channels_last  # the layout the map was computed in (a numpy callable declares it)
     inputs, layout, several = prepare_inputs(x, channels_last, backend.default_channels_last)
     if several or inputs[0].ndim != 4:
         raise SaliencyError("deletion_insertion needs a single batch of images (B, C, H, W) or (B, H, W, C).")

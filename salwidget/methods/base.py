@@ -56,6 +56,9 @@ class Option:
     checker : callable, optional
         ``checker(value, method) -> value`` replaces the kind's check (an option of its own kind: a baseline,
         reference images); it raises :class:`~salwidget.SaliencyError` for a value it refuses.
+    presets : tuple of (label, value)
+        For ``kind='any'``: the values the panel offers in a dropdown (a perturbation's fill, a segmentation
+        algorithm). Any other accepted value, set through ``options=``, joins the dropdown when set.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Option:
     step: float | None = None
     allow_none: bool = False
     checker: Callable[[Any, str], Any] | None = None
+    presets: tuple = ()
 
     def check(self, value: Any, method: str) -> Any:
         """``value`` normalised to the option's kind; a clear error when it is not allowed."""

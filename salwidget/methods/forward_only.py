@@ -12,6 +12,14 @@ so far). Other inputs of a multi-input model are passed unchanged.
 ``fill`` is what replaces the hidden pixels: a number (in the model's input
 space), ``"mean"`` (each image's per-channel mean) or ``"blur"`` (a Gaussian
 blur of the image, ``fill_sigma`` pixels).
+
+The methods that draw samples (RISE, Sobol, LIME, KernelSHAP) resume: their
+draws for ``n`` samples are the first ``n`` of any larger count (each random
+quantity from its own stream; Sobol's sequence is a prefix by construction),
+so a result saves every pass's score (and RISE its device sum) and a call with
+more samples (``resume_from=``) runs only the new passes. The estimators that
+regress over all samples (LIME, KernelSHAP) or read all of them (Sobol's
+variance) are recomputed from the kept scores, which is exact.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ FILL_WORDS = ("mean", "blur")
 
 FILL = Option(
     "fill", 0.0,
-    "What replaces hidden pixels: a number in the model's input space, 'mean' (each image's channel means) or "
-    "'blur' (a Gaussian blur of the image, fill_sigma pixels).",
-    kind="any", label="fill",
+    "What replaces hidden pixels: a number in the model's input space (0.0 is black for [0, 1] images, the "
+    "mean colour for normalised ones), 'mean' (each image's channel means) or 'blur' (a Gaussian blur of the "
+    "image, fill_sigma pixels). Any choice costs the same passes; 'blur' adds one blur per image, once. Other "
+    "numbers: options={method: {'fill': value}}.",
+    kind="any", label="fill", presets=(("0.0", 0.0), ("image mean", "mean"), ("blurred image", "blur")),
 )
 FILL_SIGMA = Option(
-    "fill_sigma", 5.0, "Blur of fill='blur', in pixels.", kind="float", minimum=0.0, label="fill sigma",
-    slider_max=20.0,
+    "fill_sigma", 5.0, "Blur of fill='blur', in pixels (0 to 20 on the slider; any value >= 0); no extra passes.",
+    kind="float", minimum=0.0, label="fill sigma", slider_max=20.0, step=0.5,
 )
 
 
@@ -47,6 +57,20 @@ def check_fill(value: Any, method: str) -> Any:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value):
         return float(value)
     raise SaliencyError(f"fill must be a finite number, 'mean' or 'blur' (method {method!r}); got {value!r}.")
+
+
+@dataclass
+class SavedPasses:
+    """A finished forward-only run on the host, for resuming with a larger count.
+
+    Read-only copies (a result is a value: a run resuming from it copies what it extends). A request for
+    fewer samples than saved starts afresh.
+    """
+
+    key: Any
+    count: int  # the resumable option's value (masks, designs or coalitions per image)
+    scores: np.ndarray  # (passes,) each pass's target score, in the run's order
+    sums: dict  # the method's device sums (``ForwardOnlyMethod.saved_sums``) as host arrays
 
 
 @dataclass
@@ -80,12 +104,20 @@ class ForwardOnlyMethod(Method):
     output = "pixel"
     signed = True
     binary_masks = True  # masks are 0/1: copies are made with ``where`` (exact); else ``fill + m (x - fill)``
+    saved_sums: tuple = ()  # names of ``plan`` entries summed over passes on the device (kept for a resume)
 
     def resolve(self, given: dict) -> dict:
         options = super().resolve(given)
         if "fill" in options:
             options["fill"] = check_fill(options["fill"], self.name)
         return options
+
+    def key(self, options: dict) -> tuple:
+        """As :meth:`Method.key`, without ``fill_sigma`` unless the fill is a blur (it changes nothing else:
+        the cache serves the map, and the panel hides its slider)."""
+        if options.get("fill") != "blur" and "fill_sigma" in options:
+            return super().key({**options, "fill_sigma": None})
+        return super().key(options)
 
     # --- what each method defines -------------------------------------------
     def plan(self, ctx: RunContext) -> tuple[np.ndarray, dict]:
@@ -100,6 +132,9 @@ class ForwardOnlyMethod(Method):
     def accumulate(self, ctx: RunContext, state: PassState, picks: np.ndarray, masks, scores) -> None:
         """Called after each chunk with its masks and scores (RISE sums on the device here)."""
 
+    def blocks(self, options: dict) -> int:
+        """Runs of passes per image that each grow with the resumable count (Sobol: A, B and one per cell)."""
+        return 1
     # --- the run ---------------------------------------------------------------
     def image_size(self, ctx: RunContext) -> tuple[int, int]:
         if ctx.spatial_size is None:
@@ -109,11 +144,38 @@ class ForwardOnlyMethod(Method):
             )
         return ctx.spatial_size
 
-    def start(self, ctx: RunContext, resume: Any = None) -> PassState:
+    def start(self, ctx: RunContext, resume: SavedPasses | None = None) -> PassState:
         self.image_size(ctx)
         images, plan = self.plan(ctx)
         images = np.asarray(images, np.int64)
-        return PassState(images, ctx.ops.full((len(images),), np.nan), np.zeros(len(images), bool), plan)
+        state = PassState(images, ctx.ops.full((len(images),), np.nan), np.zeros(len(images), bool), plan)
+        if resume is not None and self.resumable and resume.count <= ctx.options[self.resumable]:
+            carried = self._carried(state, resume.count, ctx.options[self.resumable], self.blocks(ctx.options))
+            state.scores = ctx.ops.put(state.scores, carried, ctx.ops.asarray(np.array(resume.scores)))
+            state.ran[carried] = True
+            for name in self.saved_sums:  # a copy on the device: the saved result is never written
+                plan[name] = ctx.ops.asarray(np.array(resume.sums[name], copy=True))
+        return state
+
+    @staticmethod
+    def _carried(state: PassState, old: int, new: int, blocks: int) -> np.ndarray:
+        """Where each pass of a run with ``old`` samples per block sits in this run of ``new``: passes are
+        image-major, then block-major; the first ``old`` draws of a block are the earlier run's."""
+        starts = np.searchsorted(state.images, np.arange(int(state.images.max()) + 1))
+        within = (np.arange(blocks)[:, None] * new + np.arange(old)[None, :]).reshape(-1)
+        return (starts[:, None] + within[None, :]).reshape(-1)
+
+    def saved_state(self, ctx: RunContext, state: PassState) -> SavedPasses | None:
+        if not self.resumable or not state.ran.all():
+            return None
+
+        def frozen(tensor) -> np.ndarray:  # a host copy of its own (torch on a CPU shares the tensor's memory)
+            value = np.array(ctx.ops.numpy(tensor), copy=True)
+            value.setflags(write=False)
+            return value
+
+        return SavedPasses(None, int(ctx.options[self.resumable]), frozen(state.scores),
+                           {name: frozen(state.plan[name]) for name in self.saved_sums})
 
     def passes_left(self, ctx: RunContext, state: PassState) -> int:
         return state.passes - state.done
@@ -161,11 +223,17 @@ class ForwardOnlyMethod(Method):
             copies = fill + ops.cast_like(keep, x) * (x - fill)
         return [copies] + [ops.take(other, images) for other in ctx.inputs[1:]]
 
+    def copies(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> tuple[list, Any]:
+        """The model inputs of passes ``picks`` and their masks (what :meth:`accumulate` gets; None when a
+        method builds its copies without masks)."""
+        masks = self.masks(ctx, state, picks)
+        return self.perturbed(ctx, state.images[picks], masks), masks
+
     def _run_chunk(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> None:
         ops = ctx.ops
         images = state.images[picks]
-        masks = self.masks(ctx, state, picks)
-        scores = ctx.target_scores(ctx.backend.outputs(self.perturbed(ctx, images, masks)), images)
+        inputs, masks = self.copies(ctx, state, picks)
+        scores = ctx.target_scores(ctx.backend.outputs(inputs), images)
         state.scores = ops.put(state.scores, picks, scores)
         self.accumulate(ctx, state, picks, masks, scores)
         state.ran[picks] = True
@@ -173,7 +241,9 @@ class ForwardOnlyMethod(Method):
     def _maps(self, ctx: RunContext, state: PassState) -> MethodOutput:
         scores = ctx.ops.numpy(state.scores).astype(np.float64)
         maps = self.combine(ctx, state, scores)
-        return MethodOutput(ctx.ops.asarray(maps), state.done, dict(state.plan.get("extras", {})))
+        # A sampling method counts its samples per image (a resume's count); the others count passes.
+        done = state.done // (ctx.batch * self.blocks(ctx.options)) if self.resumable else state.done
+        return MethodOutput(ctx.ops.asarray(maps), done, dict(state.plan.get("extras", {})))
 
     def preview(self, ctx: RunContext, state: PassState) -> MethodOutput:
         return self._maps(ctx, state)
@@ -189,5 +259,5 @@ def forward_only_methods() -> list[str]:
     return [m.name for m in all_methods() if m.reads == "outputs"]
 
 
-__all__ = ["FILL", "FILL_SIGMA", "FORWARD_COST", "ForwardOnlyMethod", "PassState", "check_fill",
+__all__ = ["FILL", "FILL_SIGMA", "FORWARD_COST", "ForwardOnlyMethod", "PassState", "SavedPasses", "check_fill",
            "forward_only_methods"]

@@ -7,7 +7,8 @@ TensorFlow's resize; the original's scikit-image resize mirrors at the edges
 instead) and cropped at a random shift in ``[0, cell)`` per axis; the map is
 ``sum_i f(x * M_i) M_i / (N keep)`` (with ``fill``: ``fill + M (x - fill)``).
 Grids and shifts are drawn on the host per image, seeded by ``(seed, image
-id)``; a chunk's masks are upsampled and cropped on the device (one resize,
+id)`` (each from its own stream, so fewer masks are a prefix of more: a
+result resumes with more masks); a chunk's masks are upsampled and cropped on the device (one resize,
 one gather), and each chunk adds ``f M`` to a device sum.
 
 ``sobol`` (Fel et al. 2021, xplique's ``SobolAttributionMethod`` with its
@@ -38,9 +39,14 @@ SOBOL_VARIANCE_FLOOR = 1e-12  # xplique's EPS
 
 
 def rise_draws(nmasks: int, grid: int, keep: float, cell: tuple[int, int], rng: np.random.Generator):
-    """(nmasks, grid, grid) uint8 grids (1 keeps) and (nmasks, 2) shifts in ``[0, cell)``."""
-    grids = (rng.random((nmasks, grid, grid)) < keep).astype(np.uint8)
-    shifts = np.stack([rng.integers(0, cell[0], nmasks), rng.integers(0, cell[1], nmasks)], axis=1)
+    """(nmasks, grid, grid) uint8 grids (1 keeps) and (nmasks, 2) shifts in ``[0, cell)``.
+
+    Grids, row shifts and column shifts come from three streams spawned from ``rng``: the draws for ``n``
+    masks are the first ``n`` of any larger count (what a resume relies on).
+    """
+    streams = rng.spawn(3)
+    grids = (streams[0].random((nmasks, grid, grid)) < keep).astype(np.uint8)
+    shifts = np.stack([streams[1].integers(0, cell[0], nmasks), streams[2].integers(0, cell[1], nmasks)], axis=1)
     return grids, shifts
 
 
@@ -88,6 +94,8 @@ class Rise(ForwardOnlyMethod):
     summary = ("The score under random soft masks, averaged with the masks as weights "
                "(Petsiuk et al. 2018).")
     binary_masks = False
+    resumable = "nmasks"
+    saved_sums = ("sum",)
     options = (
         Option("nmasks", 2000, "Random masks, one forward pass each: more give a smoother map.", kind="int",
                minimum=1, label="masks", slider_max=8000),
@@ -124,7 +132,11 @@ class Rise(ForwardOnlyMethod):
     def accumulate(self, ctx: RunContext, state: PassState, picks: np.ndarray, masks, scores) -> None:
         ops = ctx.ops
         weighted = ops.reshape(ops.cast_like(scores, masks), (len(picks), 1, 1)) * masks
-        state.plan["sum"] = ops.index_add(state.plan["sum"], state.images[picks], weighted)
+        images = state.images[picks]
+        if (images == images[0]).all():  # most chunks are one image's masks: one reduction, not n row adds
+            state.plan["sum"] = ops.index_add(state.plan["sum"], images[:1], ops.sum(weighted, axis=0, keepdims=True))
+        else:
+            state.plan["sum"] = ops.index_add(state.plan["sum"], images, weighted)
 
     def combine(self, ctx: RunContext, state: PassState, scores: np.ndarray) -> np.ndarray:
         ran = np.bincount(state.images[state.ran], minlength=ctx.batch).astype(np.float64)
@@ -141,6 +153,7 @@ class Sobol(ForwardOnlyMethod):
     signed = False
     output = "layer"
     binary_masks = False
+    resumable = "nmasks"
     options = (
         Option("grid", 8, "Cells per side of the grid (xplique's grid_size); passes grow with its square.",
                kind="int", minimum=1, label="grid", slider_max=16),
@@ -159,6 +172,9 @@ class Sobol(ForwardOnlyMethod):
 
     def passes(self, options: dict, batch: int) -> int:
         return batch * options["nmasks"] * (options["grid"] ** 2 + 2)
+
+    def blocks(self, options: dict) -> int:
+        return options["grid"] ** 2 + 2  # A, B and one C_i per cell, each nmasks long
 
     def plan(self, ctx: RunContext):
         height, width = self.image_size(ctx)

@@ -22,7 +22,10 @@ kernel_shap       ``nsamples`` coalitions: all off, all on, then sizes ``k``
                   f(fill)``); a weighted linear fit with intercept.
 ================  ===========================================================
 
-Maps are (B, H, W): each pixel gets its segment's value.
+Maps are (B, H, W): each pixel gets its segment's value. The coalitions of
+``n`` samples are the first ``n`` of any larger count, so LIME and KernelSHAP
+resume (``resume_from=``): the earlier passes' scores are kept and the fit is
+made again over all of them.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ def shapley_coalitions(segments: int, nsamples: int, rng: np.random.Generator) -
     if segments > 1 and nsamples > 2:
         sizes = np.arange(1, segments)
         probabilities = (segments - 1) / (sizes * (segments - sizes))
-        drawn = rng.choice(sizes, size=nsamples - 2, p=probabilities / probabilities.sum())
-        order = np.argsort(rng.random((nsamples - 2, segments)), axis=1)
+        sizing, ordering = rng.spawn(2)  # two streams: fewer samples are a prefix of more (a resume)
+        drawn = sizing.choice(sizes, size=nsamples - 2, p=probabilities / probabilities.sum())
+        order = np.argsort(ordering.random((nsamples - 2, segments)), axis=1)
         z[2:] = np.argsort(order, axis=1) < drawn[:, None]  # each row: a uniform subset of its size
     return z
 
@@ -176,6 +180,7 @@ class FeatureAblation(SegmentMethod):
 
 class Lime(SegmentMethod):
     name = "lime"
+    resumable = "nsamples"
     order = 82
     label = "LIME"
     summary = ("A weighted ridge fit of the score on which segments are shown, near the image "
@@ -191,6 +196,7 @@ class Lime(SegmentMethod):
 
 class KernelShap(SegmentMethod):
     name = "kernel_shap"
+    resumable = "nsamples"
     order = 83
     label = "KernelSHAP"
     summary = ("Shapley values of the segments from a linear fit with the Shapley kernel "

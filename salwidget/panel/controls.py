@@ -93,8 +93,9 @@ def option_control(method: Method, option: Option, value: Any) -> tuple[Any, Any
     """(control, what to place in the panel) for one option of one method, showing ``value``."""
     label = option.label or option.name
     name, tip = f"option-{method.name}-{option.name}", option.help
-    if option.name == "baseline" or option.kind == "choice":
-        choices = BASELINE_CHOICES if option.name == "baseline" else list(option.choices)
+    if option.name == "baseline" or option.kind == "choice" or option.presets:
+        choices = (BASELINE_CHOICES if option.name == "baseline" else list(option.presets) if option.presets
+                   else list(option.choices))
         control = named(widgets.Dropdown(options=choices, layout=widgets.Layout(width="170px")), name, tip)
         show_value(control, value)
         return control, labelled(control, label, tip)

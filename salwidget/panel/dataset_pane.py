@@ -166,7 +166,8 @@ class DatasetPane:
 
             p = self.panel
             self.opened = open_scan(self.host.model, self.source, class_names=self.host.classes.names, store=self.store,
-                                    channels_last=self.host.channels_last, output_index=self.host.explorer_options["output_index"])
+                                    channels_last=self.host.channels_last, output_index=self.host.explorer_options["output_index"],
+                                    framework=self.host.explorer_options.get("framework"))
         return self.opened
 
     def request(self) -> None:

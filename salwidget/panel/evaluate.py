@@ -242,7 +242,7 @@ def compute_unit(job: EvaluationJob, unit: Unit, progress: Callable | None, canc
 
     explorer, settings = job.explorer, job.settings
     common = dict(channels_last=explorer.channels_last, output=explorer.output_index,
-                  batch_size=explorer.batch_size, progress=progress, cancel=cancel)
+                  batch_size=explorer.batch_size, progress=progress, cancel=cancel, framework=explorer.framework)
     if unit.kind == CURVES:
         if unit.method == RANDOM:
             return deletion_insertion(explorer.model, explorer.images, "random", target=target_argument(settings),

@@ -74,6 +74,10 @@ class EvaluatePane:
                             "shown method's map with the trained model's (Adebayo et al. 2018). A map that barely "
                             "changes does not explain the model.")
         self.sanity_button.on_click(lambda button: self.panel.evaluate(sanity_check=True))
+        if self.host.forward_only:  # no weights to re-draw: a numpy callable or an ONNX session is opaque
+            self.sanity_button.disabled = True
+            self.sanity_button.tooltip = ("The sanity check re-draws the model's weights; a numpy callable or an "
+                                          "ONNX Runtime session has none salwidget can reach.")
         self.download = controls.named(widgets.HTML(), "evaluation-download", None)
         self.cost = controls.named(widgets.HTML(), "evaluate-cost", None)
         self.image = controls.named(

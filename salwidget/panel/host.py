@@ -66,7 +66,8 @@ class PanelHost:
     channels_last : bool or None
         Layout of the images (None: the framework's default).
     explorer_options : dict
-        What every page's :class:`~salwidget.panel.map_cache.Explorer` is made with (seed, batch size, output...).
+        What every page's :class:`~salwidget.panel.map_cache.Explorer` is made with (seed, batch size, output,
+        framework...).
     preprocess : callable or None
         Turns an uploaded picture into a model-ready image (see ``SaliencyWidget``).
 
@@ -77,10 +78,10 @@ class PanelHost:
                  preprocess: Callable | None):
         self.panel = panel
         self.model = model
-        backend = get_backend(model)
+        backend = get_backend(model, explorer_options.get("framework"))
         self.default_channels_last = backend.default_channels_last
         self.given_channels_last = channels_last  # as the user gave it (None: the model's default)
-        # A forward-only model (an ONNX Runtime session) is offered the methods it can run, nothing else.
+        # A forward-only model (a numpy callable, an ONNX Runtime session) is offered the methods it can run.
         self.forward_only = not getattr(backend, "differentiable", True)
         self.channels_last = self.default_channels_last if channels_last is None else bool(channels_last)
         self.explorer_options = explorer_options

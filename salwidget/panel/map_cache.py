@@ -68,7 +68,7 @@ class Explorer:
 
     Parameters
     ----------
-    model, images, channels_last, output_index, output, multilabel, rng, batch_size
+    model, images, channels_last, output_index, output, multilabel, rng, batch_size, framework
         As for :func:`salwidget.attribute`.
     seed : int
         Fixed for every computation, so a setting always gives the same map.
@@ -79,8 +79,9 @@ class Explorer:
     def __init__(self, model: Any, images: Any, *, channels_last: bool | None = None, seed: int = 0,
                  batch_size: int | str = "auto", cache_size: int = 48, output_index: int | None = None,
                  rng: str = "device", output: int | str | None = None, multilabel: bool | None = None,
-                 image_ids: Any = None, stored: Callable | None = None):
-        self._backend = get_backend(model)
+                 image_ids: Any = None, stored: Callable | None = None, framework: str | None = None):
+        self._backend = get_backend(model, framework)
+        self.framework = framework  # as given: a numpy callable is not detected, so every call names it
         inputs, self.channels_last, _ = prepare_inputs(images, channels_last, self._backend.default_channels_last)
         self.model = model
         self.images = inputs[0]
@@ -107,7 +108,7 @@ class Explorer:
         with self._lock:
             self._cache.clear()
         self.scores = predict(self.model, self.images, channels_last=self.channels_last,
-                              output=self.output_index, batch_size=self.batch_size)
+                              output=self.output_index, batch_size=self.batch_size, framework=self.framework)
         self.probabilities = probabilities(self.scores, self.multilabel) if self.scores.ndim == 2 else None
         self.predicted = self.scores.argmax(axis=1)
         self.weights = self.known_weights = self._backend.identity()
@@ -207,7 +208,8 @@ class Explorer:
             target=list(target) if isinstance(target, (tuple, list)) else target,
             batch_size=self.batch_size, seed=self.seed, channels_last=self.channels_last,
             output=self.output_index, multilabel=self.multilabel, progress=progress, cancel=cancel, rng=self.rng,
-            resume_from=self._resumable(method, settings, weights), image_ids=self.image_ids, **extra,
+            resume_from=self._resumable(method, settings, weights), image_ids=self.image_ids,
+            framework=self.framework, **extra,
             **settings.options_for(method),
         )
         if result.passes_done:

@@ -61,6 +61,8 @@ def first_value(options: dict, name: str, selected: Sequence[str]) -> Any:
 
 def has_control(option: Option, value: Any) -> bool:
     """Whether the panel draws a control for ``option`` (holding ``value``)."""
+    if option.presets:  # a dropdown of words and numbers: an array value (labels, a fill image) has none
+        return isinstance(value, (str, int, float))
     return option.name == "baseline" or (option.kind in CONTROL_KINDS and value is not None)
 
 

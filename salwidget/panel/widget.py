@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 
+from ..errors import SaliencyError
 from ..arrays import to_display_image
 from . import controls
 from .dataset_pane import DatasetPane
@@ -41,7 +42,7 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
 
     Parameters
     ----------
-    model : torch.nn.Module or Keras model
+    model : torch.nn.Module, Keras model, ONNX Runtime session or numpy callable
     images : array or tensor
         A model-ready batch, as :func:`salwidget.attribute` takes it.
     class_names : sequence of str, optional
@@ -74,6 +75,11 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         As for :func:`salwidget.attribute` (``output=`` picks one of several
         outputs by position or name; ``multilabel=True`` shows sigmoid
         probabilities).
+    framework : {'torch', 'tensorflow', 'numpy'}, optional
+        As for :func:`salwidget.attribute`, for a model that cannot be
+        detected. A numpy callable (``'numpy'``) or an ONNX Runtime session
+        is offered the forward-only methods only (occlusion and RISE by
+        default); a gradient method asked of it is refused naming those.
 
     Notes
     -----
@@ -115,13 +121,15 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         store: Any = None,
         output: int | str | None = None,
         multilabel: bool | None = None,
+        framework: str | None = None,
         **kwargs,
     ):
         self.page_size = page_size
         given_scan = images if type(images).__name__ == "Scan" and hasattr(images, "source") else None
         host = self.host = PanelHost(self, model, channels_last=channels_last, preprocess=preprocess,
                                      explorer_options=dict(seed=seed, batch_size=batch_size, output_index=output_index,
-                                                           rng=rng, output=output, multilabel=multilabel))
+                                                           rng=rng, output=output, multilabel=multilabel,
+                                                           framework=framework))
         host.load(images, labels=labels, class_names=class_names, display_images=display_images, scan=given_scan)
         self.set_trait("selection", host.indices.tolist())
         self.settings_view = SettingsView(host, self._show_traits)
@@ -391,6 +399,10 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         curves by itself.
         """
         self.error = ""
+        if sanity_check and self.host.forward_only:
+            raise SaliencyError("The sanity check re-draws the model's weights, and a numpy callable or an ONNX "
+                                "Runtime session has none salwidget can reach: use evaluate() for the deletion and "
+                                "insertion curves, or pass the torch or Keras model itself.")
         if self.pane != "evaluate":
             self.pane = "evaluate"
         self._evaluate.request(sanity=sanity_check)
