@@ -315,7 +315,7 @@ class NumpyBackend:
     def _refuse(self, *_, **__):
         raise forward_only_refusal("this")
 
-    input_gradients = layer_gradients = layer_activations = layer_shapes = _refuse
+    input_gradients = layer_gradients = layer_activations = layer_shapes = outputs_with_layer = _refuse
 
     def layer_names(self) -> list[str]:
         return []
