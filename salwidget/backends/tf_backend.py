@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ..caches import BoundedCache
 from ..errors import SaliencyError
 from ..inputs import check_output
 from ..outputs import flatten_outputs
@@ -290,7 +291,7 @@ class TensorFlowBackend:
         self.device = gpus[0].name if gpus else "CPU"
         self._gpu = "GPU:0" if gpus else None  # where TensorFlow places the passes by default
         self.ops = TFOps(_compute_dtype(model))
-        self._functions: dict[tuple, Any] = {}
+        self._functions = BoundedCache(32)  # randomised clones come and go: keep the newest
         self._tapped: dict[str, Any] = {}
         self._local = threading.local()
 
@@ -390,11 +391,7 @@ class TensorFlowBackend:
     def _function(self, key: tuple, build):
         """The traced step for ``key`` and the model in use (traced once, reused across calls)."""
         key = (id(self._active), *key)
-        if key not in self._functions:
-            if len(self._functions) > 32:  # randomised clones come and go: keep the newest
-                self._functions.pop(next(iter(self._functions)))
-            self._functions[key] = tf.function(build(), reduce_retracing=True)
-        return self._functions[key]
+        return self._functions.get_or_make(key, lambda: tf.function(build(), reduce_retracing=True))
 
     def _prepare(self, points) -> list[tf.Tensor]:
         tensors = [tf.convert_to_tensor(p) for p in points]
@@ -647,7 +644,7 @@ def _untappable(model, doing: str) -> SaliencyError:
     )
 
 
-_CHECKSUM_FUNCTIONS: dict = {}
+_CHECKSUM_FUNCTIONS = BoundedCache(16)  # models come and go: keep the newest few
 
 
 def _checksums(variables: tuple) -> np.ndarray:
@@ -667,7 +664,5 @@ def _checksums(variables: tuple) -> np.ndarray:
                 out += [tf.reduce_sum(flat), tf.reduce_sum(flat * weights)]
             return tf.stack(out)
 
-        if len(_CHECKSUM_FUNCTIONS) > 16:  # models come and go: keep the newest few
-            _CHECKSUM_FUNCTIONS.pop(next(iter(_CHECKSUM_FUNCTIONS)))
-        _CHECKSUM_FUNCTIONS[key] = function
+        _CHECKSUM_FUNCTIONS.put(key, function)
     return function().numpy()

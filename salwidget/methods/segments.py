@@ -10,11 +10,11 @@ bytes) so a panel that changes ``nsamples`` does not segment again.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
+from ..caches import BoundedCache
 from ..digests import bytes_digest
 from ..errors import SaliencyError
 from .base import Option
@@ -32,7 +32,7 @@ SEGMENTS = Option(
     presets=(("SLIC", "slic"), ("quickshift", "quickshift"), ("Felzenszwalb", "felzenszwalb")),
 )
 
-_MEMO: OrderedDict = OrderedDict()
+_MEMO = BoundedCache(_KEPT)
 
 
 def check_segments(value: Any, method: str) -> Any:
@@ -60,9 +60,9 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 def segment(image: np.ndarray, algorithm: str) -> np.ndarray:
     """(H, W) labels 0..S-1 of one channels-last image (any range; scaled to [0, 1] first)."""
     key = (algorithm, image.shape, bytes_digest(np.ascontiguousarray(image)))
-    if key in _MEMO:
-        _MEMO.move_to_end(key)
-        return _MEMO[key]
+    held = _MEMO.get(key)
+    if held is not None:
+        return held
     from skimage import segmentation
 
     low, high = float(image.min()), float(image.max())
@@ -77,9 +77,7 @@ def segment(image: np.ndarray, algorithm: str) -> np.ndarray:
     else:
         labels = segmentation.felzenszwalb(scaled, scale=100, sigma=0.5, min_size=50, channel_axis=-1)
     labels = relabel(labels)
-    _MEMO[key] = labels
-    while len(_MEMO) > _KEPT:
-        _MEMO.popitem(last=False)
+    _MEMO.put(key, labels)
     return labels
 
 
