@@ -28,8 +28,11 @@ def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activa
     import keras
 
     conv1, conv2, linear = torch_model[0], torch_model[2], torch_model[6]
-    floatx = keras.config.floatx()
+    # floatx and the global dtype policy both: once anything has read the policy, Keras keeps it, and
+    # layers built under a float64 floatx would still compute in float32
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     try:
         model = keras.Sequential(
             [
@@ -43,6 +46,7 @@ def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activa
         )
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
     to_np = lambda t: t.detach().numpy()
     model.layers[0].set_weights([to_np(conv1.weight).transpose(2, 3, 1, 0), to_np(conv1.bias)])
     model.layers[2].set_weights([to_np(conv2.weight).transpose(2, 3, 1, 0), to_np(conv2.bias)])

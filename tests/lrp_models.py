@@ -155,8 +155,11 @@ def keras_lrp_twin(model, image_size=16, dtype="float64"):
     import keras
 
     shapes = _flatten_shapes(model, image_size)
-    floatx = keras.config.floatx()
+    # floatx and the global dtype policy both: once anything has read the policy, Keras keeps it, and
+    # layers built under a float64 floatx would still compute in float32
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
     copies = []
 
     def convert(module, after_flatten=None):
@@ -188,6 +191,7 @@ def keras_lrp_twin(model, image_size=16, dtype="float64"):
             twin = keras.Model(inputs, convert(model.fc)(x))
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
     for copy_weights in copies:
         copy_weights()
     return twin
