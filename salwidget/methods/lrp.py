@@ -71,7 +71,10 @@ GAMMA = 0.25
 
 # ----------------------------------------------------------------- rules
 def _stab(z):
-    return z + ((z == 0).to(z) + z.sign()) * STABILIZER
+    import torch
+
+    # z + eps * (sign(z) + [z == 0]): +eps where z >= 0, -eps below; one select instead of five passes over z.
+    return torch.where(z < 0, z - STABILIZER, z + STABILIZER)
 
 
 def _grad(outputs, inputs, grad_outputs):
@@ -80,15 +83,43 @@ def _grad(outputs, inputs, grad_outputs):
     return torch.autograd.grad(outputs, inputs, grad_outputs)
 
 
+_functional: dict = {}
+
+
+def _direct(module):
+    """The functional form of a plain conv/linear module (its exact type: a subclass may pad or reshape in a
+    forward of its own), or None."""
+    if not _functional:
+        import torch.nn.functional as F
+        from torch import nn
+
+        _functional.update({nn.Linear: lambda m, x, w, b: F.linear(x, w, b)})
+        for kind, conv in ((nn.Conv1d, F.conv1d), (nn.Conv2d, F.conv2d), (nn.Conv3d, F.conv3d)):
+            _functional[kind] = (lambda conv: lambda m, x, w, b: conv(x, w, b, m.stride, m.padding, m.dilation,
+                                                                       m.groups))(conv)
+    call = _functional.get(type(module))
+    if call is not None and getattr(module, "padding_mode", "zeros") != "zeros":
+        return None
+    return call
+
+
 def _call(module, x, weight=None, bias=None, keep_bias=True):
-    """``module`` on ``x`` with its parameters replaced (``functional_call``); ``keep_bias=False`` zeroes it."""
+    """``module`` on ``x`` with its parameters replaced; ``keep_bias=False`` leaves the bias out.
+
+    Plain convolutions and linear layers call ``torch.nn.functional`` directly (``functional_call``'s
+    re-parametrisation costs more than a small layer's arithmetic); other modules go through it."""
     import torch
 
+    original_bias = getattr(module, "bias", None)
+    direct = _direct(module)
+    if direct is not None:
+        bias = (original_bias if bias is None else bias) if keep_bias and original_bias is not None else None
+        return direct(module, x, module.weight if weight is None else weight, bias)
     params = {}
     if weight is not None:
         params["weight"] = weight
-    if getattr(module, "bias", None) is not None:
-        original = module.bias if bias is None else bias
+    if original_bias is not None:
+        original = original_bias if bias is None else bias
         params["bias"] = original if keep_bias else torch.zeros_like(original)
     return torch.func.functional_call(module, params, (x,)) if params else module(x)
 
