@@ -89,10 +89,11 @@ def _torch_rescale_mode():
             # No branch on small.any(): reading it back is a host sync per nonlinearity (on a GPU).
             to_t = torch.empty_like(grad)  # written in place: fewer full-size temporaries than where/cat
             to_t[n:].zero_()
-            quotient = dy.masked_fill_(small, 0.0).div_(dt.masked_fill_(small, 1.0))
             if ctx.relu:  # autograd's ReLU derivative, [t > 0], where the difference is tiny: no second backward
-                torch.mul(grad[:n], torch.where(small, (t[:n] > 0).to(grad), quotient), out=to_t[:n])
+                # (the quotient's 0/0 there is never selected: no masking needed)
+                torch.mul(grad[:n], torch.where(small, t[:n] > 0, dy.div_(dt)), out=to_t[:n])
                 return to_t, None, None, None
+            quotient = dy.masked_fill_(small, 0.0).div_(dt.masked_fill_(small, 1.0))
             to_y = torch.zeros_like(grad)  # zero except where the difference is tiny
             torch.mul(grad[:n], small, out=to_y[:n])
             torch.mul(grad[:n], quotient, out=to_t[:n])

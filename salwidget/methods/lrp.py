@@ -124,11 +124,19 @@ def _call(module, x, weight=None, bias=None, keep_bias=True):
     return torch.func.functional_call(module, params, (x,)) if params else module(x)
 
 
-def rule_epsilon(module, x, relevance, epsilon=STABILIZER):
-    x = x.detach().requires_grad_(True)
-    z = _call(module, x)
+def rule_epsilon(module, x, relevance, forward=None):
+    """``R_in = x * d/dx [z . R / stab(z)]``; ``forward``: the module's own pass, ``(leaf input, output with
+    its graph)``, kept from the forward (see :func:`reuses_forward`) so that ``z`` is not computed twice."""
+    if forward is None:
+        x = x.detach().requires_grad_(True)
+        z = _call(module, x)
+    else:
+        x, z = forward
     (g,) = _grad(z, x, relevance / _stab(z))
     return x * g
+
+
+rule_epsilon.reuses_forward = True
 
 
 rule_norm = rule_epsilon
@@ -179,7 +187,7 @@ def rule_alpha2_beta1(module, x, relevance, alpha=2.0, beta=1.0):
     return alpha * _relevance(pos_in, gp) - beta * _relevance(neg_in, gn)
 
 
-def rule_gamma(module, x, relevance, gamma=GAMMA):
+def rule_gamma(module, x, relevance, forward=None, gamma=GAMMA):
     w, b = module.weight, getattr(module, "bias", None)
     up, down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
     b_up = None if b is None else b + gamma * b.clamp(min=0)
@@ -190,11 +198,14 @@ def rule_gamma(module, x, relevance, gamma=GAMMA):
     kept = [terms[k] for k in ((0, 1, 2, 3) if signed else (0, 2))]
     inputs = [t[0].detach().requires_grad_(True) for t in kept]
     outputs = [_call(module, i, w_, b_, keep_bias=k_) for i, (_, w_, b_, k_) in zip(inputs, kept)]
-    plain = _call(module, x.detach())
+    plain = _call(module, x.detach()) if forward is None else forward[1].detach()  # z's sign picks the weights
     positive = (plain > 0).to(plain) * relevance / _stab(outputs[0] + outputs[1] if signed else outputs[0])
     negative = (plain < 0).to(plain) * relevance / _stab(outputs[2] + outputs[3] if signed else outputs[1])
     grads = _grad(outputs, inputs, [positive, positive, negative, negative] if signed else [positive, negative])
     return sum(i * g for i, g in zip(inputs, grads))
+
+
+rule_gamma.reuses_forward = True
 
 
 def rule_zbox(module, x, relevance, low=None, high=None):
@@ -237,18 +248,28 @@ def _torch():
     from torch.overrides import TorchFunctionMode
 
     class RuleFunction(torch.autograd.Function):
-        """The module's own output; backward: the rule's relevance of the input."""
+        """The module's own output; backward: the rule's relevance of the input. A rule that reads the
+        module's own output (``reuses_forward``) gets this pass, graph included, instead of a second one."""
 
         @staticmethod
         def forward(ctx, x, module, rule):
-            ctx.save_for_backward(x)
             ctx.module, ctx.rule = module, rule
+            ctx.save_for_backward(x)  # also for a reused pass: an in-place change of x fails, as autograd's
+            if getattr(rule, "reuses_forward", False):
+                with torch.enable_grad():
+                    leaf = x.detach().requires_grad_(True)
+                    z = module(leaf)
+                ctx.forward = (leaf, z)
+                return z.detach().clone()  # a copy: an in-place activation after the layer must not change z
             return module(x)
 
         @staticmethod
         def backward(ctx, relevance):
-            (x,) = ctx.saved_tensors
             with torch.enable_grad():
+                (x,) = ctx.saved_tensors
+                if getattr(ctx.rule, "reuses_forward", False):
+                    forward, ctx.forward = ctx.forward, None  # the graph is freed with this pass
+                    return ctx.rule(ctx.module, x, relevance, forward=forward), None, None
                 return ctx.rule(ctx.module, x, relevance), None, None
 
     class Ruled(torch.nn.Module):
@@ -323,8 +344,10 @@ def _torch():
                 a, b = args
                 if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad
                         and b.requires_grad and a.shape == b.shape):
-                    out = SumFunction.apply(a, b)
-                    if func in (torch.Tensor.add_, torch.Tensor.__iadd__):
+                    in_place_add = func in (torch.Tensor.add_, torch.Tensor.__iadd__)
+                    # In place, the sum saves a copy of a: writing the sum into a must not change what it saved.
+                    out = SumFunction.apply(a.clone() if in_place_add else a, b)
+                    if in_place_add:
                         with torch.no_grad():
                             a.copy_(out)
                         return out
