@@ -73,8 +73,9 @@ GAMMA = 0.25
 def _stab(z):
     import torch
 
-    # z + eps * (sign(z) + [z == 0]): +eps where z >= 0, -eps below; one select instead of five passes over z.
-    return torch.where(z < 0, z - STABILIZER, z + STABILIZER)
+    # z + eps * (sign(z) + [z == 0]): +eps where z >= 0, -eps below (in z's dtype, as the product was): a
+    # compare, a select of two scalars and an add instead of five passes over z.
+    return torch.where(z < 0, z.new_tensor(-STABILIZER), z.new_tensor(STABILIZER)).add_(z)
 
 
 def _grad(outputs, inputs, grad_outputs):
@@ -265,7 +266,8 @@ def _torch():
 
         @staticmethod
         def backward(ctx, relevance):
-            with torch.enable_grad():
+            # The rule's own ops need no relevance mode: without it each op skips a Python dispatch.
+            with torch.enable_grad(), torch._C.DisableTorchFunction():
                 (x,) = ctx.saved_tensors
                 if getattr(ctx.rule, "reuses_forward", False):
                     forward, ctx.forward = ctx.forward, None  # the graph is freed with this pass
