@@ -13,7 +13,11 @@ of references (``references=``), as Captum's ``DeepLiftShap``.
 How it runs: each pass feeds the images and their references in one batch,
 ``[x_1..x_n; b_1..b_r]`` (``r = 1`` when every image shares one baseline, a
 number or one array: the reference's activations are computed once per
-chunk). The model runs as a :class:`RescaleVariant`:
+chunk). Explaining raw class scores, that pass is also the engine's clean
+forward (``single_pass``): the images' rows give the clean outputs and
+predictions, and the reference rows are scored again for each image's class
+from the same outputs, so a chunk is one model call. The model runs as a
+:class:`RescaleVariant`:
 
 - torch: a thread-local ``TorchFunctionMode`` (as Guided Backprop's) routes
   ``relu`` (and ReLU6, hardtanh), ``sigmoid``, ``tanh``, ``softplus``, ``elu``,
