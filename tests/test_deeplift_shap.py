@@ -184,3 +184,53 @@ def test_propagation_methods_are_equal_in_torch_and_keras(images, method, option
         np.testing.assert_allclose(a_keras.delta, a_torch.delta, rtol=1e-6, atol=1e-9 * np.abs(a_torch.scores).max())
     assert not np.allclose(theirs, sw.attribute(torch_model, images, "gradient_x_input", target=TARGETS).raw,
                            atol=1e-2 * scale) or method == "gradient_shap"
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("baseline", ["zero", "per_image"])
+def test_deeplift_explaining_the_prediction_equals_deeplift_given_the_predicted_classes(images, framework, baseline):
+    """With no target DeepLIFT reads the clean outputs and predictions from its own pass (the reference rows
+    ride along in it, scored again for each image's predicted class): the same maps, scores and deltas as
+    when the predicted classes are given (the engine's clean forward first)."""
+    torch_model = make_torch_cnn()
+    with torch.no_grad():  # a classifier over the centred features: the four images' predictions differ
+        features = torch_model[:6](torch.as_tensor(images))
+        weight = torch.as_tensor(np.random.default_rng(0).normal(size=(5, 8)), dtype=torch.float32)
+        weight /= (features - features.mean(0)).std()
+        torch_model[6].weight.copy_(weight)
+        torch_model[6].bias.copy_(-(features.mean(0) @ weight.T))
+    model = keras_twin(torch_model, dtype="float64") if framework == "keras" else torch_model.double()
+    x = images.astype(np.float64)
+    value = 0.0 if baseline == "zero" else np.random.default_rng(8).uniform(0, 1, x.shape)
+    if framework == "keras":
+        x = x.transpose(0, 2, 3, 1)
+        value = value if baseline == "zero" else value.transpose(0, 2, 3, 1)
+    predicted = sw.predict(model, x).argmax(1)
+    assert len(set(predicted.tolist())) > 1  # the rows' targets differ: image 0's would be wrong for the others
+    fused = sw.attribute(model, x, "deeplift", baseline=value)
+    given = sw.attribute(model, x, "deeplift", baseline=value, target=predicted)
+    np.testing.assert_array_equal(fused.target, predicted)
+    np.testing.assert_allclose(fused.scores, given.scores, rtol=1e-12)
+    np.testing.assert_allclose(fused.raw, given.raw, rtol=1e-9, atol=1e-12 * np.abs(given.raw).max())
+    np.testing.assert_allclose(fused.delta, given.delta, atol=1e-9 * np.abs(given.scores).max())
+    np.testing.assert_allclose(fused.delta, 0, atol=1e-6 * np.abs(given.scores).max())  # f(x) - f(b), each class
+
+
+def test_deeplift_runs_the_model_once_per_chunk_when_explaining_raw_classes(images):
+    """No clean forward of its own, no extra pass for a shared reference: one call of the model per chunk."""
+    calls = []
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+
+    model = Counted(relu_cnn())
+    for target in (None, TARGETS):
+        calls.clear()
+        sw.attribute(model, images, "deeplift", baseline=0.0, target=target, batch_size=2)
+        assert calls == [3, 3], calls  # two images and the shared black reference, twice

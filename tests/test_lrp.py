@@ -196,3 +196,61 @@ def _keras_layers_case(name):
 def test_a_keras_layer_no_rule_covers_is_refused_with_its_name_and_type(images, case, named):
     with pytest.raises(SaliencyError, match=named.replace("(", r"\(").replace(")", r"\)")):
         sw.attribute(_keras_layers_case(case), images.transpose(0, 2, 3, 1), "lrp")
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box"])
+def test_lrp_maps_are_the_same_with_in_place_operations_after_layers_whose_forward_the_rules_reuse(composite):
+    """The epsilon and gamma rules read the layer's output kept from the forward pass: an in-place residual
+    addition (``out += x``) or ReLU right after the layer must not change it."""
+
+    class Net(torch.nn.Module):
+        def __init__(self, inplace):
+            super().__init__()
+            torch.manual_seed(0)
+            self.inplace = inplace
+            self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.relu = torch.nn.ReLU(inplace)
+            self.pool, self.fc = torch.nn.AvgPool2d(4), torch.nn.Linear(4 * 4 * 4, 3)
+
+        def forward(self, x):
+            x = self.relu(self.conv1(x))
+            out = self.conv2(x)
+            if self.inplace:
+                out += x
+            else:
+                out = out + x
+            return self.fc(self.pool(self.relu(out)).flatten(1))
+
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    plain = sw.attribute(Net(False), x, "lrp", composite=composite, target=[0, 1])
+    in_place = sw.attribute(Net(True), x, "lrp", composite=composite, target=[0, 1])
+    assert np.abs(plain.raw).max() > 0
+    np.testing.assert_allclose(in_place.raw, plain.raw, rtol=1e-6, atol=1e-7 * np.abs(plain.raw).max())
+
+
+@pytest.mark.parametrize("signed_input", [True, False])
+@pytest.mark.parametrize("rule", ["rule_zplus", "rule_alpha2_beta1", "rule_gamma"])
+def test_keras_and_torch_rules_agree_with_and_without_a_negative_input_part(rule, signed_input):
+    """Both frameworks leave out the terms on the input's negative part when it has none (torch by a host read,
+    Keras in the graph): each rule, on one convolution, with an input that has a negative part and one that
+    (as after a ReLU) has none, gives the same relevance in both."""
+    import tensorflow as tf
+
+    from salwidget.methods import lrp, lrp_keras
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    x = torch.as_tensor(np.random.default_rng(0).uniform(-1 if signed_input else 0, 1, (2, 3, 8, 8)))
+    relevance = torch.as_tensor(np.random.default_rng(1).uniform(-1, 1, (2, 4, 8, 8)))
+    ours = getattr(lrp, rule)(conv, x, relevance).detach().numpy()
+
+    def linear(v, w, b):
+        out = tf.nn.conv2d(v, w, 1, "SAME")
+        return out if b is None else out + b
+
+    kernel = tf.constant(conv.weight.detach().numpy().transpose(2, 3, 1, 0))
+    theirs = getattr(lrp_keras, rule)(linear, tf.constant(x.numpy().transpose(0, 2, 3, 1)), kernel,
+                                      tf.constant(conv.bias.detach().numpy()),
+                                      tf.constant(relevance.numpy().transpose(0, 2, 3, 1)))
+    assert np.abs(ours).max() > 0
+    np.testing.assert_allclose(theirs.numpy().transpose(0, 3, 1, 2), ours, rtol=1e-9, atol=1e-12)

@@ -206,17 +206,26 @@ class RunContext:
                 self.cache[key] = held
         return held[1]
 
-    def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True, where=None):
+    def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True, where=None,
+                  observed: int | None = None, with_outputs: bool = False):
         """Input gradients of the target score for a chunk of points (one per row of
         ``images``); returns (gradients per input, target scores per row, or None
         when ``scores`` is False: a few device ops saved per chunk). ``where(row)``
-        describes a row's pass for an error on a non-finite gradient (default: its image)."""
+        describes a row's pass for an error on a non-finite gradient (default: its image).
+
+        ``observed``: only the first ``observed`` rows are the images' clean passes
+        that a single-pass method's clean outputs are read from (the rest are other
+        points, e.g. DeepLIFT's references); default every row. ``with_outputs``:
+        return every output of the pass as a third item."""
         rows = self.row_targets(images)  # once per chunk: the pass and the scores index the same rows
         grads, outputs = self.backend.input_gradients(points, rows, self.pairing)
-        self._observe(outputs, images)
+        if observed is None:
+            self._observe(outputs, images)
+        else:
+            self._observe([o[:observed] for o in outputs], images[:observed])
         picked = self.target_scores(outputs, images, rows) if scores else None
         self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
-        return grads, picked
+        return (grads, picked, outputs) if with_outputs else (grads, picked)
 
     def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient") -> None:
         """Record on the device whether each row of ``tensors`` (passes of ``images``) is finite; read

@@ -13,7 +13,11 @@ of references (``references=``), as Captum's ``DeepLiftShap``.
 How it runs: each pass feeds the images and their references in one batch,
 ``[x_1..x_n; b_1..b_r]`` (``r = 1`` when every image shares one baseline, a
 number or one array: the reference's activations are computed once per
-chunk). The model runs as a :class:`RescaleVariant`:
+chunk). Explaining raw class scores, that pass is also the engine's clean
+forward (``single_pass``): the images' rows give the clean outputs and
+predictions, and the reference rows are scored again for each image's class
+from the same outputs, so a chunk is one model call. The model runs as a
+:class:`RescaleVariant`:
 
 - torch: a thread-local ``TorchFunctionMode`` (as Guided Backprop's) routes
   ``relu`` (and ReLU6, hardtanh), ``sigmoid``, ``tanh``, ``softplus``, ``elu``,
@@ -71,12 +75,13 @@ def _torch_rescale_mode():
 
     class Rescale(torch.autograd.Function):
         """Returns ``y = s(t)``; backward sends the image rows' gradient times the Rescale multiplier to
-        ``t`` and, where ``|t - t_b|`` is tiny, the gradient on to ``y``'s own graph (the derivative)."""
+        ``t`` and, where ``|t - t_b|`` is tiny, the ordinary derivative: ReLU's ``[t > 0]`` directly, any other
+        function's through ``y``'s own graph."""
 
         @staticmethod
-        def forward(ctx, t, y, rows):
+        def forward(ctx, t, y, rows, relu):
             ctx.save_for_backward(t, y)
-            ctx.rows = rows
+            ctx.rows, ctx.relu = rows, relu
             return y.view_as(y)
 
         @staticmethod
@@ -85,21 +90,26 @@ def _torch_rescale_mode():
             n = ctx.rows
             dt, dy = t[:n] - t[n:], y[:n] - y[n:]
             small = dt.abs() < EPSILON
-            to_y = None
-            if bool(small.any()):  # the derivative there, through y's own graph (rare: skipped when none)
-                dt, dy = dt.masked_fill(small, 1.0), dy.masked_fill(small, 0.0)
-                to_y = torch.zeros_like(grad)
-                torch.mul(grad[:n], small, out=to_y[:n])
+            # No branch on small.any(): reading it back is a host sync per nonlinearity (on a GPU).
             to_t = torch.empty_like(grad)  # written in place: fewer full-size temporaries than where/cat
-            torch.mul(grad[:n], dy.div_(dt), out=to_t[:n])
             to_t[n:].zero_()
-            return to_t, to_y, None
+            if ctx.relu:  # autograd's ReLU derivative, [t > 0], where the difference is tiny: no second backward
+                # (the quotient's 0/0 there is never selected: no masking needed)
+                torch.mul(grad[:n], torch.where(small, t[:n] > 0, dy.div_(dt)), out=to_t[:n])
+                return to_t, None, None, None
+            quotient = dy.masked_fill_(small, 0.0).div_(dt.masked_fill_(small, 1.0))
+            to_y = torch.zeros_like(grad)  # zero except where the difference is tiny
+            torch.mul(grad[:n], small, out=to_y[:n])
+            torch.mul(grad[:n], quotient, out=to_t[:n])
+            return to_t, to_y, None, None
 
     elementwise = {torch.relu, F.relu, torch.Tensor.relu, F.relu6, F.hardtanh, torch.sigmoid, F.sigmoid,
                    torch.Tensor.sigmoid, torch.tanh, F.tanh, torch.Tensor.tanh, F.softplus, F.elu, F.leaky_relu,
                    F.gelu, F.silu}
     in_place = {torch.relu_, torch.Tensor.relu_, torch.sigmoid_, torch.Tensor.sigmoid_, torch.tanh_,
                 torch.Tensor.tanh_}
+
+    relus = {torch.relu, F.relu, torch.Tensor.relu}
 
     class RescaleMode(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -122,7 +132,7 @@ def _torch_rescale_mode():
                 args = args[:2]
             with torch._C.DisableTorchFunction():
                 y = call(*args, **kwargs)
-            out = Rescale.apply(t, y, rows)
+            out = Rescale.apply(t, y, rows, call in relus)
             if func in in_place or kwargs.get("inplace"):
                 return t.copy_(out)
             return out
@@ -262,13 +272,18 @@ def multipliers(ctx: RunContext, points: list, references: list, images: np.ndar
         shared = False
     rows = np.concatenate([images, images[:1] if shared else images])
     with image_rows(n):
-        grads, scores = ctx.gradients([ops.concat([p, r]) for p, r in zip(points, references)], rows)
-    if shared:  # the reference row was scored for image 0's target: each image's own target, from its outputs
-        if "shared_reference_outputs" not in ctx.cache:
-            ctx.cache["shared_reference_outputs"] = ctx.backend.outputs(references)
-        outputs = [ops.concat([o] * n) for o in ctx.cache["shared_reference_outputs"]]
-        return [g[:n] for g in grads], scores[:n], ctx.target_scores(outputs, images)
-    return [g[:n] for g in grads], scores[:n], scores[n:]
+        grads, scores, outputs = ctx.gradients([ops.concat([p, r]) for p, r in zip(points, references)], rows,
+                                               observed=n, with_outputs=True)
+    grads = [g[:n] for g in grads]
+    targets = ctx.row_targets(images)
+    if not shared and all(t is not None for t in targets.values()):
+        return grads, scores[:n], scores[n:]  # each reference row was scored for its image's target
+    # A shared reference row was scored for image 0's target, and when the targets come from this pass (the
+    # engine's clean forward left out) every row for its own argmax: score the reference rows' outputs again
+    # for each image's target, the images' own argmax where none was given.
+    targets = {o: ops.argmax(outputs[o][:n], 1) if t is None else t for o, t in targets.items()}
+    at_references = [ops.concat([o[n:]] * n) if shared else o[n:] for o in outputs]
+    return grads, scores[:n], ctx.target_scores(at_references, images, targets)
 
 
 class _Rescaled(Method):
@@ -338,6 +353,9 @@ class DeepLift(_Rescaled):
 
     def passes(self, options: dict, batch: int) -> int:
         return batch
+
+    def single_pass(self, options: dict) -> bool:
+        return True  # each image once, at its clean input (its reference rows ride along, not observed)
 
     def references(self, ctx: RunContext) -> list:
         given = ctx.options["baseline"]

@@ -71,7 +71,11 @@ GAMMA = 0.25
 
 # ----------------------------------------------------------------- rules
 def _stab(z):
-    return z + ((z == 0).to(z) + z.sign()) * STABILIZER
+    import torch
+
+    # z + eps * (sign(z) + [z == 0]): +eps where z >= 0, -eps below (in z's dtype, as the product was): a
+    # compare, a select of two scalars and an add instead of five passes over z.
+    return torch.where(z < 0, z.new_tensor(-STABILIZER), z.new_tensor(STABILIZER)).add_(z)
 
 
 def _grad(outputs, inputs, grad_outputs):
@@ -80,24 +84,60 @@ def _grad(outputs, inputs, grad_outputs):
     return torch.autograd.grad(outputs, inputs, grad_outputs)
 
 
+_functional: dict = {}
+
+
+def _direct(module):
+    """The functional form of a plain conv/linear module (its exact type: a subclass may pad or reshape in a
+    forward of its own), or None."""
+    if not _functional:
+        import torch.nn.functional as F
+        from torch import nn
+
+        _functional.update({nn.Linear: lambda m, x, w, b: F.linear(x, w, b)})
+        for kind, conv in ((nn.Conv1d, F.conv1d), (nn.Conv2d, F.conv2d), (nn.Conv3d, F.conv3d)):
+            _functional[kind] = (lambda conv: lambda m, x, w, b: conv(x, w, b, m.stride, m.padding, m.dilation,
+                                                                       m.groups))(conv)
+    call = _functional.get(type(module))
+    if call is not None and getattr(module, "padding_mode", "zeros") != "zeros":
+        return None
+    return call
+
+
 def _call(module, x, weight=None, bias=None, keep_bias=True):
-    """``module`` on ``x`` with its parameters replaced (``functional_call``); ``keep_bias=False`` zeroes it."""
+    """``module`` on ``x`` with its parameters replaced; ``keep_bias=False`` leaves the bias out.
+
+    Plain convolutions and linear layers call ``torch.nn.functional`` directly (``functional_call``'s
+    re-parametrisation costs more than a small layer's arithmetic); other modules go through it."""
     import torch
 
+    original_bias = getattr(module, "bias", None)
+    direct = _direct(module)
+    if direct is not None:
+        bias = (original_bias if bias is None else bias) if keep_bias and original_bias is not None else None
+        return direct(module, x, module.weight if weight is None else weight, bias)
     params = {}
     if weight is not None:
         params["weight"] = weight
-    if getattr(module, "bias", None) is not None:
-        original = module.bias if bias is None else bias
+    if original_bias is not None:
+        original = original_bias if bias is None else bias
         params["bias"] = original if keep_bias else torch.zeros_like(original)
     return torch.func.functional_call(module, params, (x,)) if params else module(x)
 
 
-def rule_epsilon(module, x, relevance, epsilon=STABILIZER):
-    x = x.detach().requires_grad_(True)
-    z = _call(module, x)
+def rule_epsilon(module, x, relevance, forward=None):
+    """``R_in = x * d/dx [z . R / stab(z)]``; ``forward``: the module's own pass, ``(leaf input, output with
+    its graph)``, kept from the forward (see :func:`reuses_forward`) so that ``z`` is not computed twice."""
+    if forward is None:
+        x = x.detach().requires_grad_(True)
+        z = _call(module, x)
+    else:
+        x, z = forward
     (g,) = _grad(z, x, relevance / _stab(z))
     return x * g
+
+
+rule_epsilon.reuses_forward = True
 
 
 rule_norm = rule_epsilon
@@ -148,7 +188,7 @@ def rule_alpha2_beta1(module, x, relevance, alpha=2.0, beta=1.0):
     return alpha * _relevance(pos_in, gp) - beta * _relevance(neg_in, gn)
 
 
-def rule_gamma(module, x, relevance, gamma=GAMMA):
+def rule_gamma(module, x, relevance, forward=None, gamma=GAMMA):
     w, b = module.weight, getattr(module, "bias", None)
     up, down = w + gamma * w.clamp(min=0), w + gamma * w.clamp(max=0)
     b_up = None if b is None else b + gamma * b.clamp(min=0)
@@ -159,11 +199,14 @@ def rule_gamma(module, x, relevance, gamma=GAMMA):
     kept = [terms[k] for k in ((0, 1, 2, 3) if signed else (0, 2))]
     inputs = [t[0].detach().requires_grad_(True) for t in kept]
     outputs = [_call(module, i, w_, b_, keep_bias=k_) for i, (_, w_, b_, k_) in zip(inputs, kept)]
-    plain = _call(module, x.detach())
+    plain = _call(module, x.detach()) if forward is None else forward[1].detach()  # z's sign picks the weights
     positive = (plain > 0).to(plain) * relevance / _stab(outputs[0] + outputs[1] if signed else outputs[0])
     negative = (plain < 0).to(plain) * relevance / _stab(outputs[2] + outputs[3] if signed else outputs[1])
     grads = _grad(outputs, inputs, [positive, positive, negative, negative] if signed else [positive, negative])
     return sum(i * g for i, g in zip(inputs, grads))
+
+
+rule_gamma.reuses_forward = True
 
 
 def rule_zbox(module, x, relevance, low=None, high=None):
@@ -206,18 +249,29 @@ def _torch():
     from torch.overrides import TorchFunctionMode
 
     class RuleFunction(torch.autograd.Function):
-        """The module's own output; backward: the rule's relevance of the input."""
+        """The module's own output; backward: the rule's relevance of the input. A rule that reads the
+        module's own output (``reuses_forward``) gets this pass, graph included, instead of a second one."""
 
         @staticmethod
         def forward(ctx, x, module, rule):
-            ctx.save_for_backward(x)
             ctx.module, ctx.rule = module, rule
+            ctx.save_for_backward(x)  # also for a reused pass: an in-place change of x fails, as autograd's
+            if getattr(rule, "reuses_forward", False):
+                with torch.enable_grad():
+                    leaf = x.detach().requires_grad_(True)
+                    z = module(leaf)
+                ctx.forward = (leaf, z)
+                return z.detach().clone()  # a copy: an in-place activation after the layer must not change z
             return module(x)
 
         @staticmethod
         def backward(ctx, relevance):
-            (x,) = ctx.saved_tensors
-            with torch.enable_grad():
+            # The rule's own ops need no relevance mode: without it each op skips a Python dispatch.
+            with torch.enable_grad(), torch._C.DisableTorchFunction():
+                (x,) = ctx.saved_tensors
+                if getattr(ctx.rule, "reuses_forward", False):
+                    forward, ctx.forward = ctx.forward, None  # the graph is freed with this pass
+                    return ctx.rule(ctx.module, x, relevance, forward=forward), None, None
                 return ctx.rule(ctx.module, x, relevance), None, None
 
     class Ruled(torch.nn.Module):
@@ -292,8 +346,10 @@ def _torch():
                 a, b = args
                 if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad
                         and b.requires_grad and a.shape == b.shape):
-                    out = SumFunction.apply(a, b)
-                    if func in (torch.Tensor.add_, torch.Tensor.__iadd__):
+                    in_place_add = func in (torch.Tensor.add_, torch.Tensor.__iadd__)
+                    # In place, the sum saves a copy of a: writing the sum into a must not change what it saved.
+                    out = SumFunction.apply(a.clone() if in_place_add else a, b)
+                    if in_place_add:
                         with torch.no_grad():
                             a.copy_(out)
                         return out

@@ -99,19 +99,38 @@ def rule_epsilon(linear, x, w, b, relevance):
     return x * g
 
 
+def _without_negative_part(x, full, positive_only):
+    """``positive_only()`` when ``x`` has no negative part (after a ReLU: the terms on ``x-`` are exactly zero,
+    the same sums with half the convolutions), else ``full()``; decided in the graph (``tf.cond``: no host
+    read), as the torch rules skip those terms."""
+    import tensorflow as tf
+
+    return tf.cond(tf.reduce_any(x < 0), full, positive_only)
+
+
 def _signed(linear, x, w, b, weight_positive: bool, relevance):
     """One half of z+ / alpha-beta: ``f(x+; W+-, b+-) + f(x-; W-+, 0)`` as the rule's denominator."""
     first_w, second_w = (_pos(w), _neg(w)) if weight_positive else (_neg(w), _pos(w))
     first_b = None if b is None else (_pos(b) if weight_positive else _neg(b))
-    inputs = [_pos(x), _neg(x)]
 
-    def both(p, n):
-        return [linear(p, first_w, first_b), linear(n, second_w, None)]
+    def full():
+        inputs = [_pos(x), _neg(x)]
 
-    z = both(*inputs)
-    scaled = relevance / _stab(z[0] + z[1])
-    g = _vjp(both, inputs, [scaled, scaled])
-    return inputs[0] * g[0] + inputs[1] * g[1]
+        def both(p, n):
+            return [linear(p, first_w, first_b), linear(n, second_w, None)]
+
+        z = both(*inputs)
+        scaled = relevance / _stab(z[0] + z[1])
+        g = _vjp(both, inputs, [scaled, scaled])
+        return inputs[0] * g[0] + inputs[1] * g[1]
+
+    def positive_only():
+        positive = _pos(x)
+        (g,) = _vjp(lambda p: linear(p, first_w, first_b), [positive],
+                    relevance / _stab(linear(positive, first_w, first_b)))
+        return positive * g
+
+    return _without_negative_part(x, full, positive_only)
 
 
 def rule_zplus(linear, x, w, b, relevance):
@@ -131,17 +150,31 @@ def rule_gamma(linear, x, w, b, relevance, gamma=GAMMA):
     up, down = w + gamma * _pos(w), w + gamma * _neg(w)
     b_up = None if b is None else b + gamma * _pos(b)
     b_down = None if b is None else b + gamma * _neg(b)
-    inputs = [_pos(x), _neg(x), _pos(x), _neg(x)]
-
-    def parts(p0, n0, p1, n1):
-        return [linear(p0, up, b_up), linear(n0, down, None), linear(p1, down, b_down), linear(n1, up, None)]
-
-    z = parts(*inputs)
     plain = linear(x, w, b)
-    positive = tf.cast(plain > 0, plain.dtype) * relevance / _stab(z[0] + z[1])
-    negative = tf.cast(plain < 0, plain.dtype) * relevance / _stab(z[2] + z[3])
-    g = _vjp(parts, inputs, [positive, positive, negative, negative])
-    return sum(i * d for i, d in zip(inputs, g))
+    above, below = tf.cast(plain > 0, plain.dtype) * relevance, tf.cast(plain < 0, plain.dtype) * relevance
+
+    def full():
+        inputs = [_pos(x), _neg(x), _pos(x), _neg(x)]
+
+        def parts(p0, n0, p1, n1):
+            return [linear(p0, up, b_up), linear(n0, down, None), linear(p1, down, b_down), linear(n1, up, None)]
+
+        z = parts(*inputs)
+        positive, negative = above / _stab(z[0] + z[1]), below / _stab(z[2] + z[3])
+        g = _vjp(parts, inputs, [positive, positive, negative, negative])
+        return sum(i * d for i, d in zip(inputs, g))
+
+    def positive_only():  # x- = 0: its two terms are zero
+        inputs = [_pos(x), _pos(x)]
+
+        def parts(p0, p1):
+            return [linear(p0, up, b_up), linear(p1, down, b_down)]
+
+        z = parts(*inputs)
+        g = _vjp(parts, inputs, [above / _stab(z[0]), below / _stab(z[1])])
+        return inputs[0] * g[0] + inputs[1] * g[1]
+
+    return _without_negative_part(x, full, positive_only)
 
 
 def rule_zbox(linear, x, w, b, relevance, low=None, high=None):
