@@ -205,9 +205,10 @@ class ForwardOnlyMethod(Method):
         """Input 0 of ``images`` with (n, H, W) ``masks`` applied, and the other inputs unchanged."""
         ops = ctx.ops
         one = images[0] if len(images) and (images == images[0]).all() else None
-        # A chunk of one image's copies reads it broadcast (one allocation per chunk: the copies themselves).
+        # A chunk of one image's copies reads it broadcast from a slice (one allocation per chunk: the copies
+        # themselves; the copies are never written, so a view of the input is safe).
         rows = images if one is None else np.array([one])
-        x = ops.take(ctx.inputs[0], rows)
+        x = ops.take(ctx.inputs[0], rows) if one is None else ctx.inputs[0][int(one):int(one) + 1]
         fill = self.fill_tensor(ctx)
         if int(fill.shape[0]) > 1:
             fill = ops.take(fill, rows)

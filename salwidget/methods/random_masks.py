@@ -155,7 +155,8 @@ class Rise(ForwardOnlyMethod):
         ops = ctx.ops
         n, height, width = (int(d) for d in masks.shape)
         images = state.images[picks]
-        present, which = np.unique(images, return_inverse=True)
+        # Passes are image-major, so a chunk whose ends agree is one image's (no np.unique per chunk).
+        present, which = (images[:1], None) if images[0] == images[-1] else np.unique(images, return_inverse=True)
         # sum_i f_i M_i per image as one (images, n) @ (n, H W) product: no (n, H, W) weighted copy.
         weights = ops.cast_like(ops.reshape(scores, (1, n)), masks)
         if len(present) > 1:  # most chunks are one image's masks; else each image's row keeps its own scores
