@@ -215,14 +215,29 @@ class ForwardOnlyMethod(Method):
         n, height, width = (int(d) for d in masks.shape)
         shape = (n, height, width, 1) if ctx.channels_last else (n, 1, height, width)
         keep = ops.reshape(masks, shape)
+        out = None if self.binary_masks else self.fresh_batch(ctx, (n,) + tuple(x.shape[1:]))
         if self.binary_masks:
             copies = ops.where(keep, x, ops.cast_like(fill, x))
+        elif out is not None:  # written in place into a fresh batch: the same products, no new allocation
+            zero, fill = ctx.options.get("fill", 0.0) == 0.0, ops.cast_like(fill, x)
+            out[...] = x if zero else x - fill
+            out *= ops.cast_like(keep, x)
+            if not zero:
+                out += fill
+            copies = out
         elif ctx.options.get("fill", 0.0) == 0.0:
             copies = x * ops.cast_like(keep, x)
         else:
             fill = ops.cast_like(fill, x)
             copies = fill + ops.cast_like(keep, x) * (x - fill)
         return [copies] + [ops.take(other, images) for other in ctx.inputs[1:]]
+
+    @staticmethod
+    def fresh_batch(ctx: RunContext, shape: tuple):
+        """An uninitialised writable batch for a chunk's copies, from the run's pool of blocks no live tensor
+        holds (``Ops.fresh``: torch, numpy), or None where the backend makes its own (TensorFlow)."""
+        fresh = getattr(ctx.ops, "fresh", None)
+        return None if fresh is None else fresh(shape, ctx.cache.setdefault("fresh batches", []))
 
     def copies(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> tuple[list, Any]:
         """The model inputs of passes ``picks`` and their masks (what :meth:`accumulate` gets; None when a
