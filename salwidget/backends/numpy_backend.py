@@ -86,6 +86,11 @@ class NumpyOps:
         return fresh_block(pool, tuple(shape), self.dtype)
 
     @staticmethod
+    def multiply_into(a, b, out):
+        """``a * b`` (broadcast) written into ``out``."""
+        return np.multiply(a, b, out=out)
+
+    @staticmethod
     def take(tensor, rows):
         return tensor[np.asarray(rows, np.int64)]
 

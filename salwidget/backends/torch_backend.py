@@ -140,6 +140,11 @@ class TorchOps:
             return torch.empty(tuple(shape), device=self.device, dtype=self.dtype)
         return torch.from_numpy(fresh_block(pool, tuple(shape), host))
 
+    @staticmethod
+    def multiply_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``a * b`` (broadcast) written into ``out``: one pass, no allocation."""
+        return torch.mul(a, b, out=out)
+
     def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
         return tensor[self._rows(rows)]
 

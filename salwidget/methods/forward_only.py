@@ -218,13 +218,11 @@ class ForwardOnlyMethod(Method):
         out = None if self.binary_masks else self.fresh_batch(ctx, (n,) + tuple(x.shape[1:]))
         if self.binary_masks:
             copies = ops.where(keep, x, ops.cast_like(fill, x))
-        elif out is not None:  # written in place into a fresh batch: the same products, no new allocation
+        elif out is not None:  # written into a fresh batch: the same products, no new allocation
             zero, fill = ctx.options.get("fill", 0.0) == 0.0, ops.cast_like(fill, x)
-            out[...] = x if zero else x - fill
-            out *= ops.cast_like(keep, x)
+            copies = ops.multiply_into(x if zero else x - fill, ops.cast_like(keep, x), out)
             if not zero:
-                out += fill
-            copies = out
+                copies += fill
         elif ctx.options.get("fill", 0.0) == 0.0:
             copies = x * ops.cast_like(keep, x)
         else:
@@ -235,7 +233,8 @@ class ForwardOnlyMethod(Method):
     @staticmethod
     def fresh_batch(ctx: RunContext, shape: tuple):
         """An uninitialised writable batch for a chunk's copies, from the run's pool of blocks no live tensor
-        holds (``Ops.fresh``: torch, numpy), or None where the backend makes its own (TensorFlow)."""
+        holds (``Ops.fresh``, with ``Ops.multiply_into``: torch, numpy), or None where the backend makes its own
+        (TensorFlow)."""
         fresh = getattr(ctx.ops, "fresh", None)
         return None if fresh is None else fresh(shape, ctx.cache.setdefault("fresh batches", []))
 
