@@ -4,8 +4,9 @@ Each such method plans, for every image, a list of perturbed copies of input 0
 (occluded windows, coalitions of segments, random masks); a pass is one copy.
 The scheduler runs the passes in chunks: a chunk's copies are built on the
 model's device from the images and a (n, H, W) mask in a few operations (one
-``where`` or one product over the chunk, never a loop over copies; on torch and
-numpy written into a run's pooled blocks that no live tensor holds), the target
+``where`` or one product over the chunk, never a loop over copies; products and
+occlusion's copies, on torch and numpy, go into a run's pooled blocks that no
+live tensor holds), the target
 score of each copy is kept on the device (a (passes,) vector), and the method
 turns the scores into maps at the end (and for a preview, from the passes run
 so far). Other inputs of a multi-input model are passed unchanged.
