@@ -28,8 +28,9 @@ class Ops(Protocol):
     Operators (``+ - * /``, comparisons) work on tensors directly; these
     functions cover what differs between frameworks. Row-wise functions act on
     the first (batch) axis. Every backend's ops (torch, TensorFlow, numpy)
-    provide all of them; ``finite_rows`` and ``paste_squares`` are optional
-    (callers look them up with ``getattr`` and fall back).
+    provide all of them; ``finite_rows``, ``paste_squares``, ``fresh`` and
+    ``multiply_into`` are optional (callers look them up with ``getattr`` and
+    fall back; the last three exist where arrays can be written: torch, numpy).
     """
 
     host_indices: bool  # whether small index arrays are best made on the host and copied

@@ -217,12 +217,13 @@ class ForwardOnlyMethod(Method):
         n, height, width = (int(d) for d in masks.shape)
         shape = (n, height, width, 1) if ctx.channels_last else (n, 1, height, width)
         keep = ops.reshape(masks, shape)
-        out = None if self.binary_masks else self.fresh_batch(ctx, (n,) + tuple(x.shape[1:]))
+        multiply_into = getattr(ops, "multiply_into", None)  # optional, as ``fresh`` (torch, numpy)
+        out = None if self.binary_masks or multiply_into is None else self.fresh_batch(ctx, (n,) + tuple(x.shape[1:]))
         if self.binary_masks:
             copies = ops.where(keep, x, ops.cast_like(fill, x))
         elif out is not None:  # written into a fresh batch: the same products, no new allocation
             zero, fill = ctx.options.get("fill", 0.0) == 0.0, ops.cast_like(fill, x)
-            copies = ops.multiply_into(x if zero else x - fill, ops.cast_like(keep, x), out)
+            copies = multiply_into(x if zero else x - fill, ops.cast_like(keep, x), out)
             if not zero:
                 copies += fill
         elif ctx.options.get("fill", 0.0) == 0.0:
