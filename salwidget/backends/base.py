@@ -10,6 +10,7 @@ the edges only: the user's inputs come in as numpy, finished maps go out as nump
 from __future__ import annotations
 
 import re
+import sys
 import weakref
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, Sequence
@@ -27,8 +28,9 @@ class Ops(Protocol):
     Operators (``+ - * /``, comparisons) work on tensors directly; these
     functions cover what differs between frameworks. Row-wise functions act on
     the first (batch) axis. Every backend's ops (torch, TensorFlow, numpy)
-    provide all of them; ``finite_rows`` and ``paste_squares`` are optional
-    (callers look them up with ``getattr`` and fall back).
+    provide all of them; ``finite_rows``, ``paste_squares``, ``fresh`` and
+    ``multiply_into`` are optional (callers look them up with ``getattr`` and
+    fall back; the last three exist where arrays can be written: torch, numpy).
     """
 
     host_indices: bool  # whether small index arrays are best made on the host and copied
@@ -251,3 +253,27 @@ def paste_squares(images, fill, rows, tops, lefts, size: int, channels_last: boo
         source = fill[row] if whole else fill[(row, *square) if channels_last else (row, slice(None), *square)]
         images[where] = source
     return images
+
+
+POOLED_BLOCKS = 4  # host blocks a run keeps for its chunks' batches (two sizes: full chunks and the last)
+
+
+def fresh_block(pool: list, shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised host array of ``shape`` that nothing else references: a block of ``pool`` (a list the
+    caller keeps for one run) whose only references are the pool's, else a new one (kept if there is room).
+
+    Why: a new large array per chunk costs a page fault per 4 KiB on a CPU (glibc hands big blocks back to the
+    system between chunks), more than a cheap model's passes over it. Reuse is only of memory no live object
+    holds: a tensor made by ``torch.from_numpy`` (and every view of it) keeps one reference to its array, and
+    a numpy view keeps its base, so a batch a model kept (a hook, a cache, an aliasing output) is never
+    rewritten; the block is as fresh as a new allocation.
+    """
+    dtype = np.dtype(dtype)
+    for block in pool:
+        # References: the pool's list, this loop's name and getrefcount's argument; any more are holders.
+        if block.shape == shape and block.dtype == dtype and sys.getrefcount(block) <= 3:
+            return block
+    block = np.empty(shape, dtype)
+    if len(pool) < POOLED_BLOCKS:
+        pool.append(block)
+    return block

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
-from .base import model_call_error, paste_squares, reference
+from .base import fresh_block, model_call_error, paste_squares, reference
 from .blur import gaussian_taps, symmetric_indices
 
 _LAYOUT_HINT = "a numpy callable gets the batch in the layout of x: pass channels_last= to declare it"
@@ -80,6 +80,15 @@ class NumpyOps:
         return np.asarray(tensor).astype(np.asarray(like).dtype, copy=False)
 
     paste_squares = staticmethod(paste_squares)  # occlusion writes its squares into the copies
+
+    def fresh(self, shape, pool: list) -> np.ndarray:
+        """An uninitialised array nothing else references, for a chunk's copies (``base.fresh_block``)."""
+        return fresh_block(pool, tuple(shape), self.dtype)
+
+    @staticmethod
+    def multiply_into(a, b, out):
+        """``a * b`` (broadcast) written into ``out``."""
+        return np.multiply(a, b, out=out)
 
     @staticmethod
     def take(tensor, rows):

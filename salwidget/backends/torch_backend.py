@@ -28,7 +28,7 @@ from ..inputs import check_output
 from ..outputs import flatten_outputs
 from ..targets import RowScore, names_function
 from .base import reference as _reference
-from .base import model_call_error, not_differentiable, paste_squares, unknown_layer
+from .base import fresh_block, model_call_error, not_differentiable, paste_squares, unknown_layer
 from .torch_shadow import shadow_copy, watch_for
 
 _GPU_MEMORY_SHARE, _MAX_GPU_CHUNK = 0.5, 1024
@@ -131,6 +131,19 @@ class TorchOps:
         return tensor if tensor.dtype == like.dtype else tensor.to(like.dtype)
 
     paste_squares = staticmethod(paste_squares)  # occlusion writes its squares into the copies
+
+    def fresh(self, shape, pool: list) -> torch.Tensor:
+        """An uninitialised tensor no live tensor shares, for a chunk's copies (see ``base.fresh_block``: on a
+        CPU a run's pooled host blocks spare a page fault per 4 KiB; elsewhere ``torch.empty``)."""
+        host = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}.get(self.dtype)
+        if self.device.type != "cpu" or host is None:
+            return torch.empty(tuple(shape), device=self.device, dtype=self.dtype)
+        return torch.from_numpy(fresh_block(pool, tuple(shape), host))
+
+    @staticmethod
+    def multiply_into(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``a * b`` (broadcast) written into ``out``: one pass, no allocation."""
+        return torch.mul(a, b, out=out)
 
     def take(self, tensor: torch.Tensor, rows) -> torch.Tensor:
         return tensor[self._rows(rows)]

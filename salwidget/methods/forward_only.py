@@ -4,7 +4,9 @@ Each such method plans, for every image, a list of perturbed copies of input 0
 (occluded windows, coalitions of segments, random masks); a pass is one copy.
 The scheduler runs the passes in chunks: a chunk's copies are built on the
 model's device from the images and a (n, H, W) mask in a few operations (one
-``where`` or one product over the chunk, never a loop over copies), the target
+``where`` or one product over the chunk, never a loop over copies; products and
+occlusion's copies, on torch and numpy, go into a run's pooled blocks that no
+live tensor holds), the target
 score of each copy is kept on the device (a (passes,) vector), and the method
 turns the scores into maps at the end (and for a preview, from the passes run
 so far). Other inputs of a multi-input model are passed unchanged.
@@ -205,23 +207,39 @@ class ForwardOnlyMethod(Method):
         """Input 0 of ``images`` with (n, H, W) ``masks`` applied, and the other inputs unchanged."""
         ops = ctx.ops
         one = images[0] if len(images) and (images == images[0]).all() else None
-        # A chunk of one image's copies reads it broadcast (one allocation per chunk: the copies themselves).
+        # A chunk of one image's copies reads it broadcast from a slice (one allocation per chunk: the copies
+        # themselves; the copies are never written, so a view of the input is safe).
         rows = images if one is None else np.array([one])
-        x = ops.take(ctx.inputs[0], rows)
+        x = ops.take(ctx.inputs[0], rows) if one is None else ctx.inputs[0][int(one):int(one) + 1]
         fill = self.fill_tensor(ctx)
         if int(fill.shape[0]) > 1:
             fill = ops.take(fill, rows)
         n, height, width = (int(d) for d in masks.shape)
         shape = (n, height, width, 1) if ctx.channels_last else (n, 1, height, width)
         keep = ops.reshape(masks, shape)
+        multiply_into = getattr(ops, "multiply_into", None)  # optional, as ``fresh`` (torch, numpy)
+        out = None if self.binary_masks or multiply_into is None else self.fresh_batch(ctx, (n,) + tuple(x.shape[1:]))
         if self.binary_masks:
             copies = ops.where(keep, x, ops.cast_like(fill, x))
+        elif out is not None:  # written into a fresh batch: the same products, no new allocation
+            zero, fill = ctx.options.get("fill", 0.0) == 0.0, ops.cast_like(fill, x)
+            copies = multiply_into(x if zero else x - fill, ops.cast_like(keep, x), out)
+            if not zero:
+                copies += fill
         elif ctx.options.get("fill", 0.0) == 0.0:
             copies = x * ops.cast_like(keep, x)
         else:
             fill = ops.cast_like(fill, x)
             copies = fill + ops.cast_like(keep, x) * (x - fill)
         return [copies] + [ops.take(other, images) for other in ctx.inputs[1:]]
+
+    @staticmethod
+    def fresh_batch(ctx: RunContext, shape: tuple):
+        """An uninitialised writable batch for a chunk's copies, from the run's pool of blocks no live tensor
+        holds (``Ops.fresh``, with ``Ops.multiply_into``: torch, numpy), or None where the backend makes its own
+        (TensorFlow)."""
+        fresh = getattr(ctx.ops, "fresh", None)
+        return None if fresh is None else fresh(shape, ctx.cache.setdefault("fresh batches", []))
 
     def copies(self, ctx: RunContext, state: PassState, picks: np.ndarray) -> tuple[list, Any]:
         """The model inputs of passes ``picks`` and their masks (what :meth:`accumulate` gets; None when a

@@ -8,8 +8,10 @@ instead) and cropped at a random shift in ``[0, cell)`` per axis; the map is
 ``sum_i f(x * M_i) M_i / (N keep)`` (with ``fill``: ``fill + M (x - fill)``).
 Grids and shifts are drawn on the host per image, seeded by ``(seed, image
 id)`` (each from its own stream, so fewer masks are a prefix of more: a
-result resumes with more masks); a chunk's masks are upsampled and cropped on the device (one resize,
-one gather), and each chunk adds ``f M`` to a device sum.
+result resumes with more masks). Bilinear upsampling is separable, so a chunk's cropped masks are
+``Y_i G_i X_i^T`` on the device (two batched products, ``Y_i``, ``X_i`` the crop's rows of each axis's
+interpolation matrix): no upsampled stack and no gather. Each chunk adds ``f M`` to a device sum as one
+product ``scores @ masks``.
 
 ``sobol`` (Fel et al. 2021, xplique's ``SobolAttributionMethod`` with its
 defaults): quasi-Monte Carlo masks on a ``grid`` x ``grid`` grid from an
@@ -50,17 +52,36 @@ def rise_draws(nmasks: int, grid: int, keep: float, cell: tuple[int, int], rng: 
     return grids, shifts
 
 
-def rise_masks(ops, grids, shifts: np.ndarray, size: tuple[int, int], grid: int):
-    """(n, H, W) device masks: (n, grid, grid) device grids upsampled bilinearly and cropped at ``shifts``."""
+def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float64 weights of a bilinear resize along one axis: half-pixel centres, edges clamped
+    (torch's ``interpolate(align_corners=False)`` and TensorFlow's ``resize``)."""
+    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), low), 1 - (position - low))  # add: low == high at the last edge
+    np.add.at(weights, (np.arange(n_out), high), position - low)
+    return weights
+
+
+def rise_upsampling(ops, size: tuple[int, int], grid: int) -> tuple:
+    """Device (big, grid) interpolation matrices of rows and columns from ``grid`` cells to
+    ``(grid + 1) * cell`` pixels (what :func:`rise_masks` crops rows of)."""
+    cell = (math.ceil(size[0] / grid), math.ceil(size[1] / grid))
+    return tuple(ops.asarray(interpolation_matrix(grid, (grid + 1) * c)) for c in cell)
+
+
+def rise_masks(ops, grids, shifts: np.ndarray, size: tuple[int, int], upsampling: tuple):
+    """(n, H, W) device masks: (n, grid, grid) device grids upsampled bilinearly and cropped at ``shifts``.
+
+    Upsampling is separable: a mask is ``Y G X^T`` with ``Y``, ``X`` the (big, grid) matrices of
+    :func:`rise_upsampling`, and its crop keeps ``H`` rows of ``Y`` and ``W`` of ``X``: two small batched
+    products per chunk instead of a (n, big, big) resize and a (n, H, W) gather (15x less time on a CPU).
+    """
     height, width = size
-    cell = (math.ceil(height / grid), math.ceil(width / grid))
-    big = ((grid + 1) * cell[0], (grid + 1) * cell[1])
-    upsampled = ops.resize(grids, big)
-    n = len(shifts)
-    # One gather: flat index of (mask, row + shift, column + shift) in the upsampled stack.
-    base = ops.asarray(np.arange(n) * big[0] * big[1] + shifts[:, 0] * big[1] + shifts[:, 1], "int")
-    offsets = ops.asarray(np.arange(height)[:, None] * big[1] + np.arange(width)[None, :], "int")
-    return ops.take(ops.reshape(upsampled, (-1,)), ops.reshape(base, (n, 1, 1)) + offsets[None])
+    rows = ops.take(upsampling[0], shifts[:, :1] + np.arange(height)[None])  # (n, H, grid)
+    columns = ops.take(upsampling[1], shifts[:, 1:] + np.arange(width)[None])  # (n, W, grid)
+    return (rows @ grids) @ ops.transpose(columns, (0, 2, 1))
 
 
 def sobol_design(cells: int, nmasks: int) -> np.ndarray:
@@ -122,21 +143,28 @@ class Rise(ForwardOnlyMethod):
                             np.random.default_rng([ctx.seed, RISE_MASKS, int(i)])) for i in ids]
         images = np.repeat(np.arange(ctx.batch), options["nmasks"])
         plan = {"grids": np.concatenate([g for g, _ in draws]), "shifts": np.concatenate([s for _, s in draws]),
-                "sum": ctx.ops.zeros((ctx.batch, height, width))}
+                "sum": ctx.ops.zeros((ctx.batch, height, width)),
+                "upsampling": rise_upsampling(ctx.ops, (height, width), options["grid"])}
         return images, plan
 
     def masks(self, ctx: RunContext, state: PassState, picks: np.ndarray):
         grids = ctx.ops.asarray(state.plan["grids"][picks])
-        return rise_masks(ctx.ops, grids, state.plan["shifts"][picks], self.image_size(ctx), ctx.options["grid"])
+        return rise_masks(ctx.ops, grids, state.plan["shifts"][picks], self.image_size(ctx), state.plan["upsampling"])
 
     def accumulate(self, ctx: RunContext, state: PassState, picks: np.ndarray, masks, scores) -> None:
         ops = ctx.ops
-        weighted = ops.reshape(ops.cast_like(scores, masks), (len(picks), 1, 1)) * masks
+        n, height, width = (int(d) for d in masks.shape)
         images = state.images[picks]
-        if (images == images[0]).all():  # most chunks are one image's masks: one reduction, not n row adds
-            state.plan["sum"] = ops.index_add(state.plan["sum"], images[:1], ops.sum(weighted, axis=0, keepdims=True))
-        else:
-            state.plan["sum"] = ops.index_add(state.plan["sum"], images, weighted)
+        # Passes are image-major, so a chunk whose ends agree is one image's (no np.unique per chunk).
+        present, which = (images[:1], None) if images[0] == images[-1] else np.unique(images, return_inverse=True)
+        # sum_i f_i M_i per image as one (images, n) @ (n, H W) product: no (n, H, W) weighted copy.
+        weights = ops.cast_like(ops.reshape(scores, (1, n)), masks)
+        if len(present) > 1:  # most chunks are one image's masks; else each image's row keeps its own scores
+            rows = np.zeros((len(present), n), np.float32)
+            rows[which, np.arange(n)] = 1.0
+            weights = ops.cast_like(ops.asarray(rows), masks) * weights
+        total = weights @ ops.reshape(masks, (n, height * width))
+        state.plan["sum"] = ops.index_add(state.plan["sum"], present, ops.reshape(total, (len(present), height, width)))
 
     def combine(self, ctx: RunContext, state: PassState, scores: np.ndarray) -> np.ndarray:
         ran = np.bincount(state.images[state.ran], minlength=ctx.batch).astype(np.float64)
