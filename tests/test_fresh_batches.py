@@ -33,8 +33,8 @@ def test_a_block_is_reused_only_when_nothing_references_it():
 class Keeper:
     """Wraps a model: keeps every batch it is given (and a view of it), with a copy made at call time."""
 
-    def __init__(self, model):
-        self.model, self.kept = model, []
+    def __init__(self, model, detached: bool = False):
+        self.model, self.kept, self.detached = model, [], detached
 
     def module(self):
         import torch
@@ -47,7 +47,8 @@ class Keeper:
                 self.inner = keeper.model
 
             def forward(self, x):
-                keeper.kept.append((x, x[:, :1], x.detach().clone()))
+                held = x.detach() if keeper.detached else x  # detach(): a new tensor on the same memory, no _base
+                keeper.kept.append((held, held[:, :1], x.detach().clone()))
                 return self.inner(x)
 
         return Kept().eval()
@@ -56,10 +57,11 @@ class Keeper:
 @pytest.mark.parametrize("method, kwargs", [("occlusion", dict(window=4, stride=3)),
                                             ("rise", dict(nmasks=40, grid=4, seed=1)),
                                             ("rise", dict(nmasks=40, grid=4, seed=1, fill=0.5))])
-def test_a_batch_a_model_keeps_is_never_rewritten(method, kwargs):
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_batch_a_model_keeps_is_never_rewritten(method, kwargs, detached):
     pictures = np.random.default_rng(5).uniform(0, 1, (2, 3, 16, 16)).astype(np.float32)
     plain = sw.attribute(make_torch_cnn(), pictures, method, target=[1, 2], batch_size=3, **kwargs)
-    keeper = Keeper(make_torch_cnn())
+    keeper = Keeper(make_torch_cnn(), detached)
     kept = sw.attribute(keeper.module(), pictures, method, target=[1, 2], batch_size=3, **kwargs)
     assert len(keeper.kept) > 3
     for batch, view, copy in keeper.kept:
