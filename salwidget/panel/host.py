@@ -148,6 +148,13 @@ class PanelHost:
                 raise forward_only_refusal(name)
         return methods
 
+    def check_sanity_check(self) -> None:
+        """Refuse the sanity check for a forward-only model: it re-draws weights salwidget cannot reach."""
+        if self.forward_only:
+            raise SaliencyError("The sanity check re-draws the model's weights, and a numpy callable or an ONNX "
+                                "Runtime session has none salwidget can reach: use evaluate() for the deletion and "
+                                "insertion curves, or pass the torch or Keras model itself.")
+
     def load(self, images: Any, *, labels: Any, class_names: Any, display_images: Any, scan: Any) -> None:
         """The images explained, as ``SaliencyWidget`` takes them: a batch, a dataset (its first page is
         explained; the Dataset view picks others) or a :class:`~salwidget.dataset.Scan`."""

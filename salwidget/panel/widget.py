@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from ..errors import SaliencyError
 from ..arrays import to_display_image
 from . import controls
 from .dataset_pane import DatasetPane
@@ -76,10 +75,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         outputs by position or name; ``multilabel=True`` shows sigmoid
         probabilities).
     framework : {'torch', 'tensorflow', 'numpy'}, optional
-        As for :func:`salwidget.attribute`, for a model that cannot be
-        detected. A numpy callable (``'numpy'``) or an ONNX Runtime session
-        is offered the forward-only methods only (occlusion and RISE by
-        default); a gradient method asked of it is refused naming those.
+        As for :func:`salwidget.attribute`. A numpy callable or an ONNX Runtime session gets the
+        forward-only methods (occlusion and RISE by default); a gradient method is refused.
 
     Notes
     -----
@@ -399,10 +396,8 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
         curves by itself.
         """
         self.error = ""
-        if sanity_check and self.host.forward_only:
-            raise SaliencyError("The sanity check re-draws the model's weights, and a numpy callable or an ONNX "
-                                "Runtime session has none salwidget can reach: use evaluate() for the deletion and "
-                                "insertion curves, or pass the torch or Keras model itself.")
+        if sanity_check:
+            self.host.check_sanity_check()
         if self.pane != "evaluate":
             self.pane = "evaluate"
         self._evaluate.request(sanity=sanity_check)
