@@ -21,6 +21,23 @@ def make_torch_cnn(num_classes: int = 5, seed: int = 0):
     return model.eval()
 
 
+@contextlib.contextmanager
+def keras_dtype(dtype: str):
+    """Keras layers built in this block compute in ``dtype``. floatx and the global dtype policy both: once
+    anything has read the policy, Keras keeps it, and layers built under a float64 floatx alone would still
+    compute in float32."""
+    import keras
+
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
+
+
 def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activations=("tanh", "softplus")):
     """The same network in Keras (channels last), weights copied from ``torch_model``; ``dtype='float64'``
     builds it in float64 (for discontinuous methods, compared where rounding cannot flip a selection);
@@ -28,12 +45,7 @@ def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activa
     import keras
 
     conv1, conv2, linear = torch_model[0], torch_model[2], torch_model[6]
-    # floatx and the global dtype policy both: once anything has read the policy, Keras keeps it, and
-    # layers built under a float64 floatx would still compute in float32
-    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
-    try:
+    with keras_dtype(dtype):
         model = keras.Sequential(
             [
                 keras.Input((image_size, image_size, 3)),
@@ -44,9 +56,6 @@ def keras_twin(torch_model, image_size: int = 16, dtype: str = "float32", activa
                 keras.layers.Dense(linear.out_features),
             ]
         )
-    finally:
-        keras.config.set_floatx(floatx)
-        keras.config.set_dtype_policy(policy)
     to_np = lambda t: t.detach().numpy()
     model.layers[0].set_weights([to_np(conv1.weight).transpose(2, 3, 1, 0), to_np(conv1.bias)])
     model.layers[2].set_weights([to_np(conv2.weight).transpose(2, 3, 1, 0), to_np(conv2.bias)])

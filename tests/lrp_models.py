@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .helpers import import_zennit
+from .helpers import import_zennit, keras_dtype
 
 import_zennit()  # the reference; imported once, torchvision stubbed where it does not load
 
@@ -155,11 +155,6 @@ def keras_lrp_twin(model, image_size=16, dtype="float64"):
     import keras
 
     shapes = _flatten_shapes(model, image_size)
-    # floatx and the global dtype policy both: once anything has read the policy, Keras keeps it, and
-    # layers built under a float64 floatx would still compute in float32
-    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx(dtype)
-    keras.config.set_dtype_policy(dtype)
     copies = []
 
     def convert(module, after_flatten=None):
@@ -167,7 +162,7 @@ def keras_lrp_twin(model, image_size=16, dtype="float64"):
         copies.append(copy_weights)
         return layer
 
-    try:
+    with keras_dtype(dtype):
         inputs = keras.Input((image_size, image_size, 3))
         if isinstance(model, nn.Sequential):
             x, flattened = inputs, None
@@ -189,9 +184,6 @@ def keras_lrp_twin(model, image_size=16, dtype="float64"):
             x = block(model.block2, convert(model.pool)(block(model.block1, x)))
             x = convert(model.flatten)(convert(model.gap)(x))
             twin = keras.Model(inputs, convert(model.fc)(x))
-    finally:
-        keras.config.set_floatx(floatx)
-        keras.config.set_dtype_policy(policy)
     for copy_weights in copies:
         copy_weights()
     return twin
