@@ -396,7 +396,8 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
             size = -(-remaining // -(-remaining // per_chunk))
             if stage.align > 1 and size // stage.align * stage.align >= 0.75 * size:
                 size = size // stage.align * stage.align
-            stop = min(stage.passes, start + size)
+            on_grid = _grid_stop(start, stage.passes, per_chunk, stage.grid)
+            stop = min(stage.passes, start + size) if on_grid is None else on_grid
             if measure and tuner is None:
                 fitted = backend.fit_chunk(lambda: stage.run(start, stop), stop - start)
                 if fitted is not None:
@@ -410,6 +411,29 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
             start = stop
             report(done)
     return done
+
+
+def _grid_stop(start: int, end: int, per_chunk: int, grid: tuple[int, int] | None) -> int | None:
+    """The stop of a chunk from ``start`` that ends on the grid ``offset + k * size`` (and so do the chunks
+    after it, ``size``-multiples of at most ``per_chunk`` passes each), when that schedule takes no more
+    chunks than even ones; None otherwise (no grid, blocks larger than a chunk, or more chunks)."""
+    if grid is None:
+        return None
+    offset, size = grid
+    per = per_chunk // size * size
+    if per == 0:
+        return None
+    if end - start <= per_chunk:
+        return end
+    first = offset if start < offset else offset + ((start - offset) // size + 1) * size
+    if first - start > per_chunk:
+        return None
+    stop = first + (start + per_chunk - first) // size * size
+    if stop >= end:
+        return end
+    if 1 + -(-(end - stop) // per) > -(-(end - start) // per_chunk):
+        return None
+    return stop
 
 
 def result_key(method, options, targets, seed, rng, output_index, pairing, layer, backend, inputs,

@@ -75,11 +75,12 @@ class Draws:
 
     def normal(self, stream: int, input_index: int, sample: int):
         """(B, ...) standard normal numbers for one sample of one input."""
-        if self._blocked():
+        if self.blocked():
             return self.normal_span(stream, input_index, sample * self.shapes[0][0], (sample + 1) * self.shapes[0][0])
         return self._draw(stream, input_index, sample, normal=True)
 
-    def _blocked(self) -> bool:
+    def blocked(self) -> bool:
+        """Whether noise comes in device blocks of whole samples (:meth:`normal_span`)."""
         return self.rng == "device" and self.image_ids is None
 
     def block_samples(self) -> int:

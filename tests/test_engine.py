@@ -294,7 +294,9 @@ def test_auto_chunks_follow_what_the_backend_fits_after_the_first(torch_cnn, ima
         a = sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0)
     finally:
         handle.remove()
-    assert seen[1] == 52  # 160 passes at up to 64 per chunk, evenly (54), in whole groups of 4 images
+    # 160 passes at up to 64 per chunk: 3 chunks whether even (54, in whole groups of 4 images: 52) or on the
+    # noise blocks (4 clean passes, then blocks of 2 samples x 4 images): the first ends on a block, at 60
+    assert seen[1] == 60
     assert max(seen[2:]) <= 3 and sum(seen[1:]) == 160
     np.testing.assert_allclose(a.raw, sw.attribute(torch_cnn, images, "smoothgrad", nsamples=40, seed=0,
                                                     batch_size=7).raw, rtol=1e-5, atol=1e-12)
@@ -536,3 +538,21 @@ def test_a_run_too_short_to_finish_the_chunk_trials_leaves_them_to_the_next(imag
     longer = sw.attribute(model, x, "smoothgrad", nsamples=30, seed=0)
     assert sizes[1:5] == [32, 64, 128, 32]  # the trials go on where the short run left them
     assert longer.batch_size == 32  # the fastest by its best sample, though its second was the slowest
+
+
+@pytest.mark.parametrize("passes, per_chunk, grid, stops", [
+    (25, 8, (1, 8), [1, 9, 17, 25]),  # SmoothGrad-25 of one image: the clean pass, then three noise blocks
+    (50, 8, (1, 8), [8, 15, 22, 29, 36, 43, 50]),  # on the blocks would take 8 chunks: even ones (7)
+    (20, 8, None, [7, 14, 20]),  # no grid: even chunks
+    (20, 4, (1, 8), [4, 8, 12, 16, 20]),  # blocks larger than a chunk: even chunks
+    (6, 8, (1, 8), [6]),  # one chunk
+])
+def test_chunks_keep_to_the_noise_blocks_when_that_costs_no_chunk(passes, per_chunk, grid, stops):
+    from salwidget.methods.base import Stage
+
+    seen = []
+    stage = Stage(passes, lambda start, stop: seen.append(stop), grid=grid)
+    ctx = type("Ctx", (), {"chunk": per_chunk})()
+    request = type("Request", (), {"batch_size": per_chunk, "cancel": None})()
+    sw.engine._schedule([stage], ctx, None, request, lambda done: None)
+    assert seen == stops

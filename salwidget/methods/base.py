@@ -114,12 +114,16 @@ class Stage:
     ``cost`` is the relative cost of one pass (1 for a forward+backward pass,
     about 1/3 for a forward pass): the scheduler fits more cheap passes in a chunk.
     ``align`` keeps chunk boundaries on the stage's natural blocks where it can.
+    ``grid`` is ``(offset, size)`` where chunks are cheapest when they start and
+    stop at passes ``offset + k * size`` (noise drawn in blocks of passes): the
+    scheduler keeps to it when that takes no more chunks than even ones.
     """
 
     passes: int
     run: Callable[[int, int], None]
     cost: float = 1.0
     align: int = 1  # chunks of at least this many passes are made multiples of it (e.g. one pass per image)
+    grid: tuple[int, int] | None = None
 
 
 @dataclass

@@ -236,7 +236,17 @@ class SampledGradients(Method):
     def stages(self, ctx: RunContext, state: SamplingState) -> Iterator[Stage]:
         total = self.passes_left(ctx, state)
         if total > 0:
-            yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop), align=ctx.batch)
+            yield Stage(total, lambda start, stop: self._run_chunk(ctx, state, start, stop), align=ctx.batch,
+                        grid=self._noise_grid(ctx, state))
+
+    def _noise_grid(self, ctx: RunContext, state: SamplingState) -> tuple[int, int] | None:
+        """Where the noise blocks of one-pass noisy groups start, in the stage's passes (chunks that keep
+        to them take their noise without a concatenation); None for other methods."""
+        plan = state.sampling
+        if not (plan.noisy and plan.steps == 1 and self._whole_chunks(plan) and ctx.draws.blocked()):
+            return None
+        per_block = ctx.draws.block_samples() * ctx.batch
+        return ((1 - state.first_group) * ctx.batch % per_block, per_block)
 
     def _blocks(self, ctx: RunContext, state: SamplingState, start: int, stop: int) -> list[Block]:
         """The chunk's passes [start, stop), group by group (passes are ordered group-major)."""
@@ -369,15 +379,19 @@ class SampledGradients(Method):
             ctx.cache["sigma"] = [ops.per_row(ctx.options["stdev_spread"] * (high - low), x)
                                   for x, low, high in zip(ctx.inputs, ctx.low, ctx.high)]
         points = []
-        blocked = getattr(ctx.draws, "_blocked", lambda: False)()
+        blocked = ctx.draws.blocked()
         for m, x in enumerate(ctx.inputs):
-            if blocked:  # one span of the sample-major stream, group 0's share (the clean input) scaled by 0:
-                # x + 0 * noise is x exactly, and no zeros are concatenated in front of the draws
-                passes = (int(groups[0]) * ctx.batch + int(images[0]), int(groups[-1]) * ctx.batch + int(images[-1]) + 1)
-                sigma = rows(ctx.cache["sigma"][m])
-                if groups[0] == 0:
-                    sigma = sigma * ops.per_row(ops.asarray((groups > 0).astype(np.float32)), x)
-                points.append(rows(x) + ctx.draws.normal_span(NOISE, m, passes[0], passes[1]) * sigma)
+            if blocked:  # one span of the stream of noisy passes (group 0, the clean input, draws none):
+                # noisy pass q is image q % B of sample q // B + 1, so no numbers are drawn and thrown away
+                clean = int((groups == 0).sum())
+                first = int(groups[clean] - 1) * ctx.batch + int(images[clean]) if clean < len(groups) else None
+                if first is None:
+                    points.append(rows(x))
+                    continue
+                noise = ctx.draws.normal_span(NOISE, m, first, first + len(groups) - clean)
+                if clean:  # the clean rows lead the chunk: x + 0 is x exactly
+                    noise = ops.concat([ops.zeros((clean,) + tuple(x.shape[1:])), noise])
+                points.append(rows(x) + noise * rows(ctx.cache["sigma"][m]))
                 continue
             draws = []
             for group in dict.fromkeys(groups.tolist()):
