@@ -166,7 +166,7 @@ def test_new_methods_declare_defaults_help_and_their_sign(name):
     assert name in sw.METHODS and method.label and method.summary
     for option in method.options:
         assert option.help.strip()
-        option.check(option.default, name)  # every default is allowed by its own range
+        option.validate(option.default, name)  # every default is allowed by its own range
     assert method.signed == (name in ("expected_gradients", "blur_ig", "guided_ig", "xrai"))
     assert (method.output == "pixel") == (name == "xrai")
 

@@ -53,8 +53,8 @@ class Option:
         Whether a different value gives a different map (cache and resume keys).
     label : str
         Short name for the panel.
-    checker : callable, optional
-        ``checker(value, method) -> value`` replaces the kind's check (an option of its own kind: a baseline,
+    check : callable, optional
+        ``check(value, method) -> value`` replaces the kind's check (an option of its own kind: a baseline,
         reference images); it raises :class:`~salwidget.SaliencyError` for a value it refuses.
     presets : tuple of (label, value)
         For ``kind='any'``: the values the panel offers in a dropdown (a perturbation's fill, a segmentation
@@ -73,13 +73,13 @@ class Option:
     slider_max: float | None = None
     step: float | None = None
     allow_none: bool = False
-    checker: Callable[[Any, str], Any] | None = None
+    check: Callable[[Any, str], Any] | None = None
     presets: tuple = ()
 
-    def check(self, value: Any, method: str) -> Any:
-        """``value`` normalised to the option's kind; a clear error when it is not allowed."""
-        if self.checker is not None:
-            return self.checker(value, method)
+    def validate(self, value: Any, method: str) -> Any:
+        """``value`` normalised to the option's kind (or by ``check``); a clear error when it is not allowed."""
+        if self.check is not None:
+            return self.check(value, method)
         if value is None and self.allow_none:
             return None
         got = f" (method {method!r}); got {value!r}."
@@ -324,7 +324,7 @@ class Method:
                 f"taken by {', '.join(takers)}. {self.name!r} takes "
                 f"{', '.join(self.option_names) or 'no options'}: leave {foreign[0]}= out, or choose one of those."
             )
-        return {o.name: o.check(given.get(o.name, o.default), self.name) for o in self.options}
+        return {o.name: o.validate(given.get(o.name, o.default), self.name) for o in self.options}
 
     def key(self, options: dict) -> tuple:
         """What identifies this method's result under ``options``, except the resumable count."""

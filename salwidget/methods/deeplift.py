@@ -348,7 +348,7 @@ class DeepLift(_Rescaled):
         Option(
             "baseline", 0.0,
             "The reference: a number (0.0 = black in the model's input space), 'uniform' (random in each "
-            "image's range), 'blur' or an array shaped like x.", label="baseline", checker=check_baseline),
+            "image's range), 'blur' or an array shaped like x.", label="baseline", check=check_baseline),
     )
 
     def passes(self, options: dict, batch: int) -> int:

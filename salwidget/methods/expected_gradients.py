@@ -46,7 +46,7 @@ REFERENCES = Option(
     "references", None,
     "Reference images (R, ...) in the input's layout (a tuple of batches for several inputs); None uses the "
     "other images of the batch. More references need more samples to cover them.",
-    allow_none=True, label="references", checker=check_references,
+    allow_none=True, label="references", check=check_references,
 )
 
 

@@ -170,7 +170,7 @@ class GuidedIG(Method):
             "baseline", 0.0,
             "Where the path starts: a number (0.0 = black in the model's input space), an array shaped like x, "
             "'uniform' (random in each image's range) or 'blur'.",
-            label="baseline", checker=check_baseline,
+            label="baseline", check=check_baseline,
         ),
     )
 

@@ -43,7 +43,7 @@ BASELINE_OPTION = Option(
     "baseline", "uniform",
     "Where the path starts: 'uniform' (random in each image's range, drawn per sample), 'blur' (a blurred "
     "copy), a number (0.0 = black in the model's input space) or an array shaped like x.",
-    label="baseline", checker=check_baseline,
+    label="baseline", check=check_baseline,
 )
 NINTEGRATION_HELP = "Path steps per map (>= 2); cost grows linearly."
 

@@ -231,7 +231,7 @@ class XRAI(Method):
             "base_attribution", None,
             "An Attribution (e.g. a cached IG) or array (B, ...) of the same images to rank regions by, instead "
             "of computing IG; its targets must be this call's.", allow_none=True, label="base attribution",
-            checker=check_base_attribution,
+            check=check_base_attribution,
         ),
         Option("area_threshold", 1.0, "Stop ranking once this share of the image is covered (the rest is one "
                "region); smaller is faster.", kind="float", minimum=0.0, maximum=1.0, label="area",

@@ -133,7 +133,7 @@ def check_method_options(method: Method, values: dict, selected: bool) -> dict:
         if name == "baseline":
             value = check_baseline(value)
         try:
-            checked[name] = option.check(value, method.name)
+            checked[name] = option.validate(value, method.name)
         except SaliencyError as exc:
             raise TraitError(f"{method.label}: {exc}") from None
     if selected:

@@ -30,7 +30,7 @@ def default_options(given: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _accepts(option: Option, value: Any, method: Method) -> bool:
     try:
-        option.check(value, method.name)
+        option.validate(value, method.name)
     except SaliencyError:
         return False
     return True
