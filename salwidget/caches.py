@@ -52,6 +52,11 @@ class BoundedCache:
         with self._lock:
             return list(self._items.values())
 
+    def items(self) -> list:
+        """(key, entry) pairs, oldest first (a copy)."""
+        with self._lock:
+            return list(self._items.items())
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -17,8 +17,6 @@ before it serves or computes anything.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +24,7 @@ import numpy as np
 
 from ..attribution import Attribution
 from ..backends import get_backend
+from ..caches import BoundedCache
 from ..engine import attribute, predict
 from ..inputs import prepare_inputs
 from ..methods import get_method
@@ -97,16 +96,15 @@ class Explorer:
         # dataset job's stored maps of the same settings are shown without computing (stored(...) finds them).
         self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
         self.stored = stored
-        self._lock = threading.Lock()  # the cache is read by the panel while the worker fills it
-        self._cache: OrderedDict[tuple, Attribution] = OrderedDict()
+        # read by the panel while the worker fills it (BoundedCache locks each call)
+        self._cache = BoundedCache(cache_size)
         self._layers: list[tuple[str, tuple]] | None = None
         self._shapes: list[tuple[str, tuple]] | None = None
         self.refresh()
 
     def refresh(self) -> None:
         """Forget cached maps and re-read the model's predictions (after its weights changed)."""
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
         self.scores = predict(self.model, self.images, channels_last=self.channels_last,
                               output=self.output_index, batch_size=self.batch_size, framework=self.framework)
         self.probabilities = probabilities(self.scores, self.multilabel) if self.scores.ndim == 2 else None
@@ -148,20 +146,14 @@ class Explorer:
 
     def cached(self, method: str, settings: Settings, weights: Any = None) -> Attribution | None:
         """The cached attribution for ``method`` under ``settings``, if any (``weights`` as for map_key)."""
-        key = self.map_key(method, settings, weights)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-        return hit
+        return self._cache.get(self.map_key(method, settings, weights))
 
     def _resumable(self, method: str, settings: Settings, weights: Any = None) -> Attribution | None:
         """The cached run with the most samples below the asked count (same everything else)."""
         base, count = self.map_key(method, settings, weights)
         if count is None:
             return None
-        with self._lock:
-            smaller = [(c, a) for (b, c), a in self._cache.items() if b == base and c is not None and c < count]
+        smaller = [(c, a) for (b, c), a in self._cache.items() if b == base and c is not None and c < count]
         return max(smaller, key=lambda item: item[0])[1] if smaller else None
 
     def resume_point(self, method: str, settings: Settings, weights: Any = None) -> int | None:
@@ -200,8 +192,7 @@ class Explorer:
             found = self.stored(method, get_method(method).resolve(settings.options_for(method)),
                                 extra.get("layer"), self.seed, self.image_ids, self)
             if found is not None:
-                with self._lock:
-                    self._cache[self.map_key(method, settings)] = found
+                self._cache.put(self.map_key(method, settings), found)
                 return found
         result = attribute(
             self.model, self.images, method,
@@ -216,10 +207,8 @@ class Explorer:
             self.seconds_per_pass = result.seconds / result.passes_done
         if isinstance(target, Target) and not target.cacheable:  # a function's maps are never served again
             return result
-        with self._lock:
-            self._cache[self.map_key(method, settings, weights)] = result
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache.size = self.cache_size  # a size set on the explorer after it was made
+        self._cache.put(self.map_key(method, settings, weights), result)
         return result
 
     def spatial_layers(self) -> list[tuple[str, tuple]]:
