@@ -10,6 +10,11 @@ GPU) and the median time, against a hand-written torch loop doing the same work 
 chunk (noise or path points for the chunk, one batched forward and backward, the sum of squares or of
 gradients). Targets (issue 26): operations at most 1.5x the loop's, time at most the loop's + 1 ms.
 Contenders alternate round by round; the profile is taken after a warm-up call.
+
+Page faults per call are printed beside the times: glibc's allocator returns large freed blocks to the
+system and faults them in again, and on a CPU that swings a call's time by more than the 1 ms asked
+(the same code measured 45 to 128 ms a call for SmoothGrad-25). For a steady allocator, as a long-lived
+kernel tends to reach, run with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4000000000``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ def count_ops(run) -> tuple[int, collections.Counter]:
         run()
     names = collections.Counter(e.name for e in prof.events() if e.name.startswith("aten::"))
     return sum(names.values()), names
+
+
+def faults_per_call(run, calls: int = 5) -> float:
+    """Minor page faults of the process per call (memory the allocator had to map in again)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def main() -> None:
@@ -115,16 +130,18 @@ def main() -> None:
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; one {SIZE}x{SIZE} image, "
           f"chunk {chunk}, near-free model; {args.rounds} rounds, medians\n")
-    print("| method | salwidget ops | loop ops | ratio | salwidget ms | loop ms | difference ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | salwidget ops | loop ops | ratio | salwidget ms | loop ms | difference ms | faults per call "
+          "(salwidget / loop) |")
+    print("|---|---|---|---|---|---|---|---|")
     details = []
     for name, mine, loop in cases:
         ours_ops, ours_names = count_ops(mine)
         loop_ops, loop_names = count_ops(loop)
         medians = alternate({"salwidget": mine, "loop": loop}, args.rounds)
         ms_ours, ms_loop = medians["salwidget"] * 1e3, medians["loop"] * 1e3
+        faults = f"{faults_per_call(mine):.0f} / {faults_per_call(loop):.0f}"
         print(f"| {name} | {ours_ops} | {loop_ops} | {ours_ops / loop_ops:.2f}x | {ms_ours:.2f} | {ms_loop:.2f} | "
-              f"{ms_ours - ms_loop:+.2f} |")
+              f"{ms_ours - ms_loop:+.2f} | {faults} |")
         sys.stdout.flush()
         details.append((name, ours_names, loop_names))
     if args.detail:
