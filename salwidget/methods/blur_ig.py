@@ -27,7 +27,8 @@ import numpy as np
 from ..errors import SaliencyError
 from ..backends.blur import gaussian_taps
 from .base import Option, register
-from .sampling import SampledGradients, Sampling, nsamples_option
+from .sampling import SampledGradients, Sampling
+from .sampling_options import nsamples_option
 
 
 def blur_sigmas(steps: int, max_sigma: float, sqrt: bool) -> np.ndarray:

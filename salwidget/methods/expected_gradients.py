@@ -22,7 +22,8 @@ from ..errors import SaliencyError
 from ..inputs import to_numpy
 from ..randomness import POSITION, REFERENCE
 from .base import Option, register
-from .sampling import Ends, SampledGradients, Sampling, nsamples_option
+from .sampling import Ends, SampledGradients, Sampling
+from .sampling_options import nsamples_option
 
 
 def check_references(value, method: str):

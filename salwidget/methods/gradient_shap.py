@@ -16,7 +16,8 @@ from __future__ import annotations
 from ..randomness import NOISE
 from .base import Option, register
 from .expected_gradients import REFERENCES, ExpectedGradients
-from .sampling import Ends, Sampling, nsamples_option
+from .sampling import Ends, Sampling
+from .sampling_options import nsamples_option
 
 
 class GradientShap(ExpectedGradients):

@@ -29,7 +29,7 @@ from ..inputs import prepare_baselines
 from ..randomness import BASELINE
 from .base import Method, MethodOutput, Option, Stage, register
 from .paths import check_baseline
-from .sampling import nsamples_option
+from .sampling_options import nsamples_option
 
 EPSILON = 1e-9  # PAIR's tolerance for "the step has covered its L1 distance"
 

@@ -8,8 +8,8 @@ from ..errors import SaliencyError
 from ..inputs import prepare_baselines, to_numpy
 from ..randomness import BASELINE
 from .base import Option, hashable, register
-from .sampling import (MAGNITUDE, QUADRATURE, QUADRATURE_ALIASES, STDEV_SPREAD, WHOLE_CHUNK_ENDS, Ends,
-                       SampledGradients, Sampling, nsamples_option, path_weights)
+from .sampling import WHOLE_CHUNK_ENDS, Ends, SampledGradients, Sampling
+from .sampling_options import MAGNITUDE, QUADRATURE, QUADRATURE_ALIASES, STDEV_SPREAD, nsamples_option, path_weights
 
 DEFAULT_NINTEGRATION = 10
 BASELINES = ("uniform", "blur")

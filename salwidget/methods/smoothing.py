@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import register
-from .sampling import MAGNITUDE, STDEV_SPREAD, SampledGradients, Sampling, nsamples_option
+from .sampling import SampledGradients, Sampling
+from .sampling_options import MAGNITUDE, STDEV_SPREAD, nsamples_option
 
 _NSAMPLES = nsamples_option("Noise samples per image (the first is the clean image); cost grows linearly.")
 

@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import SaliencyError
 from ..targets import is_plain
 from .base import Method, MethodOutput, Option, hashable, register
-from .sampling import Ends, SampledGradients, Sampling, nsamples_option, path_weights
+from .sampling import Ends, SampledGradients, Sampling
+from .sampling_options import nsamples_option, path_weights
 
 SCALES = (50, 100, 150, 250, 500, 1200)
 SIGMA = 0.8
