@@ -380,3 +380,19 @@ def test_the_grid_never_shrinks_below_160_px_a_cell_and_the_controls_stay_compac
                        if panel.settings_view.method_buttons["vanilla"] in row.children)
     assert methods_row.layout.max_height == "98px" and methods_row.layout.overflow == "hidden auto"
     assert all(b.layout.min_width == "0" for b in panel.settings_view.method_buttons.values())
+
+
+def test_the_look_sits_below_the_grid_and_hides_with_the_maps_rows(images):
+    """At 1000 px the look's six controls took six lines between the settings and the grid (issue 27): they
+    come after the grid now, still hidden in the Dataset view with the rows that set up the maps."""
+    panel = make(images)
+    children = list(panel.children)
+    look, grid = panel.settings_view.look_row, panel.host.maps_view.grid_box
+    grid_at = next(i for i, child in enumerate(children) if child is grid or grid in getattr(child, "children", ()))
+    assert children.index(look) > grid_at
+    assert all(control in look.children for control in panel.settings_view.look_views)
+    assert look not in panel.settings_view.rows()
+    panel.pane = "dataset"
+    assert look.layout.display == "none"
+    panel.pane = "maps"
+    assert look.layout.display == ""

@@ -70,17 +70,18 @@ class SettingsView:
         looks = controls.look_controls()
         self.look = {name: control for name, (control, _) in looks.items()}
         self.look_views = [view for _, view in looks.values()]
+        self.look_row = controls.wrap_row(self.look_views)  # below the grid: the maps come first
         for trait, control in self.look_pairs():
             control.observe(self.on_look_control_change, names="value")
 
     def rows(self) -> list:
-        """The rows of controls that set up the maps (hidden in the Dataset view)."""
+        """The rows of controls above the grid that set up the maps (hidden in the Dataset view, as is
+        :attr:`look_row`, which sits below the grid: at 1000 px the look's six controls take six lines)."""
         return [
             # At most three rows of method buttons, the rest a scroll away: the grid stays near the top.
             controls.wrap_row(list(self.method_buttons.values()), max_height=METHOD_ROWS_HEIGHT, overflow="hidden auto"),
             self.groups,
             controls.wrap_row([self.target_view, self.search, self.search_hint]),
-            controls.wrap_row(self.look_views),
         ]
 
     def look_pairs(self) -> list[tuple[str, Any]]:

@@ -185,8 +185,9 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
             const img = document.querySelector(selector), r = img.getBoundingClientRect();
             const scroller = img.parentElement, box = scroller.getBoundingClientRect();
             const output = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+            const panel = img.closest('.salwidget-panel').getBoundingClientRect();
             return {width: r.width, natural: img.naturalWidth, boxLeft: box.left, boxRight: box.right,
-                    outLeft: output.left, outRight: output.right,
+                    outLeft: output.left, outRight: output.right, above: r.top - panel.top,
                     scrolls: scroller.scrollWidth > scroller.clientWidth + 1};
         }""",
         GRID,
@@ -194,6 +195,10 @@ def test_quickstart_panel_in_jupyterlab(page, lab_url, screenshots, tmp_path):
     assert fit["outLeft"] - 1 <= fit["boxLeft"] and fit["boxRight"] <= fit["outRight"] + 1, fit  # the box fits
     assert fit["width"] >= 0.8 * fit["natural"] - 2, fit  # 160 of the quickstart's 200 px per cell at least
     assert fit["width"] < fit["natural"] and fit["scrolls"], fit  # shrunk as far as that, then scrolled
+    # The controls above the grid: the methods, their options, the target and the run's row; the look is below
+    # the grid (above it, its six lines pushed the grid's top to about 670 px below the panel's).
+    print("grid top below the panel's top at 1000 px:", fit["above"])
+    assert fit["above"] < 560, fit
     page.screenshot(path=str(screenshots / "01-lab-sidebar-1000.png"))
     page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
 
