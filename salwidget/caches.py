@@ -1,8 +1,10 @@
-"""``BoundedCache``: a small thread-safe least-recently-used mapping, the one cache helper of the package."""
+"""The package's cache helpers: ``BoundedCache``, a small thread-safe least-recently-used mapping, and
+``OwnerCache``, the same kept per live object (a model, a backend) and dropped with it."""
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterator
 
@@ -57,6 +59,11 @@ class BoundedCache:
         with self._lock:
             return list(self._items.items())
 
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Forget ``key``; its entry, or ``default``."""
+        with self._lock:
+            return self._items.pop(key, default)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -73,3 +80,41 @@ class BoundedCache:
 
 
 _MISSING = object()
+
+
+class OwnerCache:
+    """At most ``size`` entries, one per owner object, newest kept; an entry goes when its owner is
+    collected (its memory with it) and is never served to another object given the dead one's id.
+
+    Owners are held weakly and keyed by identity: models need not be hashable, and a model equal to
+    another is not the same model. An owner that cannot be weakly referenced is not cached.
+    """
+
+    def __init__(self, size: int):
+        self._items = BoundedCache(size)
+
+    def get(self, owner: Any, default: Any = None) -> Any:
+        """The entry of ``owner`` (now the newest), or ``default``."""
+        item = self._items.get(id(owner))
+        return item[1] if item is not None and item[0]() is owner else default
+
+    def put(self, owner: Any, value: Any) -> bool:
+        """Keep ``value`` for ``owner``; False (nothing kept) when ``owner`` cannot be weakly referenced."""
+        key = id(owner)
+        try:
+            ref = weakref.ref(owner, lambda dead, key=key: self._drop(key, dead))
+        except TypeError:
+            return False
+        self._items.put(key, (ref, value))
+        return True
+
+    def _drop(self, key: int, dead: weakref.ref) -> None:
+        item = self._items.get(key)
+        if item is not None and item[0] is dead:  # not a newer owner's entry under a reused id
+            self._items.pop(key)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -30,13 +30,13 @@ import copy
 import itertools
 import operator
 import threading
-import weakref
-from collections import OrderedDict
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any, Iterator
 
 import torch
+
+from ..caches import OwnerCache
 
 _HOOK_TABLES = tuple(k for k in vars(torch.nn.Module()) if "hooks" in k)
 # The hook tables whose keys say which hooks run in a forward or backward pass (the others are
@@ -209,32 +209,19 @@ class _Registry:
     """At most ``size`` watches, by owner (held weakly: a watch goes when its owner does)."""
 
     def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[int, tuple[weakref.ref, ModelWatch]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._watches = OwnerCache(size)
+        self._lock = threading.Lock()  # one watch per owner when two threads ask at once
 
     def get(self, owner: Any) -> ModelWatch:
-        key = id(owner)
         with self._lock:
-            item = self._items.get(key)
-            if item is not None and item[0]() is owner:
-                self._items.move_to_end(key)
-                return item[1]
-            watch = ModelWatch()
-            self._items[key] = (weakref.ref(owner, lambda _, key=key: self._drop(key)), watch)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            watch = self._watches.get(owner)
+            if watch is None:
+                watch = ModelWatch()
+                self._watches.put(owner, watch)
             return watch
 
-    def _drop(self, key: int) -> None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None and item[0]() is None:
-                del self._items[key]
-
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        self._watches.clear()
 
 
 WATCHES = _Registry(_REGISTRY_SIZE)

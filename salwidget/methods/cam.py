@@ -79,12 +79,12 @@ and a warning says so.
 from __future__ import annotations
 
 import warnings
-import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..caches import OwnerCache
 from ..errors import SaliencyError
 from .base import Method, MethodOutput, Option, RunContext, Stage, register
 from .layer_grids import Grid, grid_layers, read_grid, to_channels_first, token_grid  # noqa: F401
@@ -235,33 +235,22 @@ def _reaches(ctx: RunContext, layer: str) -> bool:
 
 
 class _AutoLayerMemo:
-    """The automatic layer per model and input shapes, so a panel's recomputations skip the probing pass.
-
-    Held by the model's id with a weak reference to check it is the same
-    model; an entry whose layer name is gone is not used.
-    """
+    """The automatic layer per model and input shapes, so a panel's recomputations skip the probing pass
+    (an entry whose layer name is gone is not used)."""
 
     def __init__(self, size: int = 16):
-        self._entries: dict[int, tuple[Any, dict]] = {}
-        self._size = size
+        self._models = OwnerCache(size)
 
     def get(self, model: Any, shapes: tuple) -> str | None:
-        entry = self._entries.get(id(model))
-        if entry is None or entry[0]() is not model:
-            return None
-        return entry[1].get(shapes)
+        return self._models.get(model, {}).get(shapes)
 
     def put(self, model: Any, shapes: tuple, name: str) -> None:
-        try:
-            ref = weakref.ref(model)
-        except TypeError:
-            return
-        entry = self._entries.get(id(model))
-        if entry is None or entry[0]() is not model:
-            if len(self._entries) >= self._size:
-                self._entries.pop(next(iter(self._entries)))
-            entry = self._entries[id(model)] = (ref, {})
-        entry[1][shapes] = name
+        names = self._models.get(model)
+        if names is None:
+            names = {}
+            if not self._models.put(model, names):
+                return
+        names[shapes] = name
 
 
 _AUTO_LAYERS = _AutoLayerMemo()
