@@ -69,7 +69,7 @@ def main() -> None:
     if args.model == "lite0":
         from salwidget import models
 
-        model = models.efficientnet_lite0()
+        model, _ = models.efficientnet_lite0()  # (model, class names)
     else:
         model = small_cnn()
     image = np.random.default_rng(0).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
