@@ -197,3 +197,28 @@ def test_the_panel_refuses_a_channels_last_batch_with_the_one_line_hint_of_attri
     assert str(panel.value) == str(direct.value) and "\n" not in str(panel.value)
     assert panel.value.__cause__ is None and panel.value.__context__ is None
     assert len("".join(traceback.format_exception(panel.value)).splitlines()) < 20
+
+
+class _WritesIntoItsInput(torch.nn.Module):
+    """Scales its input in place: with shared batches, later chunks would be built from what it wrote."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.in_place = in_place
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        x = x.mul_(2.0) if self.in_place else x * 2.0
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("method", ["occlusion", "rise"])
+def test_a_model_writing_into_its_input_is_refused_not_explained_wrongly(method):
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    options = dict(window=4, stride=2) if method == "occlusion" else dict(nmasks=8, grid=2)
+    with pytest.raises(sw.SaliencyError, match=r"wrote into its input batch .* x = x\.clone\(\)"):
+        sw.attribute(_WritesIntoItsInput(True).eval(), x.copy(), method, target=0, seed=0, **options)
+    # the same network written out of place is explained as before
+    fine = sw.attribute(_WritesIntoItsInput(False).eval(), x.copy(), method, target=0, seed=0, **options)
+    assert np.isfinite(fine.raw).all() and np.abs(fine.raw).max() > 0

@@ -483,8 +483,19 @@ class TorchBackend:
         return prepared
 
     def outputs(self, points) -> list[torch.Tensor]:
+        tensors = self._prepare(points, grad=False)
+        versions = [t._version for t in tensors]  # in-place writes count up a tensor's version
         with torch.no_grad():
-            return [o.detach() for o in self._call(self._prepare(points, grad=False))]
+            outputs = [o.detach() for o in self._call(tensors)]
+        if any(t._version != v for t, v in zip(tensors, versions)):
+            # Batches and the images they are made from share memory (and a CPU image the caller's array):
+            # the next chunk would be built from what the model wrote, so every later score would be wrong.
+            raise SaliencyError(
+                "The model wrote into its input batch (an in-place operation on the input in its forward, such as "
+                "x.mul_(2) or x[:, 0] = 0). The batches salwidget passes share memory with the images being explained "
+                "(on a CPU, with the array you gave, which may now hold what the model wrote), so the maps would be "
+                "wrong. Write that step out of place (x = x * 2), or start the forward with x = x.clone().")
+        return outputs
 
     @property
     def output_names(self) -> list | None:
