@@ -129,7 +129,7 @@ def parts(model, x, rounds: int) -> list[tuple[str, float]]:
         ("shadow copy (a first call, or after the structure changed)", median(lambda: shadow_copy(model))),
         ("structure walk (every call: is the cached shadow still valid?)", median(lambda: read_structure(model))),
         ("weights version (identity; the walk and the in-place counters)", median(backend.identity)),
-        ("input digest (CRC-32 + Adler-32; only for resumable results)", median(lambda: bytes_digest(*host))),
+        ("input digest (XXH3-128; only for resumable results)", median(lambda: bytes_digest(*host))),
     ]
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 
 def bytes_digest(*parts) -> str:
-    """CRC-32 and Adler-32 of ``parts`` (bytes or arrays), 64 bits: a change detector, not a cryptographic
-    hash; ten times faster than blake2b on this machine (3.9 and 3 GB/s against 0.4), which matters for
-    an array of gigabytes."""
-    import zlib
+    """XXH3-128 of ``parts`` (bytes or C-contiguous arrays), 32 hex digits: a change detector, not a
+    cryptographic hash. It runs at memory speed (17 GB/s on this project's CPU, against 2.1 for CRC-32
+    and 0.4 for blake2b), which decides the time of a first scan of an array of gigabytes."""
+    import xxhash
 
-    crc, adler = 0, 1
+    digest = xxhash.xxh3_128()
     for part in parts:
-        view = memoryview(part).cast("B") if not isinstance(part, bytes) else part
-        crc, adler = zlib.crc32(view, crc), zlib.adler32(view, adler)
-    return f"{crc:08x}{adler:08x}"
+        digest.update(part if isinstance(part, bytes) else memoryview(part).cast("B"))
+    return digest.hexdigest()

@@ -25,7 +25,7 @@ def to_numpy(value: Any) -> np.ndarray:
 
 
 def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given: bool,
-                     default_channels_last: bool = False) -> np.ndarray:
+                     default_channels_last: bool = False, check_finite: bool = True) -> np.ndarray:
     if x.dtype.kind in "iub":
         raise SaliencyError(
             f"{name} has integer dtype {x.dtype}; models take float input and gradients need it. "
@@ -69,7 +69,7 @@ def _check_one_input(x: np.ndarray, name: str, channels_last: bool, layout_given
             )
     # One cheap pass first: a NaN or infinity anywhere makes the sum non-finite (so can a huge finite sum:
     # then the exact check below decides). Most inputs are clean and pay only this.
-    if np.isfinite(x.sum(dtype=np.float32)):
+    if not check_finite or np.isfinite(x.sum(dtype=np.float32)):
         return x
     bad = ~np.isfinite(x)
     if bad.any():
@@ -88,8 +88,12 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bool) -> tuple[list[np.ndarray], bool, bool]:
+def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bool,
+                   check_finite: bool = True) -> tuple[list[np.ndarray], bool, bool]:
     """Validate a batch (or a tuple/list of batches for a multi-input model).
+
+    ``check_finite=False`` leaves the NaN and infinity check to a caller that makes its own pass over
+    every value anyway (the scan's thumbnails).
 
     Returns
     -------
@@ -106,7 +110,7 @@ def prepare_inputs(x: Any, channels_last: bool | None, default_channels_last: bo
     inputs = []
     for index, value in enumerate(raw_inputs):
         name = f"input {index}" if several else "x"
-        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given, default_channels_last))
+        inputs.append(_check_one_input(to_numpy(value), name, cl, layout_given, default_channels_last, check_finite))
     sizes = {len(a) for a in inputs}
     if len(sizes) > 1:
         raise SaliencyError(f"The inputs have different batch sizes {sorted(sizes)}; they must match.")

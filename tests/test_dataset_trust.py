@@ -286,12 +286,26 @@ def test_a_raising_getitem_or_preprocess_names_the_item_and_the_file(data, tmp_p
         sw.scan(make_torch_cnn(), [str(p) for p in paths], preprocess=preprocess)
 
 
-def test_a_nan_image_is_named_by_its_dataset_index(data):
-    x, _ = data
-    x = x.copy()
-    x[290, 1, 2, 3] = np.nan  # index 34 of the second block
-    with pytest.raises(SaliencyError, match="Image 290 of the dataset contains NaN"):
-        sw.scan(make_torch_cnn(), x)
+@pytest.mark.parametrize("size, value", [(16, np.nan), (200, np.nan), (200, np.inf), (200, -np.inf)])
+def test_a_nan_image_is_named_by_its_dataset_index(size, value, tmp_path):
+    """The scan checks inputs through their thumbnails (16 px: the inputs themselves; 200 px: area averages
+    that cover every pixel, the last row and column included): one bad value anywhere is found and named,
+    and the block holding it is not committed."""
+    x = np.random.default_rng(3).uniform(0, 1, (300, 3, size, size)).astype(np.float32)
+    x[290, 1, size - 1, size - 1] = value  # index 34 of the second block, in the last row and column
+    with pytest.raises(SaliencyError, match="Image 290 of the dataset contains NaN or infinite values"):
+        sw.scan(make_torch_cnn(), x, store=tmp_path)
+    from salwidget.dataset.scan import open_scan
+    from salwidget.dataset.store import CHUNK_ROWS
+
+    assert open_scan(make_torch_cnn(), x, store=tmp_path).missing == 300 - CHUNK_ROWS  # the first block only
+
+
+def test_huge_finite_images_whose_thumbnails_overflow_are_scanned(tmp_path):
+    """Values near float32's largest overflow the thumbnails' sums: the exact check finds every value finite."""
+    x = np.full((4, 3, 100, 100), 3e38, np.float32)
+    result = sw.scan(make_torch_cnn(), x, store=tmp_path)
+    assert len(result.table) == 4
 
 
 def test_store_paths_that_cannot_be_written_name_the_path_and_the_fix(data, tmp_path, monkeypatch):

@@ -379,3 +379,17 @@ def test_the_columns_computed_on_the_device_equal_numpys(already, classes):
             np.testing.assert_array_equal(other, values, err_msg=name)
         else:
             np.testing.assert_allclose(other, values, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_top_classes_order_as_a_stable_sort_with_ties_and_nan_rows():
+    """The scan's top-5 comes from a partition, not a sort of every class: it must equal a stable sort's
+    first five (ties: the lower class first), also where ties straddle the fifth place and in NaN rows."""
+    from salwidget.dataset.predictions import top_classes
+
+    rng = np.random.default_rng(0)
+    for classes in (3, 5, 6, 40, 1000):
+        p = rng.integers(0, 4, (64, classes)).astype(np.float64)  # values 0-3: ties everywhere
+        p[::7] = np.nan
+        p[1] = rng.uniform(size=classes)  # a row without ties
+        expected = np.argsort(-p, axis=1, kind="stable")[:, :5]
+        np.testing.assert_array_equal(top_classes(p, 5), expected)

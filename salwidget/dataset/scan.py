@@ -305,8 +305,11 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
 
     if block.inputs is None or not len(block.inputs):
         return {}
+    # Thumbnails made from the inputs average every value of every image: their check for NaN stands for
+    # the inputs' (a pass over the block fewer); pictures' thumbnails do not see the inputs.
+    from_inputs = block.pictures is None
     try:
-        inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last)
+        inputs, _, _ = prepare_inputs(block.inputs, layout, backend.default_channels_last, check_finite=not from_inputs)
     except SaliencyError:
         _check_finite_images(block)  # NaN images: named by their dataset index
         raise
@@ -320,12 +323,15 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
             raise AttributionCancelled("Scan cancelled by the caller; the committed rows stay.")
         batch = backend.ops.asarray(inputs[0][start : start + chunk])
         outputs = backend.outputs([batch])
-        if block.pictures is None:  # thumbnails of model inputs: shrunk where the batch is, before the transfer
+        if from_inputs:  # thumbnails of model inputs: shrunk where the batch is, before the transfer
             small.append(shrink(batch, layout))
         index = choose_output(outputs, output_index)
         check_output(outputs[index], index, len(outputs[index]))
         parts.append(outputs[index])
         state["calls"] += 1
+    state["small"] = np.concatenate(small) if small else None
+    if from_inputs and not np.isfinite(state["small"].sum(dtype=np.float32)):
+        _check_finite_images(block)  # NaN or infinity in an image (or a huge finite sum): the exact check names it
     # The scores stay where the model made them: the columns are computed there (torch) in a few operations
     on_device = _concatenate(parts)
     scores = on_device if isinstance(on_device, np.ndarray) else np.asarray(backend.ops.numpy(on_device), np.float32)
@@ -339,7 +345,6 @@ def _predict_block(block, backend, layout, batch_size, output_index, cancel, row
         state["probabilities"] = rows.setting("scores_are_probabilities", are_probabilities(scores))
     labels = block.labels[block.ok]
     _check_labels(labels, num_classes, block.rows[block.ok])
-    state["small"] = np.concatenate(small) if small else None
     return columns_in_framework(on_device, labels, state["probabilities"])
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SaliencyError
-from .keys import concurrent_digest
+from ..digests import bytes_digest
 from ..inputs import to_numpy
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -115,8 +115,8 @@ class ArraySource(DataSource):
 
     def fingerprint(self) -> str:
         if self._digest is None:
-            self._digest = concurrent_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
-                                             np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
+            self._digest = bytes_digest(repr((self.images.shape, str(self.images.dtype))).encode(),
+                                       np.ascontiguousarray(self.images), np.ascontiguousarray(self.labels))
         return self._digest
 
 
