@@ -7,7 +7,11 @@ Each contender runs the same images in one chunk (salwidget: batch_size = the
 number of images); contenders alternate round by round in one process and the
 table reports medians. "gradient" is salwidget's plain input gradient
 ('vanilla') of the same chunk, "bare gradient" the same pass in plain torch.
-Ratios are time / salwidget's gradient. zennit runs EpsilonPlusFlat with
+Ratios are time / salwidget's gradient. The two "floor" rows are plain torch
+doing the least arithmetic each method needs: LRP's z+ rule convolves each
+layer's input once more with the positive weights (timed as the gradient pass
+plus one more forward), DeepLIFT with a shared baseline is a gradient pass
+over the images and one reference row. zennit runs EpsilonPlusFlat with
 SequentialMergeBatchNorm (its canonizer merges into the model while the
 context is open; a copy of the model is used); Captum's DeepLift against a
 zero baseline. The ResNet-like's additions are functional ``+``: zennit's
@@ -84,6 +88,18 @@ def contenders(model, x, targets, with_zennit: bool) -> dict:
         inputs = xt.clone().requires_grad_(True)
         torch.autograd.grad(model(inputs)[range(chunk), targets].sum(), inputs)
 
+    def lrp_floor():
+        # What LRP's z+ rule cannot do without: the gradient pass and, per convolution, one more
+        # convolution of its input with the positive weights (here: one more forward of the model)
+        bare_gradient()
+        with torch.no_grad():
+            model(xt)
+
+    def deeplift_floor():
+        # DeepLIFT's least work with a shared baseline: a gradient pass over the images and one reference row
+        inputs = torch.cat([xt, torch.zeros_like(xt[:1])]).requires_grad_(True)
+        torch.autograd.grad(model(inputs)[range(chunk), targets].sum(), inputs)
+
     def zennit_lrp():
         import_zennit()
         from zennit.canonizers import SequentialMergeBatchNorm
@@ -103,7 +119,8 @@ def contenders(model, x, targets, with_zennit: bool) -> dict:
 
     zennit_model, captum_model = copy.deepcopy(model), copy.deepcopy(model)
     runs = {"gradient": ours("vanilla"), "bare gradient": bare_gradient, "lrp": ours("lrp"),
-            "deeplift": ours("deeplift", baseline=0.0), "captum DeepLift": captum_deeplift}
+            "floor: bare gradient + one forward": lrp_floor, "deeplift": ours("deeplift", baseline=0.0),
+            "floor: bare gradient of images + 1 reference row": deeplift_floor, "captum DeepLift": captum_deeplift}
     if with_zennit:
         runs["zennit EpsilonPlusFlat"] = zennit_lrp
     return runs

@@ -103,6 +103,25 @@ def test_deeplift_on_a_two_layer_relu_mlp_is_the_analytic_multiplier():
     close(a.raw, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [0.5, -2.0])
+def test_deeplift_where_a_pre_activation_equals_the_baselines_takes_the_relu_derivative(bias):
+    """A hidden unit whose weights are orthogonal to x - b has t = t_b exactly: its multiplier is the
+    derivative [t > 0] (0/0 otherwise, a NaN map), and it still moves each pixel's share."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).eval()
+    w1, b1, w2 = np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([bias, 0.25]), np.array([[2.0, -1.0]])
+    with torch.no_grad():
+        model[0].weight.copy_(torch.as_tensor(w1)), model[0].bias.copy_(torch.as_tensor(b1))
+        model[2].weight.copy_(torch.as_tensor(w2)), model[2].bias.zero_()
+    x, b = np.array([[0.75, 0.25]], np.float32), np.array([[0.25, 0.75]], np.float32)
+    z, zb = x @ w1.T + b1, b @ w1.T + b1
+    assert z[0, 0] == zb[0, 0]  # exact in binary fractions
+    ratio = np.where(z == zb, z > 0, (np.maximum(z, 0) - np.maximum(zb, 0)) / np.where(z == zb, 1, z - zb))
+    expected = (x - b) * ((w2 * ratio) @ w1)
+    result = sw.attribute(model, x, "deeplift", baseline=b, target=0)
+    assert np.isfinite(result.raw).all()
+    close(result.raw, expected, rtol=1e-6)
+
+
 class _HostOps:
     asarray = staticmethod(lambda value, dtype="float": np.asarray(value))
 
