@@ -156,9 +156,10 @@ def _signed_parts(module, x, weight_positive: bool, bias_positive: bool | None):
     first_w = w.clamp(min=0) if weight_positive else w.clamp(max=0)
     b = getattr(module, "bias", None)
     first_b = None if b is None else (b.clamp(min=0) if bias_positive else b.clamp(max=0))
-    positive = x.clamp(min=0).detach().requires_grad_(True)
+    signed = _has_negative(x)
+    positive = (x.clamp(min=0) if signed else x).detach().requires_grad_(True)  # x >= 0 is its own x+
     outputs, inputs = [_call(module, positive, first_w, first_b)], [positive]
-    if _has_negative(x):
+    if signed:
         second_w = w.clamp(max=0) if weight_positive else w.clamp(min=0)
         inputs.append(x.clamp(max=0).detach().requires_grad_(True))
         outputs.append(_call(module, inputs[1], second_w, keep_bias=False))
@@ -195,8 +196,9 @@ def rule_gamma(module, x, relevance, forward=None, gamma=GAMMA):
     b_up = None if b is None else b + gamma * b.clamp(min=0)
     b_down = None if b is None else b + gamma * b.clamp(max=0)
     signed = _has_negative(x)  # without a negative part its two terms are zero: left out (as in _signed_parts)
-    terms = [(x.clamp(min=0), up, b_up, True), (x.clamp(max=0), down, None, False),
-             (x.clamp(min=0), down, b_down, True), (x.clamp(max=0), up, None, False)]
+    x_pos = x.clamp(min=0) if signed else x  # x >= 0 is its own x+
+    x_neg = x.clamp(max=0) if signed else None
+    terms = [(x_pos, up, b_up, True), (x_neg, down, None, False), (x_pos, down, b_down, True), (x_neg, up, None, False)]
     kept = [terms[k] for k in ((0, 1, 2, 3) if signed else (0, 2))]
     inputs = [t[0].detach().requires_grad_(True) for t in kept]
     outputs = [_call(module, i, w_, b_, keep_bias=k_) for i, (_, w_, b_, k_) in zip(inputs, kept)]
