@@ -67,6 +67,24 @@ def image_rows(count: int):
 _torch_parts: dict = {}
 
 
+def _relu_quotient(t_reference, dt, dy):
+    """ReLU's Rescale multiplier from ``dt = t - t_b`` and ``dy = relu(t) - relu(t_b)`` (both written over):
+    ``dy / dt``, and ``[t_b > 0]`` where ``dt = 0``.
+
+    In float32 and float64 that is ``(dy + [t_b > 0] tiny) / (dt + tiny)`` with ``tiny`` the dtype's smallest
+    normal number: adding it changes no difference larger than 2**24 tiny (1e-31 in float32), and where
+    ``dt = 0`` (so ``dy = 0``) it gives ``[t_b > 0]`` exactly. Four passes over the images' rows with no
+    boolean temporary (a compare and a select took as long as five arithmetic passes); other dtypes, whose
+    smallest normal is not negligible, select."""
+    import torch
+
+    if dt.dtype not in (torch.float32, torch.float64):
+        return torch.where(dt == 0, t_reference > 0, dy.div_(dt))
+    tiny = torch.finfo(dt.dtype).tiny
+    on = (t_reference > 0).to(dt.dtype).mul_(tiny)  # the reference rows only (one row when shared)
+    return dy.add_(on).div_(dt.add_(tiny))
+
+
 def _torch_rescale_mode():
     if _torch_parts:
         return _torch_parts["mode"]
@@ -97,9 +115,9 @@ def _torch_rescale_mode():
                 # ReLU's quotient is exact wherever t != t_b (both above 0: dy and dt are the same subtraction,
                 # 1 exactly; both below: 0; across 0: one side's value over dt, no cancellation), so only
                 # t == t_b, a 0/0, needs the derivative [t > 0] = [t_b > 0]: read off the reference rows
-                # (one row when the baseline is shared). Six passes over the images' rows instead of eight.
-                # (NaN or infinite activations stay NaN: the run's finiteness check names them)
-                torch.mul(grad[:n], torch.where(dt == 0, t[n:] > 0, dy.div_(dt)), out=to_t[:n])
+                # (one row when the baseline is shared). NaN or infinite activations stay NaN: the run's
+                # finiteness check names them.
+                torch.mul(grad[:n], _relu_quotient(t[n:], dt, dy), out=to_t[:n])
                 return to_t, None, None, None
             small = dt.abs() < EPSILON
             quotient = dy.masked_fill_(small, 0.0).div_(dt.masked_fill_(small, 1.0))
