@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ from .errors import AttributionCancelled, SaliencyError
 from .inputs import check_output, check_seed, prepare_inputs
 from .methods import MethodOutput, RunContext, get_method, layer_methods
 from .digests import bytes_digest
-from .finite import FiniteWatch, check_maps, check_outputs
+from .finite import FiniteWatch, NonFiniteError, check_maps, check_outputs
 from .outputs import choose_output, is_multilabel, output_selector
 from .randomness import Draws, check_rng
 from .targets import Class, as_target, bind, is_plain
@@ -211,7 +211,8 @@ def attribute(
 
 
 def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request: Request,
-        pick_targets: Callable[[list[np.ndarray]], dict[int, Any]], started: float | None = None) -> Attribution:
+        pick_targets: Callable[[list[np.ndarray]], dict[int, Any]], started: float | None = None,
+        watch_everything: bool = False) -> Attribution:
     """Run ``request`` on checked inputs; ``pick_targets(clean outputs, their names)`` maps
     each output index to explain to its user target (None, classes, a
     :class:`~salwidget.targets.Target` or a callable). Scores and the targets
@@ -264,7 +265,7 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
             options=request.options, seed=seed,
             draws=Draws(ops, [x.shape for x in inputs], seed, rng, layout, request.image_ids),
             pairing=request.pairing, chunk=chunk, clean=clean_pass,
-            explained=explained, finite=FiniteWatch(ops),
+            explained=explained, finite=FiniteWatch(ops, defer=not watch_everything),
         )
         output_name = _name_of(backend.output_names, out_index)
         if method.reads == "layer":
@@ -298,8 +299,18 @@ def run(backend, inputs: list[np.ndarray], layout: bool, several: bool, request:
         done = _schedule(method.stages(ctx, state), ctx, backend, request, report,
                          _tuner(backend, request, inputs, method, ctx))
         checked()
-        result = make_result(method.finish(ctx, state), done, True)
-    return result
+        try:
+            return make_result(method.finish(ctx, state), done, True)
+        except NonFiniteError as unnamed:
+            if not ctx.finite.deferred:
+                raise
+            found = unnamed
+    # A map is not finite and some gradients went unwatched (see FiniteWatch.defer): the same run again, every
+    # tensor watched, names the first pass at fault; if none is (a sum that overflowed), the map's error stands.
+    # The seed is the one drawn above, so the passes are the same.
+    again = replace(request, seed=seed, progress=None, resume_from=None)
+    run(backend, inputs, layout, several, again, pick_targets, watch_everything=True)
+    raise found
 
 
 class CleanPass:

@@ -24,10 +24,22 @@ class NonFiniteError(SaliencyError):
 class FiniteWatch:
     """Per-pass finiteness flags of one run, kept on the device until read."""
 
-    def __init__(self, ops: Any):
+    def __init__(self, ops: Any, defer: bool = True):
         self.ops = ops
         self._parts: list[tuple[Any, Where, str]] = []  # (device flags per row, where each row was, what)
         self._read = 0  # parts already found finite
+        # Tensors that are only summed into the maps need no flags while the run goes well: a NaN or inf in
+        # one reaches its image's map, which the end checks on the host (free). Only then is the run done
+        # again with every tensor watched, to name the pass (see :func:`salwidget.engine.run`).
+        self.defer = defer
+        self.deferred = False  # whether any tensor went unwatched for that reason
+
+    def observe_summed(self, tensors: Sequence[Any], where: Where, what: str = "gradient") -> None:
+        """:meth:`observe` for tensors that are summed (or squared and summed) into the maps as they are."""
+        if self.defer:
+            self.deferred = True
+            return
+        self.observe(tensors, where, what)
 
     def observe(self, tensors: Sequence[Any], where: Where, what: str = "gradient") -> None:
         """Record whether each row of each tensor is finite (``where(row)`` describes a row, on failure)."""

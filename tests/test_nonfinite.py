@@ -4,6 +4,8 @@ the path's ends."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -120,8 +122,16 @@ def test_gradcam_on_nan_outputs_says_so_not_that_the_layer_is_unreachable(x):
     assert "ViT" not in str(caught.value) and "zero for every image" not in str(caught.value)
 
 
-def test_the_check_is_one_flag_read_per_run_not_a_sync_per_chunk(x, monkeypatch):
-    """Flags stay on the device; the run reads them once at its end (here: one ops.numpy of booleans)."""
+@pytest.mark.parametrize("method, options, flags", [
+    # gradients only summed into the maps: no flag at all, the finished maps are checked on the host
+    ("smoothgrad", dict(nsamples=12, stdev_spread=0.01), []),
+    # IG's path ends' scores are watched (the completeness gap reads them): one read of 4 x 12 flags
+    ("integrated", dict(nsamples=12, baseline=0.5), [(12 * 4,)]),
+    # LRP's relevance is not a plain sum of gradients: every pass's flag, one read
+    ("lrp", {}, [(4,)]),
+])
+def test_the_check_is_at_most_one_flag_read_per_run_not_a_sync_per_chunk(x, monkeypatch, method, options, flags):
+    """Flags stay on the device; the run reads them once at its end (here: ops.numpy of booleans)."""
     from salwidget.backends.torch_backend import TorchOps
 
     reads = []
@@ -134,8 +144,22 @@ def test_the_check_is_one_flag_read_per_run_not_a_sync_per_chunk(x, monkeypatch)
 
     monkeypatch.setattr(TorchOps, "numpy", counting)
     model = _Torch("sqrt").eval()
-    sw.attribute(model, x, "smoothgrad", nsamples=12, stdev_spread=0.01, seed=0, batch_size=4, target=1)
-    assert reads == [(12 * 4,)]
+    sw.attribute(model, x, method, seed=0, batch_size=4, target=1, **options)
+    assert reads == flags
+
+
+@pytest.mark.parametrize("method, options, where", [
+    ("smoothgrad", dict(nsamples=12, stdev_spread=0.01), "image 2, sample 0 (the clean image)"),
+    ("integrated", dict(nsamples=6, baseline=0.0), "image 0's path point at alpha = 0 (the baseline)"),
+])
+def test_a_nan_in_gradients_summed_unwatched_is_named_by_a_second_run(x, method, options, where):
+    """The gradients a map only sums are not watched while the run goes well; a NaN reaches the map, and the
+    run is done again with every pass watched to name the first one at fault."""
+    images = x.copy()
+    if method == "smoothgrad":
+        images[2, 0, 0, 0] = 0.0  # sqrt's gradient at 0 is infinite: image 2's clean pass
+    with pytest.raises(NonFiniteError, match=re.escape(where)):
+        sw.attribute(_Torch("sqrt").eval(), images, method, seed=0, batch_size=4, target=1, **options)
 
 
 def test_a_preview_read_checks_the_flags_so_far(x):
@@ -147,11 +171,11 @@ def test_a_preview_read_checks_the_flags_so_far(x):
             partial.raw
         except NonFiniteError as exc:
             seen.append(str(exc))
-            raise
 
-    with pytest.raises(NonFiniteError):
+    with pytest.raises(NonFiniteError, match="alpha = 0"):  # the end names the pass
         sw.attribute(model, x, "integrated", baseline=0.0, nsamples=6, seed=0, batch_size=4, progress=progress)
-    assert seen and "alpha = 0" in seen[0]
+    # a preview's maps hold the NaN already: it names the image (the pass is named when the run ends)
+    assert seen and "the map of image(s) [0, 1, 2, 3] is not finite" in seen[0]
 
 
 def test_to_grayscale_refuses_nan_maps():

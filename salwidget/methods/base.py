@@ -211,7 +211,7 @@ class RunContext:
         return held[1]
 
     def gradients(self, points: Sequence, images: np.ndarray, scores: bool = True, where=None,
-                  observed: int | None = None, with_outputs: bool = False):
+                  observed: int | None = None, with_outputs: bool = False, summed: bool = False):
         """Input gradients of the target score for a chunk of points (one per row of
         ``images``); returns (gradients per input, target scores per row, or None
         when ``scores`` is False: a few device ops saved per chunk). ``where(row)``
@@ -220,7 +220,9 @@ class RunContext:
         ``observed``: only the first ``observed`` rows are the images' clean passes
         that a single-pass method's clean outputs are read from (the rest are other
         points, e.g. DeepLIFT's references); default every row. ``with_outputs``:
-        return every output of the pass as a third item."""
+        return every output of the pass as a third item. ``summed``: the method sums
+        the gradients (or their squares) into its maps as they are, so their
+        finiteness is read from the finished maps (see :class:`salwidget.finite.FiniteWatch`)."""
         rows = self.row_targets(images)  # once per chunk: the pass and the scores index the same rows
         grads, outputs = self.backend.input_gradients(points, rows, self.pairing)
         if observed is None:
@@ -228,7 +230,11 @@ class RunContext:
         else:
             self._observe([o[:observed] for o in outputs], images[:observed])
         picked = self.target_scores(outputs, images, rows) if scores else None
-        self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
+        if summed and self.finite is not None:  # the maps are sums of these gradients: checked at the end
+            self.finite.observe_summed(grads, where or (lambda row: f"image {int(images[row])}"))
+            self.watch([picked], images, where, "output")
+        else:
+            self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
         return (grads, picked, outputs) if with_outputs else (grads, picked)
 
     def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient") -> None:

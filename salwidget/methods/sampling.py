@@ -346,7 +346,7 @@ class SampledGradients(Method):
                     points.append(x * alpha_m if b == 0.0 else x * alpha_m + b * (1 - alpha_m))
                 else:
                     points.append(ops.lerp(b, x, alpha_m))
-        grads, scores = ctx.gradients(points, images, scores=plan.has_ends, where=where)
+        grads, scores = ctx.gradients(points, images, scores=plan.has_ends, where=where, summed=True)
         if plan.steps == 1:
             self._add_whole(ctx, state, grads, groups, images, on_device, rows)
             return True
