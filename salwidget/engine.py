@@ -391,9 +391,11 @@ def _schedule(stages, ctx: RunContext, backend, request: Request, report: Callab
             if tuner is not None and tuner.tuning:  # a size to try, on real work
                 tried = tuner.size()
                 size = min(remaining, max(1, int(round(tried / stage.cost))))
-                began = tuning.clock()
+                began, drawn = tuning.clock(), ctx.draws.block_seconds
                 stage.run(start, start + size)
-                tuner.done(tried, size * stage.cost, tuning.clock() - began)
+                # A noise block drawn in this chunk serves later ones too: left out, or small chunks (which
+                # draw in fewer of their chunks) would look cheaper than they are
+                tuner.done(tried, size * stage.cost, tuning.clock() - began - (ctx.draws.block_seconds - drawn))
                 if not tuner.tuning:
                     ctx.chunk = tuner.best
                 done += size

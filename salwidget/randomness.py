@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import chunk_tuning
 from .errors import SaliencyError
 
 NOISE, BASELINE, REFERENCE, POSITION = 1, 2, 3, 4
@@ -67,6 +68,9 @@ class Draws:
                  image_ids: Sequence[int] | None = None):
         self.ops, self.shapes, self.seed = ops, [tuple(s) for s in shapes], int(seed)
         self.rng, self.channels_last = check_rng(rng), channels_last
+        # Time spent drawing noise blocks, which serve the chunks after the one that draws them: the chunk
+        # tuner leaves it out of a chunk's time (a CPU's draws are synchronous; tuning runs on CPUs only).
+        self.block_seconds = 0.0
         # With ids (dataset indices), each image's numbers are keyed by its id, not its row: the same image
         # gets the same noise in any batch, on any worker.
         self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
@@ -110,7 +114,9 @@ class Draws:
         key = (stream, m)
         if key not in held or held[key][0] != block:
             shape = (rows,) + tuple(self.shapes[m][1:])
+            began = chunk_tuning.clock()
             held[key] = (block, self.ops.normal(shape, derive_key(self.seed, _BLOCKS + stream, m, block)))
+            self.block_seconds += chunk_tuning.clock() - began
         return held[key][1]
 
     def uniform(self, stream: int, input_index: int, sample: int):
