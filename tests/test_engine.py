@@ -544,6 +544,21 @@ def test_a_run_too_short_to_finish_the_chunk_trials_leaves_them_to_the_next(imag
     assert longer.batch_size == 32  # the fastest by its best sample, though its second was the slowest
 
 
+def test_chunk_sizes_nearly_as_fast_as_the_fastest_go_to_the_largest():
+    from salwidget import chunk_tuning as tuning
+
+    tuner = tuning.Tuner(object(), ("key",), 8)  # tries 4, 8, 16
+    per_pass = {4: 1.00, 8: 1.03, 16: 1.04}  # within 5% of the fastest: the largest, fewer chunks
+    for size in (4, 4, 4, 8, 8, 8, 16, 16, 16):
+        assert tuner.size() == size
+        tuner.done(size, size, size * per_pass[size])
+    assert tuner.best == 16
+    clear = tuning.Tuner(object(), ("key",), 8)
+    for size in (4, 4, 4, 8, 8, 8, 16, 16, 16):
+        clear.done(size, size, size * {4: 1.00, 8: 1.03, 16: 1.10}[size])
+    assert clear.best == 8  # 16 is 10% slower: out of the tie
+
+
 def test_chunk_trials_leave_out_noise_blocks_that_serve_later_chunks(images, monkeypatch):
     """A noise block is drawn by the first chunk that needs it and serves the chunks after it: a small chunk
     skips the draw in most of its trials, so with the draw counted it looked cheapest (Keras picked 4
