@@ -8,9 +8,10 @@ first chunks of a run at half, the starting and twice the size, smallest first,
 each :data:`SAMPLES` + 1 times in a row; a size's first chunk is not counted (it
 pays one-time costs: memory mapped in, kernels chosen, a trace), and each size's
 fastest counted chunk per pass decides (a loaded moment slows one sample, rarely
-both; sizes within :data:`TIE` of the fastest count as fast, and the largest wins). Noise blocks drawn in a chunk, which serve later chunks too, are left out
-of its time. The fastest size is remembered for the life of the
-process, per (model, input shape, device, kind of work). There is no separate
+both; sizes within :data:`TIE` of the fastest count as fast, and the largest
+wins). Noise blocks drawn in a chunk, which serve later chunks too, are left out
+of its time. The fastest size is remembered for the life of the process, per
+(model, input shape, device, kind of work). There is no separate
 warm-up: the tried chunks are real work, and a run too short to finish the
 trials leaves them to the next run with the same key. Results never depend on it (a method's result
 does not depend on its chunks). A ``batch_size`` the user gives is not tuned;

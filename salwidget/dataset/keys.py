@@ -21,11 +21,10 @@ def model_fingerprint(model: Any, framework: str | None = None) -> str:
     to read: it is keyed by the object itself, for this process (a new kernel scans again rather than serve
     rows another function might have computed).
     """
-    import xxhash
-
     from ..backends import get_backend
+    from ..digests import bytes_hasher
 
-    digest = xxhash.xxh3_128()  # the weights' bytes at memory speed (EfficientNet-Lite0: 4 ms; blake2b took 21 ms)
+    digest = bytes_hasher()  # the weights' bytes at memory speed (EfficientNet-Lite0: 4 ms; blake2b took 21 ms)
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     kind = get_backend(model, framework).framework
     if kind == "numpy":

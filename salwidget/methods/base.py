@@ -230,18 +230,21 @@ class RunContext:
         else:
             self._observe([o[:observed] for o in outputs], images[:observed])
         picked = self.target_scores(outputs, images, rows) if scores else None
-        if summed and self.finite is not None:  # the maps are sums of these gradients: checked at the end
-            self.finite.observe_summed(grads, where or (lambda row: f"image {int(images[row])}"))
+        if summed:  # the maps are sums of these gradients: their finiteness is read from the maps
+            self.watch(grads, images, where, summed=True)
             self.watch([picked], images, where, "output")
         else:
             self.watch([*grads, picked], images, where, "gradient" if picked is None else "gradient or output")
         return (grads, picked, outputs) if with_outputs else (grads, picked)
 
-    def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient") -> None:
+    def watch(self, tensors: Sequence, images: np.ndarray, where=None, what: str = "gradient",
+              summed: bool = False) -> None:
         """Record on the device whether each row of ``tensors`` (passes of ``images``) is finite; read
-        when the run ends or a preview is read (see :mod:`salwidget.finite`)."""
+        when the run ends or a preview is read (see :mod:`salwidget.finite`). ``summed``: tensors the maps
+        only sum (:meth:`salwidget.finite.FiniteWatch.observe_summed`)."""
         if self.finite is not None:
-            self.finite.observe(tensors, where or (lambda row: f"image {int(images[row])}"), what)
+            observe = self.finite.observe_summed if summed else self.finite.observe
+            observe(tensors, where or (lambda row: f"image {int(images[row])}"), what)
 
     def layer_gradients(self, points: Sequence, images: np.ndarray, layer: str, observe: bool = True):
         """A layer's activations and their gradients for the target score, and every output

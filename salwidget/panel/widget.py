@@ -178,9 +178,9 @@ class SaliencyWidget(PanelTraits, widgets.VBox):
     def _layout_children(self) -> list:
         # The Evaluate view takes the grid's place (a toggle above both): beside the grid it would leave
         # either too little room at 900 px. The rows setting up the maps, and the look below the grid, hide in Dataset.
-        host, look = self.host, self.settings_view.look_row
-        self._maps_rows = [*self.settings_view.rows(), look]
-        return [*self._maps_rows[:-1],
+        host, above, look = self.host, self.settings_view.rows(), self.settings_view.look_row
+        self._maps_rows = [*above, look]
+        return [*above,
                 controls.wrap_row([self._pane, host.compute_button, host.stop_button, host.progress, host.status_line]),
                 host.notes, host.error_line, self._maps.box, self._evaluate.box, self._dataset.box, self._maps.pager,
                 look, self._maps.extras]
