@@ -64,6 +64,12 @@ class BoundedCache:
         with self._lock:
             return self._items.pop(key, default)
 
+    def pop_if(self, key: Hashable, test: Callable[[Any], bool]) -> None:
+        """Forget ``key`` when ``test(entry)`` holds (one locked step: no other call between the two)."""
+        with self._lock:
+            if key in self._items and test(self._items[key]):
+                del self._items[key]
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -92,29 +98,35 @@ class OwnerCache:
 
     def __init__(self, size: int):
         self._items = BoundedCache(size)
+        self._dead: list = []  # (id, weak reference) of owners collected since the last call
 
     def get(self, owner: Any, default: Any = None) -> Any:
         """The entry of ``owner`` (now the newest), or ``default``."""
+        self._forget_dead()
         item = self._items.get(id(owner))
         return item[1] if item is not None and item[0]() is owner else default
 
     def put(self, owner: Any, value: Any) -> bool:
         """Keep ``value`` for ``owner``; False (nothing kept) when ``owner`` cannot be weakly referenced."""
+        self._forget_dead()
         key = id(owner)
         try:
-            ref = weakref.ref(owner, lambda dead, key=key: self._drop(key, dead))
+            ref = weakref.ref(owner, lambda dead, key=key: self._dead.append((key, dead)))
         except TypeError:
             return False
         self._items.put(key, (ref, value))
         return True
 
-    def _drop(self, key: int, dead: weakref.ref) -> None:
-        item = self._items.get(key)
-        if item is not None and item[0] is dead:  # not a newer owner's entry under a reused id
-            self._items.pop(key)
+    def _forget_dead(self) -> None:
+        # The weak references' callbacks only note the dead: they run inside the garbage collector, which may
+        # run inside this very cache's locked step, whose lock they would then wait on forever.
+        while self._dead:
+            key, dead = self._dead.pop()
+            self._items.pop_if(key, lambda item: item[0] is dead)  # not a newer owner's entry under a reused id
 
     def clear(self) -> None:
         self._items.clear()
 
     def __len__(self) -> int:
+        self._forget_dead()
         return len(self._items)

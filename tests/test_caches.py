@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 
 from salwidget.caches import BoundedCache, OwnerCache
 
@@ -54,3 +55,23 @@ def test_at_most_size_owners_are_kept_newest_first():
     for i, owner in enumerate(owners):
         cache.put(owner, i)
     assert cache.get(owners[0]) is None and cache.get(owners[1]) == 1 and cache.get(owners[2]) == 2
+
+
+def test_an_owner_collected_inside_the_caches_locked_step_does_not_wait_on_its_lock():
+    """The collector may run inside any of the cache's calls (an allocation under its lock); an owner that dies
+    then must not make its weak reference's callback wait on that same lock (the thread would hang)."""
+    cache = OwnerCache(4)
+    owners = [Owner()]
+    cache.put(owners[0], "first's")
+    finished = threading.Event()
+
+    def die_under_the_lock():
+        with cache._items._lock:  # as if the collector ran inside one of the cache's own steps
+            owners.clear()  # the last reference: the owner dies here, its callback runs here
+        finished.set()
+
+    worker = threading.Thread(target=die_under_the_lock, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert finished.is_set()
+    assert len(cache) == 0  # forgotten at the next call
